@@ -1,0 +1,121 @@
+"""Series assembly: close an open series into a part once it has been quiet, or is big enough.
+
+DICOM has no end-of-series message, so a series is complete when no instance
+arrived for ``stable_after`` seconds. Closing is one rename of the series folder
+into ``parts/`` under an exclusive lock, so instances that arrive later start a
+new open series and become the next part of the same series.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_gateway.spool import PARTS, OpenSeries, Spool, fsync_dir, locked_folder
+
+log = logging.getLogger(__name__)
+PART_FILE = "part.json"
+
+
+def new_part_id(now: float | None = None) -> str:
+    """Sortable, unique and free of PHI: ``20261122T200245Z-3fa2c1d0``."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+    return f"{stamp}-{secrets.token_hex(4)}"
+
+
+@dataclass
+class _Growth:
+    instances: int = 0
+    nbytes: int = 0
+
+
+class Assembler:
+    def __init__(self, spool: Spool, stable_after: float, max_instances: int, max_bytes: int) -> None:
+        self._spool = spool
+        self._stable_after = stable_after
+        self._max_instances = max_instances
+        self._max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._growth: dict[tuple[str, str], _Growth] = {}
+        for series in spool.open_series():
+            for path in series.instances():
+                self.stored(series.study_uid, series.series_uid, path.stat().st_size)
+
+    def stored(self, study_uid: str, series_uid: str, nbytes: int) -> None:
+        """Called by the receiver after each new instance (counts for the size limits)."""
+        with self._lock:
+            growth = self._growth.setdefault((study_uid, series_uid), _Growth())
+            growth.instances += 1
+            growth.nbytes += nbytes
+
+    def open_count(self) -> int:
+        return sum(1 for _ in self._spool.open_series())
+
+    def close_ready(self, now: float | None = None) -> list[Path]:
+        """Close every series that is quiet or full; return the new part folders."""
+        now = time.time() if now is None else now
+        closed: list[Path] = []
+        for series in self._spool.open_series():
+            with self._lock:
+                growth = self._growth.get((series.study_uid, series.series_uid), _Growth())
+            try:
+                quiet = now - series.last_change() >= self._stable_after
+            except FileNotFoundError:
+                continue
+            full = growth.instances >= self._max_instances or growth.nbytes >= self._max_bytes
+            if quiet or full:
+                part = self.close(series, "quiet" if quiet else "size limit")
+                if part is not None:
+                    closed.append(part)
+        return closed
+
+    def close(self, series: OpenSeries, reason: str) -> Path | None:
+        part_file = series.path / PART_FILE
+        with locked_folder(series.path):
+            if not series.instances():
+                # An empty folder (all its instances were duplicates): just remove it.
+                for leftover in series.path.iterdir():
+                    leftover.unlink()
+                series.path.rmdir()
+                self._forget(series)
+                return None
+            if part_file.exists():  # a crash came between writing it and the rename
+                part_id = str(self._spool.read_json(part_file)["part_id"])
+            else:
+                part_id = new_part_id()
+                self._spool.write_json(
+                    part_file,
+                    {
+                        "part_id": part_id,
+                        "study_uid": series.study_uid,
+                        "series_uid": series.series_uid,
+                        "closed_at": time.time(),
+                        "closed_because": reason,
+                    },
+                )
+            target = self._spool.path(PARTS) / part_id
+            os.rename(series.path, target)
+        fsync_dir(target.parent)
+        fsync_dir(series.path.parent)
+        self._forget(series)
+        try:
+            series.path.parent.rmdir()  # the study folder, when it was its last series
+            fsync_dir(series.path.parent.parent)
+        except OSError:
+            pass
+        log.info(
+            "series closed (%s) as part %s",
+            reason,
+            part_id,
+            extra={"series": series.series_uid, "part": part_id},
+        )
+        return target
+
+    def _forget(self, series: OpenSeries) -> None:
+        with self._lock:
+            self._growth.pop((series.study_uid, series.series_uid), None)

@@ -1,0 +1,132 @@
+"""Typed gateway configuration: a TOML file, then ``EDGE_GATEWAY_*`` environment variables, then flags.
+
+Every field has a production default suited to a hospital network; the local
+stand-in overrides a few (quiet period, calling AE titles). Validation happens
+once, at start, with messages that name the offending setting.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "EDGE_GATEWAY_"
+AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable, no backslash
+GATEWAY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    # DICOM listener
+    host: str = "0.0.0.0"  # noqa: S104 - a PACS on the hospital network must reach the box
+    port: int = 11112
+    ae_title: str = "EDGE"
+    # Calling AE titles allowed to associate; empty means any (local mode only).
+    allowed_calling_aets: tuple[str, ...] = ()
+    max_pdu: int = 262_144
+    max_associations: int = 16
+    # Series assembly: a series is closed after this many quiet seconds (Orthanc's
+    # StableAge idea), or earlier when a part reaches either limit.
+    stable_after: float = 60.0
+    max_part_instances: int = 5_000
+    max_part_bytes: int = 4 * 1024**3
+    # Spool on local disk
+    spool_dir: Path = Path("/var/lib/edge-gateway/spool")
+    max_spool_bytes: int = 50 * 1024**3
+    # Upload
+    gateway_id: str = "edge"
+    bucket: str = ""
+    region: str = "eu-central-1"
+    endpoint_url: str = ""  # empty: AWS; the local stand-in sets http://127.0.0.1:5000
+    kms_key_id: str = ""  # empty: the bucket's default encryption
+    deflate: bool = False  # DICOM pixel data is often compressed already: store by default
+    multipart_threshold: int = 64 * 1024**2
+    shipped_retention_days: float = 7.0
+    log_format: str = "text"  # or "json"
+    log_level: str = "INFO"
+
+    def validate(self) -> GatewayConfig:
+        problems: list[str] = []
+        if not 0 <= self.port < 65536:
+            problems.append(f"port: {self.port} is not a TCP port (0 picks a free one)")
+        titles = [("ae_title", self.ae_title)]
+        titles += [("allowed_calling_aets", aet) for aet in self.allowed_calling_aets]
+        for name, value in titles:
+            if not AE_TITLE.match(value):
+                problems.append(f"{name}: {value!r} is not an AE title (1-16 printable characters)")
+        if not GATEWAY_ID.match(self.gateway_id):
+            problems.append("gateway_id: letters, digits, '-' and '_' only (it is part of object keys)")
+        if not self.bucket:
+            problems.append("bucket: required (the S3 bucket the stack created)")
+        if self.stable_after <= 0:
+            problems.append("stable_after: must be a positive number of seconds")
+        if self.max_pdu and self.max_pdu < 4096:
+            problems.append("max_pdu: at least 4096 bytes, or 0 for unlimited")
+        for name in ("max_associations", "max_part_instances", "max_part_bytes", "max_spool_bytes"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{name}: must be positive")
+        if self.log_format not in ("text", "json"):
+            problems.append("log_format: 'text' or 'json'")
+        if problems:
+            raise ConfigError("invalid gateway configuration:\n  " + "\n  ".join(problems))
+        return self
+
+    def public(self) -> dict[str, Any]:
+        """The settings as plain values, for logs and ``status``."""
+        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+
+
+def _convert(name: str, raw: Any, default: Any) -> Any:
+    try:
+        if isinstance(default, bool):
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise ValueError(raw)
+            return text in ("1", "true", "yes", "on")
+        if isinstance(default, tuple):
+            items = raw if isinstance(raw, list | tuple) else str(raw).split(",")
+            return tuple(str(i).strip() for i in items if str(i).strip())
+        if isinstance(default, Path):
+            return Path(str(raw)).expanduser()
+        return type(default)(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{name}: cannot read {raw!r} as {type(default).__name__}") from exc
+
+
+def load(
+    path: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> GatewayConfig:
+    """Defaults < TOML file < environment < explicit overrides (CLI flags); then validate."""
+    config = GatewayConfig()
+    defaults = {f.name: getattr(config, f.name) for f in fields(GatewayConfig)}
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        section = data.get("gateway", data)
+        unknown = sorted(set(section) - set(defaults))
+        if unknown:
+            raise ConfigError(f"{path}: unknown setting(s): {', '.join(unknown)}")
+        values.update(section)
+    env = os.environ if environ is None else environ
+    for name in defaults:
+        key = ENV_PREFIX + name.upper()
+        if key in env:
+            values[name] = env[key]
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    converted = {k: _convert(k, v, defaults[k]) for k, v in values.items()}
+    return replace(config, **converted).validate()

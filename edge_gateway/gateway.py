@@ -1,0 +1,150 @@
+"""The running gateway: the DICOM listener, plus the coordinator threads that assemble, zip and upload.
+
+At start every piece of state is read back from the spool, so a restart after a
+crash finishes what was interrupted: open series keep waiting for their quiet
+period, closed parts get zipped, the outbox gets uploaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.config import Config
+
+from edge_gateway import receiver
+from edge_gateway.assembler import Assembler
+from edge_gateway.config import GatewayConfig
+from edge_gateway.packager import Packager
+from edge_gateway.shipped import ShippedRecord
+from edge_gateway.spool import SHIPPED, Spool
+from edge_gateway.uploader import Uploader
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from pynetdicom.transport import AssociationServer
+
+log = logging.getLogger(__name__)
+TICK = 0.5
+STATUS_EVERY = 5.0
+STATUS_FILE = "status.json"
+
+
+def s3_client(config: GatewayConfig) -> S3Client:
+    client: S3Client = boto3.client(
+        "s3",
+        region_name=config.region,
+        endpoint_url=config.endpoint_url or None,
+        config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=60),
+    )
+    return client
+
+
+class Gateway:
+    def __init__(self, config: GatewayConfig, s3: S3Client | None = None) -> None:
+        self.config = config
+        self.spool = Spool(config.spool_dir, config.max_spool_bytes)
+        self.spool.recover()
+        shipped = ShippedRecord(self.spool.path(SHIPPED), config.shipped_retention_days * 86400)
+        self.assembler = Assembler(
+            self.spool, config.stable_after, config.max_part_instances, config.max_part_bytes
+        )
+        self.packager = Packager(self.spool, shipped, config.gateway_id, deflate=config.deflate)
+        self.uploader = Uploader(
+            s3 or s3_client(config),
+            config.bucket,
+            self.spool,
+            shipped,
+            kms_key_id=config.kms_key_id,
+            multipart_threshold=config.multipart_threshold,
+        )
+        self._shipped = shipped
+        self._stop = threading.Event()
+        self._status_written = 0.0
+        self._threads: list[threading.Thread] = []
+        self._server: AssociationServer | None = None
+        self.started_at = time.time()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        _, self._server = receiver.start(self.config, self.spool, self.assembler.stored)
+        for name, loop in (("assemble", self._assemble_loop), ("upload", self._upload_loop)):
+            thread = threading.Thread(target=self._guarded(loop), name=f"edge-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        """Stop accepting, let the coordinator finish its current step, keep the rest on disk."""
+        if self._server is not None:
+            self._server.shutdown()
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+        self._write_status()
+        log.info("gateway stopped; unfinished work stays in %s", self.config.spool_dir)
+
+    def _guarded(self, loop: Any) -> Any:
+        def run() -> None:
+            while not self._stop.is_set():
+                try:
+                    loop()
+                except Exception:  # keep the coordinator alive; the spool keeps the work
+                    log.exception("coordinator step failed; retrying")
+                    self._stop.wait(5)
+
+        return run
+
+    def _assemble_loop(self) -> None:
+        self.assembler.close_ready()
+        for part_dir in self.packager.pending():
+            self.packager.package(part_dir)
+        if time.monotonic() - self._status_written >= STATUS_EVERY:
+            self._write_status()
+        self._stop.wait(TICK)
+
+    def _upload_loop(self) -> None:
+        now = time.time()
+        for entry in self.packager.outbox():
+            if self._stop.is_set():
+                return
+            if self.uploader.due(entry, now):
+                self.uploader.upload(entry)
+        self._shipped.prune()
+        self._stop.wait(TICK)
+
+    def status(self) -> dict[str, Any]:
+        stats = self.uploader.stats
+        return {
+            **spool_status(self.spool),
+            "pid": os.getpid(),
+            "started_at": self.started_at,
+            "uploaded_parts": stats.uploaded_parts,
+            "last_upload": stats.last_upload,
+            "last_error": stats.last_error,
+            "last_error_at": stats.last_error_at,
+            "retrying_parts": len(stats.retrying),
+        }
+
+    def _write_status(self) -> None:
+        self._status_written = time.monotonic()
+        self.spool.write_json(self.spool.root / STATUS_FILE, {**self.status(), "written_at": time.time()})
+
+
+def spool_status(spool: Spool) -> dict[str, Any]:
+    """What is on disk right now; readable without a running gateway."""
+    open_series = list(spool.open_series())
+    return {
+        "open_series": len(open_series),
+        "open_instances": sum(len(s.instances()) for s in open_series),
+        "parts_to_zip": sum(1 for p in spool.path("parts").iterdir() if p.is_dir()),
+        "outbox_parts": len(list(spool.path("outbox").glob("*.zip"))),
+        "spool_bytes": spool.used_bytes,
+    }

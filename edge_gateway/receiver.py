@@ -1,0 +1,103 @@
+"""The DICOM listener: a pynetdicom Storage SCP (every storage SOP class) and Verification SCP.
+
+The C-STORE handler only persists: it writes the bytes exactly as they arrived
+(file meta + received dataset, no decode/re-encode), fsyncs, and answers.
+Zipping and uploading happen in the coordinator, never on the association thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from pynetdicom import AE, _config, evt
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.transport import AssociationServer
+
+from edge_gateway.config import GatewayConfig
+from edge_gateway.dicom_peek import Undecodable, routing_uids
+from edge_gateway.spool import Spool, SpoolFull
+
+log = logging.getLogger(__name__)
+# Told of each newly stored instance: (study UID, series UID, bytes).
+StoredCallback = Callable[[str, str, int], None]
+
+SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700
+CANNOT_UNDERSTAND = 0xC210
+
+# Accept private and unknown storage SOP classes too: a PACS sends what its modalities made.
+_config.UNRESTRICTED_STORAGE_SERVICE = True
+# pynetdicom's per-PDU debug handlers cost time on every PDU even when not logged.
+_config.LOG_HANDLER_LEVEL = "none"
+
+
+def handle_store(event: evt.Event, spool: Spool, on_stored: StoredCallback) -> int:
+    try:
+        meta = event.file_meta
+        raw = event.encoded_dataset(include_meta=False)
+        uids = routing_uids(raw, str(meta.TransferSyntaxUID))
+        data = event.encoded_dataset(include_meta=True)
+    except Undecodable as exc:
+        log.warning("C-STORE refused: %s", exc)
+        return CANNOT_UNDERSTAND
+    try:
+        stored = spool.store(uids.study_uid, uids.series_uid, uids.sop_uid, data)
+    except SpoolFull as exc:
+        log.error("C-STORE refused, spool full (%s): the sender will retry", exc.strerror)
+        return OUT_OF_RESOURCES
+    except ValueError as exc:
+        log.warning("C-STORE refused: %s", exc)
+        return CANNOT_UNDERSTAND
+    except OSError as exc:
+        log.error("C-STORE refused, spool unwritable: %s", exc)
+        return OUT_OF_RESOURCES
+    if stored:
+        on_stored(uids.study_uid, uids.series_uid, len(data))
+    else:
+        log.info("duplicate instance in an open series kept once", extra={"sop": uids.sop_uid})
+    return SUCCESS
+
+
+def handle_echo(event: evt.Event) -> int:
+    return SUCCESS
+
+
+def _set_nodelay(event: evt.Event) -> None:
+    """Nagle's algorithm delays each small C-STORE response by ~40 ms; turn it off."""
+    sock = getattr(event.assoc.dul.socket, "socket", None)
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def build_ae(config: GatewayConfig) -> AE:
+    ae = AE(ae_title=config.ae_title)
+    ae.maximum_associations = config.max_associations
+    ae.maximum_pdu_size = config.max_pdu
+    ae.add_supported_context(Verification)
+    ae.require_called_aet = True
+    # An empty list accepts any calling AE title; otherwise pynetdicom rejects the
+    # association with "calling AE title not recognised".
+    ae.require_calling_aet = list(config.allowed_calling_aets)
+    return ae
+
+
+def start(config: GatewayConfig, spool: Spool, on_stored: StoredCallback) -> tuple[AE, AssociationServer]:
+    ae = build_ae(config)
+    handlers: list[Any] = [
+        (evt.EVT_C_STORE, handle_store, [spool, on_stored]),
+        (evt.EVT_C_ECHO, handle_echo),
+        (evt.EVT_CONN_OPEN, _set_nodelay),
+    ]
+    server = ae.start_server((config.host, config.port), block=False, evt_handlers=handlers)
+    assert server is not None  # non-blocking start always returns the server
+    log.info(
+        "DICOM listener on %s:%d, AE title %s, calling AE titles: %s",
+        config.host,
+        server.server_address[1],
+        config.ae_title,
+        ", ".join(config.allowed_calling_aets) or "any",
+    )
+    return ae, server

@@ -1,0 +1,135 @@
+"""Upload outbox parts to S3; an entry leaves the outbox only after S3 confirmed the object.
+
+boto3 sends a SHA-256 checksum that S3 verifies, switches to multipart for large
+parts, and encrypts with the configured KMS key. Failures back off exponentially
+with full jitter per part; the outbox is on disk, so a restart simply retries.
+Object keys and metadata carry UIDs, counts and the gateway id, never PHI.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from boto3.s3.transfer import TransferConfig
+
+from edge_gateway.packager import OutboxEntry
+from edge_gateway.shipped import ShippedRecord
+from edge_gateway.spool import Spool, fsync_dir
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+log = logging.getLogger(__name__)
+BACKOFF_BASE = 1.0
+BACKOFF_CAP = 300.0
+
+
+@dataclass
+class _Retry:
+    failures: int = 0
+    not_before: float = 0.0
+
+
+@dataclass
+class UploadStats:
+    uploaded_parts: int = 0
+    last_upload: float | None = None
+    last_error: str = ""
+    last_error_at: float | None = None
+    retrying: dict[str, _Retry] = field(default_factory=dict)
+
+
+def backoff_delay(failures: int) -> float:
+    """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**failures)]."""
+    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(failures, 20))
+    return random.uniform(0, ceiling)  # noqa: S311 - jitter, not cryptography
+
+
+class Uploader:
+    def __init__(
+        self,
+        s3: S3Client,
+        bucket: str,
+        spool: Spool,
+        shipped: ShippedRecord,
+        *,
+        kms_key_id: str = "",
+        multipart_threshold: int = 64 * 1024**2,
+    ) -> None:
+        self._s3 = s3
+        self._bucket = bucket
+        self._spool = spool
+        self._shipped = shipped
+        self._kms_key_id = kms_key_id
+        self._transfer = TransferConfig(
+            multipart_threshold=multipart_threshold, multipart_chunksize=16 * 1024**2
+        )
+        self.stats = UploadStats()
+
+    def due(self, entry: OutboxEntry, now: float) -> bool:
+        retry = self.stats.retrying.get(entry.part_id)
+        return retry is None or now >= retry.not_before
+
+    def upload(self, entry: OutboxEntry) -> bool:
+        """Try once; True when S3 confirmed the object and the entry left the outbox."""
+        d = entry.descriptor
+        extra: dict[str, Any] = {
+            "ContentType": "application/zip",
+            "ChecksumAlgorithm": "SHA256",
+            "Metadata": {
+                "study-uid": str(d["study_uid"]),
+                "series-uid": str(d["series_uid"]),
+                "part-id": entry.part_id,
+                "instance-count": str(d["instance_count"]),
+                "gateway-id": str(d["gateway_id"]),
+                "manifest-sha256": str(d["manifest_sha256"]),
+            },
+        }
+        if self._kms_key_id:
+            extra["ServerSideEncryption"] = "aws:kms"
+            extra["SSEKMSKeyId"] = self._kms_key_id
+        try:
+            self._s3.upload_file(
+                str(entry.zip_path),
+                self._bucket,
+                entry.object_key,
+                ExtraArgs=extra,
+                Config=self._transfer,
+            )
+        except Exception as exc:  # botocore/network errors of every kind: retry later
+            self._failed(entry, exc)
+            return False
+        self._confirmed(entry)
+        return True
+
+    def _failed(self, entry: OutboxEntry, exc: Exception) -> None:
+        retry = self.stats.retrying.setdefault(entry.part_id, _Retry())
+        retry.failures += 1
+        delay = backoff_delay(retry.failures)
+        retry.not_before = time.time() + delay
+        self.stats.last_error = f"upload of part {entry.part_id} failed: {type(exc).__name__}"
+        self.stats.last_error_at = time.time()
+        log.warning("%s; attempt %d, next in %.1f s", self.stats.last_error, retry.failures, delay)
+
+    def _confirmed(self, entry: OutboxEntry) -> None:
+        d = entry.descriptor
+        self._shipped.add(str(d["series_uid"]), [str(u) for u in d["sop_instance_uids"]])
+        size = entry.zip_path.stat().st_size
+        entry.zip_path.unlink()
+        entry.zip_path.with_suffix(".json").unlink(missing_ok=True)
+        fsync_dir(entry.zip_path.parent)
+        self._spool.account(-size)
+        self.stats.retrying.pop(entry.part_id, None)
+        self.stats.uploaded_parts += 1
+        self.stats.last_upload = time.time()
+        log.info(
+            "part %s uploaded: s3://%s/%s (%d instances)",
+            entry.part_id,
+            self._bucket,
+            entry.object_key,
+            d["instance_count"],
+        )

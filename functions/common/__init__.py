@@ -1,0 +1,1 @@
+"""Code shared by the ingest and query functions: settings, keys, DICOM attribute choices."""

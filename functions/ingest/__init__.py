@@ -1,0 +1,1 @@
+"""S3-triggered ingest: index every series part written under ``incoming/``."""

@@ -1,0 +1,48 @@
+"""Lambda entry point for ObjectCreated events on ``incoming/*.zip``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_plus
+
+import boto3
+from aws_lambda_powertools.utilities.data_classes import S3Event, event_source
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from common import keys
+from common.observability import logger, metrics, tracer
+from common.settings import Settings
+
+from ingest.process import ingest_object
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_s3 import S3Client
+
+settings = Settings.from_env()
+s3: S3Client = boto3.client("s3")
+dynamodb: DynamoDBClient = boto3.client("dynamodb")
+
+
+def handle(event: S3Event) -> dict[str, Any]:
+    results = []
+    # An s3:TestEvent (sent when a notification is configured) has no Records.
+    for record in event.records if "Records" in event.raw_event else []:
+        key = unquote_plus(record.s3.get_object.key)
+        if not key.startswith(keys.INCOMING_PREFIX) or not key.endswith(".zip"):
+            logger.warning("ignored object outside incoming/*.zip", extra={"key": key})
+            continue
+        report = ingest_object(s3, dynamodb, settings.table_name, record.s3.bucket.name, key)
+        summary = report.summary()
+        for name in ("indexed", "duplicate", "conflict", "rejected"):
+            metrics.add_metric(name=f"Instances{name.title()}", unit="Count", value=summary[name])
+        metrics.add_metric(name="BytesFetched", unit="Bytes", value=report.bytes_fetched)
+        results.append({"key": key, **summary})
+    return {"parts": results}
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+@event_source(data_class=S3Event)
+def lambda_handler(event: S3Event, context: LambdaContext) -> dict[str, Any]:
+    return handle(event)

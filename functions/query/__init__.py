@@ -1,0 +1,1 @@
+"""API Gateway HTTP API function: DICOMweb QIDO-RS / WADO-RS and simple JSON answers."""

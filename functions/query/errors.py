@@ -1,0 +1,17 @@
+"""Domain errors of the query function; HTTP status mapping lives only in query.handler."""
+
+
+class QueryError(Exception):
+    """Base class; the message is safe to return to the client (no PHI)."""
+
+
+class BadRequest(QueryError):
+    """The request's parameters are malformed (400)."""
+
+
+class NotFound(QueryError):
+    """The study, series or instance is not in the index (404)."""
+
+
+class StoreError(QueryError):
+    """The index could not be read (503: try again later)."""

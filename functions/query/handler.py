@@ -1,0 +1,49 @@
+"""Lambda entry point of the HTTP API: one resolver, routes in query.routes, errors mapped here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from common.observability import logger, metrics, tracer
+
+from query.errors import BadRequest, NotFound, StoreError
+from query.routes import qido, summary
+
+app = APIGatewayHttpResolver()
+app.include_router(qido.router)
+app.include_router(summary.router)
+
+
+def _error(status: int, message: str) -> Response[dict[str, Any]]:
+    return Response(status, content_types.APPLICATION_JSON, {"error": message, "status": status})
+
+
+@app.exception_handler(BadRequest)
+def bad_request(exc: BadRequest) -> Response[dict[str, Any]]:
+    return _error(400, str(exc))
+
+
+@app.exception_handler(NotFound)
+def not_found(exc: NotFound) -> Response[dict[str, Any]]:
+    return _error(404, str(exc))
+
+
+@app.exception_handler(StoreError)
+def store_unavailable(exc: StoreError) -> Response[dict[str, Any]]:
+    logger.exception("index read failed")
+    return _error(503, "the index is temporarily unavailable, try again")
+
+
+@app.not_found
+def unknown_route(_: Exception) -> Response[dict[str, Any]]:
+    return _error(404, "no such route")
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

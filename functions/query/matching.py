@@ -1,0 +1,124 @@
+"""QIDO-RS attribute matching (PS3.4 C.2.2.2 and PS3.18 8.3.4), as pure functions.
+
+Supported: single value, list of UIDs, wildcards ``*`` and ``?``, date and time
+ranges, and fuzzy person-name matching (every query word is the prefix of a word
+of the name, case and accents folded).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+from common.names import fold, name_words
+
+from query.errors import BadRequest
+
+UID_PATTERN = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+DATE_PATTERN = re.compile(r"^\d{8}$")
+TIME_PATTERN = re.compile(r"^\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?$")
+
+
+def check_uid(value: str, what: str = "UID") -> str:
+    if len(value) > 64 or not UID_PATTERN.match(value):
+        raise BadRequest(f"malformed {what}: expected dotted digits of at most 64 characters")
+    return value
+
+
+def uid_list(value: str, what: str) -> list[str]:
+    """A UID list matching value (``a,b`` or ``a\\b``)."""
+    return [check_uid(v.strip(), what) for v in re.split(r"[,\\]", value) if v.strip()]
+
+
+@dataclass(frozen=True)
+class Range:
+    low: str
+    high: str
+
+    def contains(self, value: str) -> bool:
+        return bool(value) and self.low <= value <= self.high
+
+
+def date_range(value: str, keyword: str) -> Range:
+    """``YYYYMMDD``, ``A-B``, ``A-`` or ``-B``; dashes in ISO dates are accepted too."""
+    text = value.strip()
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        text = text.replace("-", "")
+    low, sep, high = text.partition("-")
+    if not sep:
+        high = low
+    low, high = low.strip(), high.strip()
+    if not low and not high:
+        raise BadRequest(f"{keyword}: empty range")
+    for part in (low, high):
+        if part and not DATE_PATTERN.match(part):
+            raise BadRequest(f"{keyword}: expected YYYYMMDD or a range YYYYMMDD-YYYYMMDD")
+    return Range(low or "00000000", high or "99999999")
+
+
+def time_range(value: str, keyword: str) -> Range:
+    """``HHMMSS``, ``A-B``, ``A-`` or ``-B``; bounds are widened to full precision."""
+    low, sep, high = value.strip().replace(":", "").partition("-")
+    if not sep:
+        high = low
+    for part in (low, high):
+        if part and not TIME_PATTERN.match(part):
+            raise BadRequest(f"{keyword}: expected HHMMSS or a range HHMMSS-HHMMSS")
+    return Range(full_time(low or "00"), full_time(high or "23", upper=True))
+
+
+def full_time(value: str, upper: bool = False) -> str:
+    """``HH[MM[SS[.f]]]`` as ``HHMMSS.ffffff``; missing digits are 0, or their maximum when upper."""
+    whole, _, fraction = value.replace(":", "").partition(".")
+    filler = "595999" if upper else "000000"
+    whole = (whole + filler[len(whole) - 2 :])[:6] if len(whole) >= 2 else "000000"
+    fraction = (fraction + ("9" if upper else "0") * 6)[:6]
+    return f"{whole}.{fraction}"
+
+
+def has_wildcard(pattern: str) -> bool:
+    return "*" in pattern or "?" in pattern
+
+
+def match_text(value: str, pattern: str) -> bool:
+    """Single value or wildcard matching; case-sensitive as PS3.4 says for most VRs."""
+    if has_wildcard(pattern):
+        return fnmatchcase(value, pattern)
+    return value == pattern
+
+
+def match_name(name: str, pattern: str, fuzzy: bool) -> bool:
+    """Person-name matching, case- and accent-insensitive.
+
+    ``fuzzy``: every word of the pattern starts a word of the name, in any order.
+    Otherwise the whole name (any component group) matches the pattern, where a
+    trailing ``*`` also matches the remaining components (``DOE*`` finds ``Doe^John``).
+    """
+    if fuzzy:
+        words = name_words(name)
+        wanted = [w.rstrip("*") for w in name_words(pattern)]
+        return all(any(word.startswith(w) for word in words) for w in wanted if w)
+    folded = fold(pattern)
+    groups = [g for g in fold(name).split("=") if g] or [""]
+    if not has_wildcard(folded):
+        return any(g.rstrip("^") == folded.rstrip("^") for g in groups)
+    return any(fnmatchcase(g, folded) for g in groups)
+
+
+def name_index_prefix(pattern: str, fuzzy: bool) -> str | None:
+    """The longest word prefix an index lookup can use for this pattern, or None."""
+    folded = fold(pattern)
+    if folded.startswith(("*", "?")):
+        return None
+    head = re.split(r"[*?]", folded, maxsplit=1)[0]
+    words = name_words(head) if fuzzy else name_words(head.split("^", 1)[0])
+    return words[0] if words else None
+
+
+def flag(params: Mapping[str, str], name: str) -> bool:
+    value = params.get(name, "false").lower()
+    if value not in ("true", "false"):
+        raise BadRequest(f"{name} must be true or false")
+    return value == "true"

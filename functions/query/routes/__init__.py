@@ -1,0 +1,1 @@
+"""Route modules joined by query.handler with ``include_router``."""

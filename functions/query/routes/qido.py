@@ -1,0 +1,193 @@
+"""QIDO-RS: search for studies, series and instances (PS3.18 10.6), answering application/dicom+json."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
+from common import attributes as attrs
+from common import keys
+from common.dicom_json import DicomJson, element
+
+from query.access import allowed_sites
+from query.dependencies import store
+from query.errors import BadRequest, NotFound
+from query.matching import check_uid, match_text, uid_list
+from query.search import (
+    CONTROL_PARAMETERS,
+    INSTANCE_MATCHING,
+    SERIES_MATCHING,
+    STUDY_MATCHING,
+    StudyFilter,
+    find_studies,
+)
+from query.store import Item
+
+router = APIGatewayHttpRouter()
+
+DICOM_JSON = "application/dicom+json"
+MAX_LIMIT = 1000
+DEFAULT_LIMIT = 100
+
+
+def _params() -> dict[str, str]:
+    return dict(router.current_event.query_string_parameters or {})
+
+
+def _check_parameters(params: Mapping[str, str], allowed: set[str]) -> None:
+    unknown = sorted(set(params) - allowed - CONTROL_PARAMETERS)
+    if unknown:
+        raise BadRequest(f"unsupported query parameter(s): {', '.join(unknown)}")
+
+
+def _page(params: Mapping[str, str]) -> tuple[int, int]:
+    try:
+        limit = int(params.get("limit", DEFAULT_LIMIT))
+        offset = int(params.get("offset", 0))
+    except ValueError as exc:
+        raise BadRequest("limit and offset must be integers") from exc
+    if not 1 <= limit <= MAX_LIMIT or offset < 0:
+        raise BadRequest(f"limit must be 1..{MAX_LIMIT} and offset at least 0")
+    return limit, offset
+
+
+def _respond(results: Iterable[DicomJson], params: Mapping[str, str]) -> Response[str]:
+    limit, offset = _page(params)
+    page: list[DicomJson] = []
+    more = False
+    for index, result in enumerate(results):
+        if index < offset:
+            continue
+        if len(page) == limit:
+            more = True
+            break
+        page.append(result)
+    if not page:
+        return Response(status_code=204, content_type=DICOM_JSON, body="")
+    headers = {}
+    if more:
+        headers["Warning"] = '299 dicomweb: "There are additional results that can be requested"'
+    return Response(200, DICOM_JSON, json.dumps(page, ensure_ascii=False), headers=headers)
+
+
+def _base_url() -> str:
+    event = router.current_event
+    host = event.headers.get("host", "localhost")
+    proto = event.headers.get("x-forwarded-proto", "https")
+    return f"{proto}://{host}/dicomweb"
+
+
+def study_json(study: Item) -> DicomJson:
+    result: DicomJson = json.loads(study["json"])
+    modalities = sorted(study.get("modalities", ()))
+    result[attrs.MODALITIES_IN_STUDY.tag] = element(attrs.MODALITIES_IN_STUDY, *modalities)
+    result[attrs.STUDY_RELATED_SERIES.tag] = element(
+        attrs.STUDY_RELATED_SERIES, int(study.get("series_count", 0))
+    )
+    result[attrs.STUDY_RELATED_INSTANCES.tag] = element(
+        attrs.STUDY_RELATED_INSTANCES, int(study.get("instance_count", 0))
+    )
+    result[attrs.RETRIEVE_URL.tag] = element(
+        attrs.RETRIEVE_URL, f"{_base_url()}/studies/{study['study_uid']}"
+    )
+    return dict(sorted(result.items()))
+
+
+def series_json(series: Item) -> DicomJson:
+    result: DicomJson = json.loads(series["json"])
+    result[attrs.SERIES_RELATED_INSTANCES.tag] = element(
+        attrs.SERIES_RELATED_INSTANCES, int(series.get("instance_count", 0))
+    )
+    url = f"{_base_url()}/studies/{series['study_uid']}/series/{series['series_uid']}"
+    result[attrs.RETRIEVE_URL.tag] = element(attrs.RETRIEVE_URL, url)
+    return dict(sorted(result.items()))
+
+
+def instance_json(instance: Item) -> DicomJson:
+    result: DicomJson = json.loads(instance["json"])
+    url = (
+        f"{_base_url()}/studies/{instance['study_uid']}/series/{instance['series_uid']}"
+        f"/instances/{instance['sop_uid']}"
+    )
+    result[attrs.RETRIEVE_URL.tag] = element(attrs.RETRIEVE_URL, url)
+    return dict(sorted(result.items()))
+
+
+def visible_study(study_uid: str) -> Item:
+    """The study item if it exists and the caller may see its site, else 404."""
+    check_uid(study_uid, "StudyInstanceUID")
+    study = store.get(keys.study_pk(study_uid), keys.STUDY_SK)
+    if study is None or study.get("site") not in allowed_sites(store):
+        raise NotFound("study not found")
+    return study
+
+
+def _with_study(level: DicomJson, study: Item) -> DicomJson:
+    """Series and instance results repeat their study's attributes, as PS3.18 10.6.3 lists."""
+    study_level: DicomJson = json.loads(study["json"])
+    return dict(sorted({**study_level, **level}.items()))
+
+
+def _match_series(series: Item, params: Mapping[str, str]) -> bool:
+    if "SeriesInstanceUID" in params and series["series_uid"] not in uid_list(
+        params["SeriesInstanceUID"], "SeriesInstanceUID"
+    ):
+        return False
+    for keyword in ("Modality", "SeriesNumber"):
+        if keyword in params and not match_text(str(series.get(keyword, "")), params[keyword]):
+            return False
+    return True
+
+
+def _match_instance(instance: Item, params: Mapping[str, str]) -> bool:
+    if "SOPInstanceUID" in params and instance["sop_uid"] not in uid_list(
+        params["SOPInstanceUID"], "SOPInstanceUID"
+    ):
+        return False
+    if "SOPClassUID" in params and instance.get("SOPClassUID") not in uid_list(
+        params["SOPClassUID"], "SOPClassUID"
+    ):
+        return False
+    if "InstanceNumber" in params:
+        return str(instance.get("InstanceNumber", "")) == params["InstanceNumber"].strip()
+    return True
+
+
+@router.get("/dicomweb/studies")
+def search_studies() -> Response[str]:
+    params = _params()
+    _check_parameters(params, STUDY_MATCHING)
+    flt = StudyFilter.from_params(params)
+    studies = find_studies(store, allowed_sites(store), flt)
+    return _respond((study_json(s) for s in studies), params)
+
+
+@router.get("/dicomweb/studies/<study_uid>/series")
+def search_series(study_uid: str) -> Response[str]:
+    params = _params()
+    _check_parameters(params, SERIES_MATCHING)
+    study = visible_study(study_uid)
+    series = store.study_children(study_uid, "SERIES#")
+    matching = (_with_study(series_json(s), study) for s in series if _match_series(s, params))
+    return _respond(matching, params)
+
+
+@router.get("/dicomweb/studies/<study_uid>/series/<series_uid>/instances")
+def search_instances(study_uid: str, series_uid: str) -> Response[str]:
+    params = _params()
+    _check_parameters(params, INSTANCE_MATCHING)
+    study = visible_study(study_uid)
+    check_uid(series_uid, "SeriesInstanceUID")
+    series = store.get(keys.study_pk(study_uid), keys.series_sk(series_uid))
+    if series is None:
+        raise NotFound("series not found")
+    instances = store.study_children(study_uid, keys.instance_prefix(series_uid))
+    series_level: DicomJson = json.loads(series["json"])
+    matching = (
+        _with_study({**series_level, **instance_json(i)}, study)
+        for i in instances
+        if _match_instance(i, params)
+    )
+    return _respond(matching, params)

@@ -1,0 +1,120 @@
+"""Read access to the index table: every read is a GetItem, BatchGetItem or Query on a key.
+
+No Scan anywhere: each search starts from a key or an index (see common.keys).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+from common import keys
+
+from query.errors import StoreError
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+Item = dict[str, Any]
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+BATCH_GET_LIMIT = 100
+
+
+def _plain(item: dict[str, Any]) -> Item:
+    return {k: _deserializer.deserialize(v) for k, v in item.items()}
+
+
+def _key(pk: str, sk: str) -> dict[str, Any]:
+    return {"pk": _serializer.serialize(pk), "sk": _serializer.serialize(sk)}
+
+
+class IndexStore:
+    def __init__(self, dynamodb: DynamoDBClient, table_name: str) -> None:
+        self._db = dynamodb
+        self._table = table_name
+
+    def get(self, pk: str, sk: str) -> Item | None:
+        try:
+            response = self._db.get_item(TableName=self._table, Key=_key(pk, sk))
+        except ClientError as exc:
+            raise StoreError(f"get_item failed: {exc}") from exc
+        item = response.get("Item")
+        return _plain(item) if item else None
+
+    def get_studies(self, study_uids: list[str]) -> list[Item]:
+        """Study items for these UIDs (missing ones left out), in the order asked."""
+        found: dict[str, Item] = {}
+        unique = list(dict.fromkeys(study_uids))
+        for start in range(0, len(unique), BATCH_GET_LIMIT):
+            request: dict[str, Any] = {
+                self._table: {
+                    "Keys": [
+                        _key(keys.study_pk(u), keys.STUDY_SK) for u in unique[start : start + BATCH_GET_LIMIT]
+                    ]
+                }
+            }
+            while request:
+                try:
+                    response = self._db.batch_get_item(RequestItems=request)
+                except ClientError as exc:
+                    raise StoreError(f"batch_get_item failed: {exc}") from exc
+                for raw in response.get("Responses", {}).get(self._table, []):
+                    item = _plain(raw)
+                    found[str(item["study_uid"])] = item
+                request = dict(response.get("UnprocessedKeys") or {})
+        return [found[u] for u in unique if u in found]
+
+    def query(
+        self,
+        pk_name: str,
+        pk: str,
+        *,
+        sk_name: str = "sk",
+        sk_prefix: str | None = None,
+        sk_between: tuple[str, str] | None = None,
+        index: str | None = None,
+        forward: bool = True,
+    ) -> Iterator[Item]:
+        """All items of one partition (of the table or an index), following pagination."""
+        names = {"#pk": pk_name}
+        values: dict[str, Any] = {":pk": _serializer.serialize(pk)}
+        condition = "#pk = :pk"
+        if sk_prefix is not None:
+            names["#sk"] = sk_name
+            values[":prefix"] = _serializer.serialize(sk_prefix)
+            condition += " AND begins_with(#sk, :prefix)"
+        elif sk_between is not None:
+            names["#sk"] = sk_name
+            values[":lo"] = _serializer.serialize(sk_between[0])
+            values[":hi"] = _serializer.serialize(sk_between[1])
+            condition += " AND #sk BETWEEN :lo AND :hi"
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+            "ScanIndexForward": forward,
+        }
+        if index:
+            kwargs["IndexName"] = index
+        while True:
+            try:
+                response = self._db.query(**kwargs)
+            except ClientError as exc:
+                raise StoreError(f"query failed: {exc}") from exc
+            for raw in response.get("Items", []):
+                yield _plain(raw)
+            last = response.get("LastEvaluatedKey")
+            if not last:
+                return
+            kwargs["ExclusiveStartKey"] = last
+
+    def study_children(self, study_uid: str, sk_prefix: str) -> Iterator[Item]:
+        return self.query("pk", keys.study_pk(study_uid), sk_prefix=sk_prefix)
+
+    def sites(self) -> list[str]:
+        return [str(item["sk"]) for item in self.query("pk", keys.SITES_PK)]

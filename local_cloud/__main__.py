@@ -1,0 +1,5 @@
+import sys
+
+from local_cloud.cli import main
+
+sys.exit(main())

@@ -1,0 +1,138 @@
+"""A real HTTP server on loopback that turns each request into an API Gateway HTTP API (v2) event.
+
+Like ``sam local start-api``: the query handler runs unchanged, with the event
+and response shapes of the payload format version 2.0.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from local_cloud.lambda_context import LocalLambdaContext
+
+log = logging.getLogger("local_cloud.api")
+
+LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
+TEXT_TYPES = ("text/", "application/json", "application/dicom+json", "application/javascript")
+
+
+def http_api_event(
+    method: str, target: str, headers: dict[str, str], body: bytes, source_ip: str
+) -> dict[str, Any]:
+    """The payload-format-2.0 event API Gateway would send for this request."""
+    url = urlsplit(target)
+    params: dict[str, list[str]] = {}
+    for name, value in parse_qsl(url.query, keep_blank_values=True):
+        params.setdefault(name, []).append(value)
+    lower = {k.lower(): v for k, v in headers.items()}
+    # API Gateway adds these; here the client spoke plain HTTP to this port.
+    lower.setdefault("x-forwarded-proto", "http")
+    lower.setdefault("x-forwarded-for", source_ip)
+    content_type = lower.get("content-type", "")
+    is_text = content_type.startswith(TEXT_TYPES)
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": url.path,
+        "rawQueryString": url.query,
+        "headers": lower,
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "local",
+            "domainName": lower.get("host", "127.0.0.1"),
+            "domainPrefix": "local",
+            "http": {
+                "method": method,
+                "path": url.path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": source_ip,
+                "userAgent": lower.get("user-agent", ""),
+            },
+            "requestId": str(uuid.uuid4()),
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime()),
+            "timeEpoch": int(time.time() * 1000),
+        },
+        "isBase64Encoded": bool(body) and not is_text,
+    }
+    if params:
+        # API Gateway joins repeated parameters with commas.
+        event["queryStringParameters"] = {k: ",".join(v) for k, v in params.items()}
+    if lower.get("cookie"):
+        event["cookies"] = [c.strip() for c in lower["cookie"].split(";")]
+    if body:
+        event["body"] = base64.b64encode(body).decode() if event["isBase64Encoded"] else body.decode()
+    return event
+
+
+class ApiServer:
+    def __init__(self, host: str, port: int, handler: LambdaHandler) -> None:
+        self._handler = handler
+        outer = self
+
+        class RequestHandler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _serve(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                event = http_api_event(
+                    self.command,
+                    self.path,
+                    dict(self.headers.items()),
+                    body,
+                    self.client_address[0],
+                )
+                outer.respond(self, event)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
+
+            def log_message(self, format: str, *args: Any) -> None:
+                log.info("%s %s", self.address_string(), format % args)
+
+        self.server = ThreadingHTTPServer((host, port), RequestHandler)
+        self.server.daemon_threads = True
+        self._thread = threading.Thread(target=self.server.serve_forever, name="api", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def respond(self, request: BaseHTTPRequestHandler, event: dict[str, Any]) -> None:
+        try:
+            result = self._handler(event, LocalLambdaContext(function_name="QueryFunction"))
+            status = int(result.get("statusCode", 200))
+            headers = dict(result.get("headers") or {})
+            raw = result.get("body") or ""
+            body = base64.b64decode(raw) if result.get("isBase64Encoded") else str(raw).encode()
+            cookies = list(result.get("cookies") or [])
+        except Exception:
+            # What API Gateway answers when the integration fails.
+            log.exception("query handler failed")
+            status, headers, cookies = 500, {"content-type": "application/json"}, []
+            body = b'{"message":"Internal Server Error"}'
+        request.send_response(status)
+        for name, value in headers.items():
+            request.send_header(name, str(value))
+        for cookie in cookies:
+            request.send_header("Set-Cookie", cookie)
+        request.send_header("Content-Length", str(len(body)))
+        request.end_headers()
+        if request.command != "HEAD":
+            request.wfile.write(body)

@@ -1,0 +1,112 @@
+"""The moto server as a child process on loopback, and the resources the template declares.
+
+A child process (not a thread) keeps the emulator's CPU use away from the
+gateway's and the handlers' GIL, as separate services are in AWS.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from typing import IO, Any
+
+import boto3
+
+from local_cloud.template import ingest_filter, load_template, table_definition
+
+log = logging.getLogger("local_cloud.moto")
+
+ACCOUNT = "123456789012"
+
+
+def pipe_log(stream: IO[bytes], logger: logging.Logger) -> threading.Thread:
+    """Forward a child's output to a logger, line by line, so one terminal stays readable."""
+
+    def forward() -> None:
+        for raw in iter(stream.readline, b""):
+            line = raw.decode(errors="replace").rstrip()
+            if line:
+                logger.info(line)
+
+    thread = threading.Thread(target=forward, daemon=True, name=f"log-{logger.name}")
+    thread.start()
+    return thread
+
+
+class MotoServer:
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 60) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        assert self.process.stdout is not None
+        quiet = logging.getLogger("local_cloud.moto.requests")
+        quiet.setLevel(logging.WARNING)  # one line per HTTP request is noise in `make run`
+        pipe_log(self.process.stdout, quiet)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"moto server exited with {self.process.returncode}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/moto-api/", timeout=1):  # noqa: S310
+                    log.info("moto server ready on %s", self.url)
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"moto server did not answer on {self.url} within {timeout:.0f} s")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def create_resources(endpoint: str, region: str, bucket: str, table: str, queue: str) -> dict[str, Any]:
+    """Bucket, table (keys and indexes from template.yaml), ingest queue and the S3 -> SQS notification."""
+    template = load_template()
+    session = boto3.Session(region_name=region)
+    s3 = session.client("s3", endpoint_url=endpoint)
+    ddb = session.client("dynamodb", endpoint_url=endpoint)
+    sqs = session.client("sqs", endpoint_url=endpoint)
+
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    ddb.create_table(**table_definition(template, table))
+    failures_url = sqs.create_queue(QueueName=f"{queue}-failures")["QueueUrl"]
+    failures_arn = f"arn:aws:sqs:{region}:{ACCOUNT}:{queue}-failures"
+    # Like the Lambda retries + on-failure destination: three receives, then the failure queue.
+    redrive = json.dumps({"deadLetterTargetArn": failures_arn, "maxReceiveCount": 3})
+    queue_url = sqs.create_queue(
+        QueueName=queue, Attributes={"VisibilityTimeout": "30", "RedrivePolicy": redrive}
+    )["QueueUrl"]
+    notification: Any = {
+        "QueueConfigurations": [
+            {
+                "QueueArn": f"arn:aws:sqs:{region}:{ACCOUNT}:{queue}",
+                "Events": ["s3:ObjectCreated:*"],
+                "Filter": {"Key": {"FilterRules": ingest_filter(template)}},
+            }
+        ]
+    }
+    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=notification)
+    log.info("created bucket %s, table %s and the S3 -> ingest queue", bucket, table)
+    return {"queue_url": queue_url, "failures_url": failures_url}

@@ -1,0 +1,46 @@
+"""Gateway configuration: file < environment < flags, validated with clear messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edge_gateway.config import ConfigError, load
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "edge-gateway.example.toml"
+
+
+def test_the_example_file_is_valid_and_documents_every_setting() -> None:
+    config = load(EXAMPLE, environ={})
+    assert config.stable_after == 60.0
+    assert config.allowed_calling_aets == ("PACS",)
+    documented = {
+        line.split("=")[0].strip()
+        for line in EXAMPLE.read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    }
+    assert documented == set(config.public())
+
+
+def test_environment_overrides_file_and_flags_override_environment() -> None:
+    config = load(EXAMPLE, environ={"EDGE_GATEWAY_PORT": "104", "EDGE_GATEWAY_STABLE_AFTER": "5"})
+    assert (config.port, config.stable_after) == (104, 5.0)
+    config = load(EXAMPLE, {"port": 4242}, environ={"EDGE_GATEWAY_PORT": "104"})
+    assert config.port == 4242
+
+
+def test_invalid_settings_are_all_named() -> None:
+    with pytest.raises(ConfigError) as error:
+        load(
+            EXAMPLE, {"ae_title": "WAY-TOO-LONG-AE-TITLE", "gateway_id": "a/b", "stable_after": 0}, environ={}
+        )
+    message = str(error.value)
+    assert "ae_title" in message
+    assert "gateway_id" in message
+    assert "stable_after" in message
+
+
+def test_a_bad_value_in_the_environment_is_reported_with_its_name() -> None:
+    with pytest.raises(ConfigError, match="port"):
+        load(EXAMPLE, environ={"EDGE_GATEWAY_PORT": "eleven"})

@@ -1,0 +1,79 @@
+"""QIDO-RS matching and index choice, on a table filled by the real ingest code."""
+
+from __future__ import annotations
+
+import pytest
+from ingest.process import ingest_object
+from query.errors import BadRequest
+from query.matching import date_range, match_name
+from query.search import StudyFilter, find_studies
+from query.store import IndexStore
+
+from tests.conftest import Aws
+from tests.dicom_factory import series_from
+from tests.unit.test_ingest import put_part
+
+
+@pytest.fixture
+def indexed(aws: Aws) -> Aws:
+    ct = series_from("CT_small.dcm", 2)
+    mr = series_from("MR_small.dcm", 1)
+    for ds in ct:
+        ds.PatientName = "Müller^Hans"
+        ds.PatientID = "PID-1"
+        ds.StudyDate = "20240105"
+    for ds in mr:
+        ds.PatientName = "Doe^Jane"
+        ds.PatientID = "PID-2"
+        ds.StudyDate = "20230301"
+    for i, series in enumerate((ct, mr)):
+        ingest_object(aws.s3, aws.dynamodb, aws.table, aws.bucket, put_part(aws, series, f"p{i}"))
+    return aws
+
+
+def search(aws: Aws, **params: str) -> list[str]:
+    store = IndexStore(aws.dynamodb, aws.table)
+    flt = StudyFilter.from_params(params)
+    return [s["PatientID"] for s in find_studies(store, store.sites(), flt)]
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({}, ["PID-1", "PID-2"]),
+        ({"PatientID": "PID-2"}, ["PID-2"]),
+        ({"PatientName": "muller", "fuzzymatching": "true"}, ["PID-1"]),
+        ({"PatientName": "HAN", "fuzzymatching": "true"}, ["PID-1"]),
+        ({"PatientName": "Doe*"}, ["PID-2"]),
+        ({"PatientName": "doe^jane"}, ["PID-2"]),
+        ({"PatientName": "*ane"}, ["PID-2"]),
+        ({"StudyDate": "20240101-20241231"}, ["PID-1"]),
+        ({"StudyDate": "-20231231"}, ["PID-2"]),
+        ({"ModalitiesInStudy": "MR"}, ["PID-2"]),
+        ({"PatientID": "PID-1", "ModalitiesInStudy": "MR"}, []),
+    ],
+)
+def test_study_search(indexed: Aws, params: dict[str, str], expected: list[str]) -> None:
+    assert sorted(search(indexed, **params)) == expected
+
+
+def test_searches_never_scan(indexed: Aws) -> None:
+    operations: list[str] = []
+    indexed.dynamodb.meta.events.register(
+        "before-call.dynamodb.*", lambda model, **_: operations.append(model.name)
+    )
+    for params in ({}, {"PatientID": "PID-1"}, {"PatientName": "mul", "fuzzymatching": "true"}):
+        search(indexed, **params)
+    assert operations
+    assert "Scan" not in operations
+
+
+@pytest.mark.parametrize("value", ["2024", "20240101-2024", "yesterday"])
+def test_malformed_dates_are_bad_requests(value: str) -> None:
+    with pytest.raises(BadRequest):
+        date_range(value, "StudyDate")
+
+
+def test_fuzzy_name_matching_is_word_prefix_case_and_accent_insensitive() -> None:
+    assert match_name("Müller^Hans", "MUL ha", fuzzy=True)
+    assert not match_name("Müller^Hans", "ans", fuzzy=True)
