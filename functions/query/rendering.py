@@ -15,6 +15,7 @@ that the function's cold start for searches stays small.
 from __future__ import annotations
 
 import io
+import struct
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -24,7 +25,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
-from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
+from pydicom.pixels import apply_color_lut, apply_modality_lut
 
 PNG = "image/png"
 JPEG = "image/jpeg"
@@ -149,6 +150,26 @@ def _full_range(values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     return (values - low) / (high - low)
 
 
+def _voi_lut(item: Dataset, values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """The first VOI LUT (PS3.3 C.11.2.1.1), output scaled to 0..1 by its bits per entry.
+
+    (pydicom's apply_voi_lut wraps input values above 255 for 8-bit LUTs, so it is done here.)
+    """
+    entries, first_mapped, bits = (int(v) for v in item.LUTDescriptor)
+    entries = entries or 65536
+    if not 8 <= bits <= 16:
+        raise ValueError("unsupported VOI LUT depth")
+    element = item["LUTData"]
+    if isinstance(element.value, bytes):
+        lut = np.asarray(struct.unpack_from(f"<{entries}H", element.value), dtype=np.float64)
+    else:
+        lut = np.asarray(list(element.value) if _multi(element.value) else [element.value], dtype=np.float64)
+    if lut.size < entries:
+        raise ValueError("VOI LUT shorter than its descriptor")
+    index = np.clip(np.rint(values).astype(np.int64) - first_mapped, 0, entries - 1)
+    return np.clip(lut[index] / float(2**bits - 1), 0.0, 1.0)
+
+
 def grayscale(ds: Dataset, arr: np.ndarray[Any, Any], window: Window | None) -> np.ndarray[Any, Any]:
     """8-bit display values of one grayscale frame."""
     values = np.asarray(apply_modality_lut(arr, ds), dtype=np.float64)
@@ -156,12 +177,9 @@ def grayscale(ds: Dataset, arr: np.ndarray[Any, Any], window: Window | None) -> 
     if chosen is not None:
         shown = chosen.apply(values)
     elif "VOILUTSequence" in ds and len(ds.VOILUTSequence) > 0:
-        item = ds.VOILUTSequence[0]
         try:
-            lut_values = np.asarray(apply_voi_lut(arr, ds, index=0, prefer_lut=True), dtype=np.float64)
-            bits = int(item.LUTDescriptor[2])
-            shown = np.clip(lut_values / float(2**bits - 1), 0.0, 1.0)
-        except (AttributeError, IndexError, ValueError, TypeError):
+            shown = _voi_lut(ds.VOILUTSequence[0], values)
+        except (AttributeError, IndexError, KeyError, ValueError, TypeError, struct.error):
             shown = _full_range(values)
     else:
         shown = _full_range(values)

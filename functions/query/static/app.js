@@ -102,6 +102,12 @@ export async function downloadLinks(study, series, summary) {
   return (summary?.parts ?? []).map((part) => ({ label: part.object, href: null }));
 }
 
+function shortS3(uri) {
+  // s3://bucket/incoming/<study>/<series>/<part>.zip is long: show bucket and part, the rest on hover.
+  const match = /^s3:\/\/([^/]+)\/.*\/([^/]+)$/.exec(uri);
+  return match ? `s3://${match[1]}/…/${match[2]}` : uri;
+}
+
 // ---- Search and results -------------------------------------------------------------------------
 
 export function searchQuery(form) {
@@ -186,7 +192,7 @@ function seriesCard(study, series) {
       const links = await downloadLinks(study, uid, summary);
       download.replaceChildren(...links.map((link) => link.href
         ? element("a", { href: link.href, download: "", text: link.label || "download" })
-        : element("code", { text: link.label })));
+        : element("code", { text: shortS3(link.label), title: link.label, dataset: { location: link.label } })));
     })
     .catch((error) => { status.textContent = error.message; download.textContent = ""; });
   return card;
