@@ -25,7 +25,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
-from pydicom.pixels import apply_color_lut, apply_modality_lut
+from pydicom.pixels.processing import apply_color_lut, apply_modality_lut
 
 PNG = "image/png"
 JPEG = "image/jpeg"
@@ -107,7 +107,7 @@ def first_frame(ds: Dataset) -> np.ndarray[Any, Any]:
     try:
         frames = int(ds.get("NumberOfFrames") or 1)
         if frames > 1:
-            from pydicom.pixels import pixel_array
+            from pydicom.pixels.utils import pixel_array
 
             arr = pixel_array(ds, index=0)
         else:
@@ -167,7 +167,8 @@ def _voi_lut(item: Dataset, values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any
     if lut.size < entries:
         raise ValueError("VOI LUT shorter than its descriptor")
     index = np.clip(np.rint(values).astype(np.int64) - first_mapped, 0, entries - 1)
-    return np.clip(lut[index] / float(2**bits - 1), 0.0, 1.0)
+    shown: np.ndarray[Any, Any] = np.clip(lut[index] / float(2**bits - 1), 0.0, 1.0)
+    return shown
 
 
 def grayscale(ds: Dataset, arr: np.ndarray[Any, Any], window: Window | None) -> np.ndarray[Any, Any]:

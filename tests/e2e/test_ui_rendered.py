@@ -78,7 +78,8 @@ def sent(stack: Stack) -> Sent:
 
 
 def fetch(stack: Stack, path: str, accept: str | None = None) -> tuple[int, str, bytes]:
-    request = urllib.request.Request(stack.api + path, headers={"Accept": accept} if accept else {})
+    headers = {"Accept": accept} if accept else {}
+    request = urllib.request.Request(stack.api + path, headers=headers)  # noqa: S310 (http to loopback)
     try:
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
             return response.status, response.headers["content-type"], response.read()
@@ -88,8 +89,7 @@ def fetch(stack: Stack, path: str, accept: str | None = None) -> tuple[int, str,
 
 def instance_path(ds: Dataset) -> str:
     return (
-        f"/dicomweb/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
-        f"/instances/{ds.SOPInstanceUID}"
+        f"/dicomweb/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
     )
 
 
@@ -145,7 +145,9 @@ def test_bad_rendering_requests_are_4xx_json(
 
 def test_unknown_instance_and_non_image_are_4xx_json(stack: Stack, sent: Sent) -> None:
     ct = sent.ct[0]
-    unknown = f"/dicomweb/studies/{ct.StudyInstanceUID}/series/{ct.SeriesInstanceUID}/instances/1.2.3.4/rendered"
+    unknown = (
+        f"/dicomweb/studies/{ct.StudyInstanceUID}/series/{ct.SeriesInstanceUID}/instances/1.2.3.4/rendered"
+    )
     assert fetch(stack, unknown)[:2] == (404, "application/json")
     assert fetch(stack, "/dicomweb/studies/1.2.3/series/1.2.4/instances/1.2.5/rendered")[0] == 404
     assert fetch(stack, "/dicomweb/studies/not-a-uid/series/1.2.4/instances/1.2.5/rendered")[0] == 400
@@ -220,6 +222,13 @@ def viewer_image(driver: Any) -> dict[str, Any]:
     return result
 
 
+def shown_instance(driver: Any, number: str, not_src: str = "") -> dict[str, Any] | None:
+    """The viewer's image once it shows instance ``number``, loaded (and not from ``not_src``)."""
+    shown = viewer_image(driver)
+    loaded = shown["complete"] and shown["width"] > 0 and shown["src"] != not_src
+    return shown if loaded and shown["number"] == number else None
+
+
 def test_search_open_a_series_and_step_through_it_in_chromium(stack: Stack, sent: Sent, browser: Any) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -265,13 +274,7 @@ def test_search_open_a_series_and_step_through_it_in_chromium(stack: Stack, sent
     ct_card.find_element(By.CSS_SELECTOR, ".thumb").click()
 
     # THEN the viewer shows the middle instance at its natural size (Columns x Rows)
-    first = wait_for(
-        lambda: (lambda i: i if i["complete"] and i["width"] > 0 and i["number"] == "3" else None)(
-            viewer_image(driver)
-        ),
-        30,
-        "the first rendered image",
-    )
+    first = wait_for(lambda: shown_instance(driver, "3"), 30, "the first rendered image")
     assert (first["width"], first["height"]) == (ct.Columns, ct.Rows)
     assert first["position"].startswith("3 / 5")
     attributes = driver.find_element(By.ID, "attributes").text
@@ -282,11 +285,7 @@ def test_search_open_a_series_and_step_through_it_in_chromium(stack: Stack, sent
 
     # THEN the next instance is shown: another image, instance number 4
     second = wait_for(
-        lambda: (lambda i: i if i["complete"] and i["src"] != first["src"] and i["number"] == "4" else None)(
-            viewer_image(driver)
-        ),
-        30,
-        "the next rendered image",
+        lambda: shown_instance(driver, "4", not_src=first["src"]), 30, "the next rendered image"
     )
     assert (second["width"], second["height"]) == (ct.Columns, ct.Rows)
     assert second["position"].startswith("4 / 5")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from pydicom.dataset import Dataset
-from pydicom.pixels import apply_modality_lut
+from pydicom.pixels.processing import apply_modality_lut
 from query import rendering
 from query.rendering import JPEG, PNG, RenderError, Window, choose_media_type, render
 
@@ -203,7 +203,7 @@ def test_not_an_image_is_a_render_error() -> None:
 
 def test_undecodable_pixel_data_is_a_render_error() -> None:
     # pydicom's JPEG-lossy.dcm is a known-bad stream no plugin decodes
-    with pytest.raises(RenderError, match="could not be decoded|no installed decoder"):
+    with pytest.raises(RenderError, match=r"could not be decoded|no installed decoder"):
         render(file_bytes("JPEG-lossy.dcm"))
 
 
