@@ -237,16 +237,37 @@ def render(
     window: Window | None = None,
     quality: int = 90,
     max_size: int | None = None,
+    viewport: tuple[int, int] | None = None,
 ) -> Picture:
     """The first frame of a DICOM instance (Part 10 bytes) as a PNG or JPEG picture.
 
-    ``max_size`` shrinks the picture (keeping its aspect ratio) so that neither side exceeds it.
+    ``max_size`` shrinks the picture (keeping its aspect ratio) so that neither side exceeds it;
+    ``viewport`` (PS3.18 ``viewport=vw,vh``) scales it, up or down, to fit ``vw`` x ``vh``.
     """
     ds = read_dataset(data)
     image = to_image(ds, window)
     if max_size is not None and max(image.size) > max_size:
         image.thumbnail((max_size, max_size), Image.Resampling.LANCZOS)
+    if viewport is not None:
+        scale = min(viewport[0] / image.width, viewport[1] / image.height)
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        if size != image.size:
+            image = image.resize(size, Image.Resampling.LANCZOS)
     return Picture(encode(image, media_type, quality=quality), media_type, image.width, image.height)
+
+
+def parse_viewport(text: str) -> tuple[int, int]:
+    """PS3.18 8.3.5.1.2 ``viewport=vw,vh`` (the cropping form with sx,sy,sw,sh is not offered)."""
+    fields = [f.strip() for f in text.split(",")]
+    if len(fields) != 2:
+        raise RenderError("viewport must be vw,vh (cropping is not supported)")
+    try:
+        width, height = int(fields[0]), int(fields[1])
+    except ValueError as exc:
+        raise RenderError("viewport width and height must be integers") from exc
+    if not (1 <= width <= MAX_SIZE and 1 <= height <= MAX_SIZE):
+        raise RenderError(f"viewport width and height must be 1..{MAX_SIZE}")
+    return width, height
 
 
 def choose_media_type(accept: str | None) -> str | None:

@@ -122,6 +122,8 @@ def test_rendered_media_type_and_window_parameters(stack: Stack, sent: Sent) -> 
     status, _, windowed = fetch(stack, f"{path}?window=40,400,linear")
     assert status == 200 and image(windowed).size == (128, 128)
     assert windowed != full
+    status, _, scaled = fetch(stack, f"{path}?viewport=256,200")
+    assert status == 200 and image(scaled).size == (200, 200)
 
 
 @pytest.mark.parametrize(
@@ -132,7 +134,8 @@ def test_rendered_media_type_and_window_parameters(stack: Stack, sent: Sent) -> 
         ("?window=40", None, 400),
         ("?window=a,b", None, 400),
         ("?quality=0", None, 400),
-        ("?viewport=1,2", None, 400),
+        ("?viewport=1,2,3,4,5,6", None, 400),
+        ("?annotation=patient", None, 400),
     ],
 )
 def test_bad_rendering_requests_are_4xx_json(

@@ -192,6 +192,17 @@ def test_max_size_shrinks_keeping_the_aspect_ratio() -> None:
     assert render(file_bytes("MR_small.dcm"), max_size=128).columns == 64
 
 
+def test_viewport_scales_to_fit_both_ways() -> None:
+    assert (render(file_bytes("JPEG2000.dcm"), viewport=(100, 100)).columns, 100) == (25, 100)
+    enlarged = render(file_bytes("MR_small.dcm"), viewport=(256, 512))
+    assert (enlarged.columns, enlarged.rows) == (256, 256)
+    assert Image.open(io.BytesIO(enlarged.body)).size == (256, 256)
+    assert rendering.parse_viewport("256, 128") == (256, 128)
+    for bad in ("256", "0,10", "a,b", "1,2,3,4,5,6", "99999,1"):
+        with pytest.raises(RenderError):
+            rendering.parse_viewport(bad)
+
+
 def test_not_an_image_is_a_render_error() -> None:
     ds = pydicom_dataset("CT_small.dcm")
     del ds.PixelData

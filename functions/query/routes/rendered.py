@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 router = APIGatewayHttpRouter()
 
-RENDERED_PARAMETERS = {"accept", "window", "quality"}
+RENDERED_PARAMETERS = {"accept", "window", "quality", "viewport"}
 PREVIEW_PARAMETERS = {"size"}
 MAX_PREVIEW_SIZE = 1024
 LOCAL_HEADER = struct.Struct("<IHHHHHIIIHH")
@@ -63,24 +63,26 @@ def _json_error(status: int, message: str) -> Response[dict[str, Any]]:
     return Response(status, content_types.APPLICATION_JSON, {"error": message, "status": status})
 
 
-def _get_range(key: str, start: int, end: int) -> bytes:
+def _get_range(s3: S3Client, bucket: str, key: str, start: int, end: int) -> bytes:
     try:
-        response = s3_client().get_object(Bucket=settings.bucket_name, Key=key, Range=f"bytes={start}-{end}")
+        response = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{end}")
         return response["Body"].read()
     except ClientError as exc:
         raise MemberError("the series part could not be read") from exc
 
 
-def _read_at_offset(key: str, offset: int, compressed: int, size: int, method: int) -> bytes:
+def _read_at_offset(
+    s3: S3Client, bucket: str, key: str, offset: int, compressed: int, size: int, method: int
+) -> bytes:
     """Member bytes from its local header offset: two ranged GETs (header, then data)."""
-    head = _get_range(key, offset, offset + LOCAL_HEADER_READ - 1)
+    head = _get_range(s3, bucket, key, offset, offset + LOCAL_HEADER_READ - 1)
     if len(head) < LOCAL_HEADER.size:
         raise MemberError("the member's local header is truncated")
     fields = LOCAL_HEADER.unpack_from(head)
     if fields[0] != LOCAL_HEADER_SIGNATURE:
         raise MemberError("no local header at the recorded member offset")
     start = offset + LOCAL_HEADER.size + fields[9] + fields[10]
-    data = _get_range(key, start, start + compressed - 1) if compressed else b""
+    data = _get_range(s3, bucket, key, start, start + compressed - 1) if compressed else b""
     if method == DEFLATED:
         data = zlib.decompress(data, -15, size or zlib.DEF_BUF_SIZE)
     elif method != STORED:
@@ -88,15 +90,15 @@ def _read_at_offset(key: str, offset: int, compressed: int, size: int, method: i
     return data
 
 
-def _read_from_directory(key: str, member: str) -> bytes:
+def _read_from_directory(s3: S3Client, bucket: str, key: str, member: str) -> bytes:
     """Member bytes through the zip's central directory, read with ranged GETs."""
     import zipfile
 
     from ingest.s3_reader import S3RangeReader
 
     try:
-        size = int(s3_client().head_object(Bucket=settings.bucket_name, Key=key)["ContentLength"])
-        reader = S3RangeReader(s3_client(), settings.bucket_name, key, size)
+        size = int(s3.head_object(Bucket=bucket, Key=key)["ContentLength"])
+        reader = S3RangeReader(s3, bucket, key, size)
         with zipfile.ZipFile(reader) as archive:
             info = archive.getinfo(member)
             if info.file_size > MAX_MEMBER_BYTES:
@@ -106,7 +108,7 @@ def _read_from_directory(key: str, member: str) -> bytes:
         raise MemberError("the instance could not be found in its series part") from exc
 
 
-def instance_bytes(instance: Item) -> bytes:
+def instance_bytes(s3: S3Client, bucket: str, instance: Item) -> bytes:
     """The Part 10 bytes of an indexed instance, read from its part in S3."""
     key, member = str(instance["object_key"]), str(instance["member"])
     if instance.get("member_offset") is not None and instance.get("member_compressed_size") is not None:
@@ -114,13 +116,15 @@ def instance_bytes(instance: Item) -> bytes:
         if size > MAX_MEMBER_BYTES:
             raise MemberError("the instance is too large to render here")
         return _read_at_offset(
+            s3,
+            bucket,
             key,
             int(instance["member_offset"]),
             int(instance["member_compressed_size"]),
             size,
             int(instance.get("member_compress_type") or STORED),
         )
-    return _read_from_directory(key, member)
+    return _read_from_directory(s3, bucket, key, member)
 
 
 def _instance(study_uid: str, series_uid: str, sop_uid: str) -> Item:
@@ -137,7 +141,7 @@ def _picture(instance: Item, media_type: str, **options: Any) -> Response[Any]:
     from query import rendering
 
     try:
-        data = instance_bytes(instance)
+        data = instance_bytes(s3_client(), settings.bucket_name, instance)
     except MemberError as exc:
         raise StoreError(str(exc)) from exc
     try:
@@ -154,7 +158,7 @@ def _picture(instance: Item, media_type: str, **options: Any) -> Response[Any]:
 
 @router.get("/dicomweb/studies/<study_uid>/series/<series_uid>/instances/<sop_uid>/rendered")
 def rendered_instance(study_uid: str, series_uid: str, sop_uid: str) -> Response[Any]:
-    """First frame of an instance as PNG or JPEG (``Accept`` or ``accept=``), windowed."""
+    """First frame as PNG or JPEG (``Accept`` or ``accept=``), windowed, scaled to a viewport."""
     from query import rendering
 
     params = _params(RENDERED_PARAMETERS)
@@ -163,10 +167,13 @@ def rendered_instance(study_uid: str, series_uid: str, sop_uid: str) -> Response
     if media_type is None:
         return _json_error(406, "rendered media types offered: image/png, image/jpeg")
     window = None
+    viewport = None
     quality = 90
     try:
         if "window" in params:
             window = rendering.Window.parse(params["window"])
+        if "viewport" in params:
+            viewport = rendering.parse_viewport(params["viewport"])
         if "quality" in params:
             quality = int(params["quality"])
     except (rendering.RenderError, ValueError) as exc:
@@ -174,7 +181,7 @@ def rendered_instance(study_uid: str, series_uid: str, sop_uid: str) -> Response
     if not 1 <= quality <= 100:
         raise BadRequest("quality must be 1..100")
     instance = _instance(study_uid, series_uid, sop_uid)
-    return _picture(instance, media_type, window=window, quality=quality)
+    return _picture(instance, media_type, window=window, quality=quality, viewport=viewport)
 
 
 def middle_instance(study_uid: str, series_uid: str) -> Item:
