@@ -38,6 +38,8 @@ LOCAL_HEADER_SIGNATURE = 0x04034B50
 # Enough for the local header, a member name of a UID and a small extra field.
 LOCAL_HEADER_READ = 1024
 STORED, DEFLATED = 0, 8
+# Lambda answers at most 6 MB, and binary bodies travel base64-encoded (4/3 larger).
+MAX_RESPONSE_BYTES = 4_400_000
 # A member larger than this is not rendered here (Lambda memory; an uncompressed CT is ~0.5 MB).
 MAX_MEMBER_BYTES = 256 * 1024 * 1024
 
@@ -148,6 +150,12 @@ def _picture(instance: Item, media_type: str, **options: Any) -> Response[Any]:
         picture = rendering.render(data, media_type, **options)
     except rendering.RenderError as exc:
         return _json_error(415, f"the instance cannot be rendered: {exc}")
+    if len(picture.body) > MAX_RESPONSE_BYTES:
+        return _json_error(
+            413,
+            "the rendered image is larger than the API's response limit: "
+            "ask for image/jpeg or a smaller viewport=vw,vh",
+        )
     return Response(
         200,
         picture.media_type,

@@ -25,7 +25,8 @@ const VIEWER_ATTRIBUTES = [
 ];
 
 const $ = (id) => document.getElementById(id);
-const state = { instances: [], index: 0, study: "", series: "", imageUrl: null, loadSeq: 0, metadata: true };
+const state = { instances: [], index: 0, study: "", series: "", loadSeq: 0, metadata: true, images: new Map() };
+const CACHED_IMAGES = 64;
 
 // ---- API access -------------------------------------------------------------------------------
 
@@ -50,8 +51,9 @@ async function api(path, accept = "application/json") {
   return response;
 }
 
-async function apiJson(path, accept = "application/json") {
+async function apiJson(path, accept = "application/json", onResponse = null) {
   const response = await api(path, accept);
+  onResponse?.(response);
   if (response.status === 204) return [];
   return response.json();
 }
@@ -133,8 +135,11 @@ async function search(event) {
   results.replaceChildren();
   say("Searching…");
   try {
-    const studies = await apiJson(`/dicomweb/studies?${searchQuery(form)}`, "application/dicom+json");
-    say(studies.length ? `${studies.length} stud${studies.length === 1 ? "y" : "ies"}` : "No study matches.");
+    let more = false;
+    const studies = await apiJson(`/dicomweb/studies?${searchQuery(form)}`, "application/dicom+json",
+      (response) => { more = response.headers.has("Warning"); });
+    const count = `${studies.length} stud${studies.length === 1 ? "y" : "ies"}`;
+    say(!studies.length ? "No study matches." : more ? `First ${count}: refine the search to see others.` : count);
     for (const study of studies) results.append(await studyCard(study));
   } catch (error) {
     say(error.message);
@@ -205,6 +210,7 @@ async function openViewer(study, series, seriesResult) {
   state.series = series;
   state.instances = [];
   state.metadata = true;
+  clearImages();
   $("viewer-title").textContent =
     `${text(seriesResult, "Modality")} series ${text(seriesResult, "SeriesNumber")} ${text(seriesResult, "SeriesDescription")}`;
   $("viewer").showModal();
@@ -233,14 +239,16 @@ async function show(index) {
   image.dataset.instanceNumber = text(instance, "InstanceNumber");
   image.dataset.sopInstanceUid = sop;
   showAttributes(instance);
-  const base = `/dicomweb/studies/${enc(state.study)}/series/${enc(state.series)}/instances/${enc(sop)}`;
+  const base = instanceBase(sop);
   try {
-    const url = await apiImage(`${base}/rendered`);
-    if (seq !== state.loadSeq) { URL.revokeObjectURL(url); return; }
-    if (state.imageUrl) URL.revokeObjectURL(state.imageUrl);
-    state.imageUrl = url;
+    const url = await renderedImage(sop);
+    if (seq !== state.loadSeq) return;
     image.src = url;
     image.alt = `instance ${text(instance, "InstanceNumber")}`;
+    for (const next of [state.index + 1, state.index - 1]) {
+      const neighbour = state.instances[next];
+      if (neighbour) renderedImage(text(neighbour, "SOPInstanceUID")).catch(() => {});
+    }
   } catch (error) {
     if (seq === state.loadSeq) image.alt = error.message;
   }
@@ -252,6 +260,32 @@ async function show(index) {
       state.metadata = false;  // WADO-RS metadata not offered: the QIDO attributes stay
     }
   }
+}
+
+function instanceBase(sop) {
+  return `/dicomweb/studies/${enc(state.study)}/series/${enc(state.series)}/instances/${enc(sop)}`;
+}
+
+// Rendered images of the open series, by SOP Instance UID: a blob: URL promise each, the oldest
+// dropped (and its URL revoked) past CACHED_IMAGES. Neighbours are fetched ahead of the keyboard.
+function renderedImage(sop) {
+  let entry = state.images.get(sop);
+  if (!entry) {
+    entry = apiImage(`${instanceBase(sop)}/rendered`);
+    entry.catch(() => state.images.delete(sop));
+    state.images.set(sop, entry);
+    while (state.images.size > CACHED_IMAGES) {
+      const [oldest, promise] = state.images.entries().next().value;
+      state.images.delete(oldest);
+      promise.then((url) => URL.revokeObjectURL(url), () => {});
+    }
+  }
+  return entry;
+}
+
+function clearImages() {
+  for (const promise of state.images.values()) promise.then((url) => URL.revokeObjectURL(url), () => {});
+  state.images.clear();
 }
 
 function showAttributes(result) {
@@ -309,6 +343,7 @@ function init() {
   $("prev").addEventListener("click", () => show(state.index - 1));
   $("next").addEventListener("click", () => show(state.index + 1));
   $("viewer-close").addEventListener("click", () => $("viewer").close());
+  $("viewer").addEventListener("close", () => { state.loadSeq++; clearImages(); $("viewer-image").removeAttribute("src"); });
   document.addEventListener("keydown", onKey);
   document.body.dataset.ready = "true";
 }
