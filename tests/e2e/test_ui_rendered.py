@@ -270,6 +270,9 @@ def test_search_open_a_series_and_step_through_it_in_chromium(stack: Stack, sent
         "the CT and MR previews",
     )
 
+    # AND the series without pixel data says so instead of showing a broken picture
+    no_picture = f'[data-series="{sent.no_pixels.SeriesInstanceUID}"] .no-preview'
+    wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, no_picture), 30, "the 'no picture' placeholder")
     OUTPUT.mkdir(exist_ok=True)
     assert driver.save_screenshot(str(OUTPUT / "ui-results.png"))
 

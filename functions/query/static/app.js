@@ -189,7 +189,9 @@ function seriesCard(study, series) {
   open.addEventListener("click", () => openViewer(study, uid, series));
   apiImage(`/api/studies/${enc(study)}/series/${enc(uid)}/preview.png?size=170`)
     .then((url) => { img.src = url; })
-    .catch((error) => { img.alt = `no preview: ${error.message}`; });
+    .catch((error) => {
+      img.replaceWith(element("span", { class: "no-preview", title: error.message, text: "no picture" }));
+    });
   apiJson(`/api/studies/${enc(study)}/series/${enc(uid)}`)
     .then(async (summary) => {
       status.textContent = summary.ingest_status || "unknown";
