@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -207,6 +209,8 @@ def browser() -> Iterator[Any]:
     options.binary_location = CHROMIUM
     for flag in CHROMIUM_FLAGS:
         options.add_argument(flag)
+    # Chrome's network events, to see the headers the page sends
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     with tempfile.TemporaryDirectory(prefix="ui-chromium-") as profile:
         options.add_argument(f"--user-data-dir={profile}")
         driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
@@ -223,6 +227,17 @@ def viewer_image(driver: Any) -> dict[str, Any]:
         " number: i.dataset.instanceNumber, position: document.getElementById('position').textContent};"
     )
     return result
+
+
+def request_headers(driver: Any) -> dict[str, dict[str, str]]:
+    """URL path -> request headers of every request the page made since the last call."""
+    seen: dict[str, dict[str, str]] = {}
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.requestWillBeSent":
+            request = message["params"]["request"]
+            seen[urllib.parse.urlsplit(request["url"]).path] = request.get("headers", {})
+    return seen
 
 
 def shown_instance(driver: Any, number: str, not_src: str = "") -> dict[str, Any] | None:
@@ -243,6 +258,12 @@ def test_search_open_a_series_and_step_through_it_in_chromium(stack: Stack, sent
     # GIVEN the page of the local API
     driver.get(f"{stack.api}/ui")
     wait_for(lambda: driver.find_element(By.TAG_NAME, "body").get_attribute("data-ready"), 20, "the page")
+
+    # AND a (development) bearer token pasted into the page
+    driver.find_element(By.ID, "token").send_keys("Bearer dev-token-1")
+    driver.find_element(By.ID, "save-token").click()
+    assert driver.find_element(By.ID, "signin-state").text == "Token set"
+    request_headers(driver)
 
     # WHEN searching by a name prefix without its accent, and the modality
     driver.find_element(By.ID, "patient-name").send_keys("vany")
@@ -269,6 +290,12 @@ def test_search_open_a_series_and_step_through_it_in_chromium(stack: Stack, sent
         30,
         "the CT and MR previews",
     )
+
+    # AND every API request carried the token, image requests included
+    sent_headers = request_headers(driver)
+    preview = f"/api/studies/{sent.study}/series/{ct.SeriesInstanceUID}/preview.png"
+    for path in ("/dicomweb/studies", f"/dicomweb/studies/{sent.study}/series", preview):
+        assert sent_headers[path].get("Authorization") == "Bearer dev-token-1", path
 
     # AND the series without pixel data says so instead of showing a broken picture
     no_picture = f'[data-series="{sent.no_pixels.SeriesInstanceUID}"] .no-preview'
@@ -308,3 +335,18 @@ def test_search_open_a_series_and_step_through_it_in_chromium(stack: Stack, sent
     screenshot = OUTPUT / "ui-viewer.png"
     assert driver.save_screenshot(str(screenshot))
     assert image(screenshot.read_bytes()).size[0] > 0
+
+
+def test_token_from_a_hosted_login_redirect_is_kept(stack: Stack, browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    # WHEN the hosted login (OIDC implicit flow) sends the browser back to /ui with a token
+    browser.get(f"{stack.api}/ui#access_token=tok-from-login&token_type=Bearer&expires_in=3600")
+    wait_for(lambda: browser.find_element(By.TAG_NAME, "body").get_attribute("data-ready"), 20, "the page")
+
+    # THEN the page keeps the token, drops it from the address bar, and signs out on request
+    assert browser.execute_script("return localStorage.getItem('dicom-api-token')") == "tok-from-login"
+    assert browser.current_url == f"{stack.api}/ui"
+    assert browser.find_element(By.ID, "signin-state").text == "Token set"
+    browser.find_element(By.ID, "signout").click()
+    assert browser.execute_script("return localStorage.getItem('dicom-api-token')") is None
