@@ -37,3 +37,30 @@ def test_page_loads_only_its_own_files() -> None:
     sources = re.findall(r'(?:src|href)="([^"]+)"', page)
     assert sources and all(s.startswith("/ui/") or s == "data:," for s in sources)
     assert "script-src 'self'" in ui.SECURITY_HEADERS["Content-Security-Policy"]
+
+
+def test_every_ui_and_rendering_route_is_declared_in_the_template(monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN the routes of the ui and rendered modules (the latter reads settings at import)
+    import importlib
+
+    from local_cloud.template import load_template
+
+    monkeypatch.setenv("TABLE_NAME", "t")
+    monkeypatch.setenv("BUCKET_NAME", "b")
+    rendered = importlib.import_module("query.routes.rendered")
+    routes = {
+        (method, re.sub(r"<\w+>", "{}", key[0]))
+        for router in (ui.router, rendered.router)
+        for key in router._routes
+        for method in key[1]
+    }
+
+    # THEN each one is an HttpApi event of the query function (path parameter names aside)
+    events = load_template()["Resources"]["QueryFunction"]["Properties"]["Events"].values()
+    declared = {
+        (e["Properties"]["Method"], re.sub(r"\{\w+\}", "{}", e["Properties"]["Path"]))
+        for e in events
+        if e["Type"] == "HttpApi"
+    }
+    assert len(routes) == 4
+    assert routes <= declared
