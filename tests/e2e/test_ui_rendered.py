@@ -350,3 +350,34 @@ def test_token_from_a_hosted_login_redirect_is_kept(stack: Stack, browser: Any) 
     assert browser.find_element(By.ID, "signin-state").text == "Token set"
     browser.find_element(By.ID, "signout").click()
     assert browser.execute_script("return localStorage.getItem('dicom-api-token')") is None
+
+
+def test_search_by_patient_id_and_study_date_range(stack: Stack, sent: Sent, browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{stack.api}/ui")
+    wait_for(lambda: browser.find_element(By.TAG_NAME, "body").get_attribute("data-ready"), 20, "the page")
+
+    def search(date_from: str, date_to: str) -> str:
+        browser.execute_script(
+            "document.getElementById('results').replaceChildren();"
+            "document.getElementById('message').textContent = '';"
+            "document.getElementById('patient-id').value = 'UI-E2E-1';"
+            "document.getElementById('date-from').value = arguments[0];"
+            "document.getElementById('date-to').value = arguments[1];",
+            date_from,
+            date_to,
+        )
+        browser.find_element(By.ID, "search-button").click()
+
+        def message() -> str | None:
+            text = str(browser.find_element(By.ID, "message").text)
+            return text if text and text != "Searching…" else None
+
+        return wait_for(message, 30, "the search result message")
+
+    # pydicom's CT and MR files were acquired in 2004
+    assert search("2004-01-01", "2004-12-31") == "1 study"
+    assert browser.find_elements(By.CSS_SELECTOR, f'[data-study="{sent.study}"]')
+    assert search("2005-01-01", "") == "No study matches."
+    assert search("", "2003-12-31") == "No study matches."
