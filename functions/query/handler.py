@@ -10,11 +10,13 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from common.observability import logger, metrics, tracer
 
 from query.errors import BadRequest, NotFound, StoreError
-from query.routes import qido, summary
+from query.routes import qido, rendered, summary, ui
 
 app = APIGatewayHttpResolver()
 app.include_router(qido.router)
 app.include_router(summary.router)
+app.include_router(rendered.router)
+app.include_router(ui.router)
 
 
 def _error(status: int, message: str) -> Response[dict[str, Any]]:

@@ -1,0 +1,299 @@
+"""Render a DICOM instance as a PNG or JPEG picture: pure functions, bytes in, image bytes out.
+
+The first frame only. Grayscale pixels go through the Modality LUT (RescaleSlope/Intercept or
+a Modality LUT Sequence), then the VOI: a window given by the caller (PS3.18 ``window=``), else
+the header's first WindowCenter/WindowWidth with its VOILUTFunction, else a VOI LUT Sequence,
+else the full range of the frame. MONOCHROME1 is inverted so that the picture reads like
+MONOCHROME2. RGB and YBR are shown as RGB, PALETTE COLOR through its lookup table.
+
+Compressed transfer syntaxes are decoded by whichever pydicom pixel plugins are installed
+(pylibjpeg with libjpeg/openjpeg, Pillow; RLE is native). This module imports numpy, pydicom
+and Pillow at module level: the query routes import it only when a picture is asked for, so
+that the function's cold start for searches stays small.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
+from pydicom.pixels.processing import apply_color_lut, apply_modality_lut
+
+PNG = "image/png"
+JPEG = "image/jpeg"
+MEDIA_TYPES = (PNG, JPEG)
+VoiFunction = Literal["LINEAR", "LINEAR_EXACT", "SIGMOID"]
+MAX_SIZE = 4096
+
+
+class RenderError(ValueError):
+    """The instance cannot be shown as a picture (message safe to return, no PHI)."""
+
+
+@dataclass(frozen=True)
+class Window:
+    """A VOI window (PS3.3 C.11.2.1.2): centre, width and function."""
+
+    center: float
+    width: float
+    function: VoiFunction = "LINEAR"
+
+    @classmethod
+    def parse(cls, text: str) -> Window:
+        """PS3.18 8.3.5.1.3 ``window=center,width,function`` (function linear, linear-exact, sigmoid)."""
+        fields = [f.strip() for f in text.split(",")]
+        if len(fields) not in (2, 3):
+            raise RenderError("window must be center,width[,function]")
+        try:
+            center, width = float(fields[0]), float(fields[1])
+        except ValueError as exc:
+            raise RenderError("window center and width must be numbers") from exc
+        function = (fields[2] if len(fields) == 3 else "linear").upper().replace("-", "_")
+        if function not in ("LINEAR", "LINEAR_EXACT", "SIGMOID"):
+            raise RenderError("window function must be linear, linear-exact or sigmoid")
+        window = cls(center, width, function)  # type: ignore[arg-type]
+        window.check()
+        return window
+
+    def check(self) -> None:
+        if not np.isfinite(self.center) or not np.isfinite(self.width):
+            raise RenderError("window center and width must be finite")
+        minimum = 1.0 if self.function == "LINEAR" else 0.0
+        if self.width < minimum or (self.function != "LINEAR" and self.width == 0):
+            raise RenderError("window width is too small")
+
+    def apply(self, values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        """Values mapped to 0..1 by the standard's formulas."""
+        c, w = self.center, self.width
+        if self.function == "SIGMOID":
+            out: np.ndarray[Any, Any] = 1.0 / (1.0 + np.exp(-4.0 * (values - c) / w))
+            return out
+        if self.function == "LINEAR_EXACT":
+            return np.clip((values - c) / w + 0.5, 0.0, 1.0)
+        # LINEAR: y = ((x - (c - 0.5)) / (w - 1) + 0.5), clipped at c - 0.5 -/+ (w - 1) / 2
+        if w == 1:
+            return (values > c - 0.5).astype(np.float64)
+        return np.clip((values - (c - 0.5)) / (w - 1) + 0.5, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class Picture:
+    body: bytes
+    media_type: str
+    columns: int
+    rows: int
+
+
+def read_dataset(data: bytes) -> Dataset:
+    try:
+        ds = dcmread(io.BytesIO(data), force=True)
+    except (InvalidDicomError, EOFError, ValueError, OSError) as exc:
+        raise RenderError("the instance could not be read as DICOM") from exc
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        raise RenderError("the instance has no pixel data")
+    return ds
+
+
+def first_frame(ds: Dataset) -> np.ndarray[Any, Any]:
+    """The first frame as decoded by pydicom (rows x columns [x samples])."""
+    try:
+        frames = int(ds.get("NumberOfFrames") or 1)
+        if frames > 1:
+            from pydicom.pixels.utils import pixel_array
+
+            arr = pixel_array(ds, index=0)
+        else:
+            arr = ds.pixel_array
+    except NotImplementedError as exc:
+        raise RenderError("no installed decoder supports this transfer syntax") from exc
+    except (RuntimeError, ValueError, AttributeError, KeyError, TypeError) as exc:
+        raise RenderError(f"the pixel data could not be decoded: {type(exc).__name__}") from exc
+    return np.asarray(arr)
+
+
+def _header_window(ds: Dataset) -> Window | None:
+    center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
+    if center is None or width is None or center == "" or width == "":
+        return None
+    try:
+        c = float(center[0] if _multi(center) else center)
+        w = float(width[0] if _multi(width) else width)
+    except (TypeError, ValueError, IndexError):
+        return None
+    function = str(ds.get("VOILUTFunction") or "LINEAR").upper()
+    if function not in ("LINEAR", "LINEAR_EXACT", "SIGMOID"):
+        function = "LINEAR"
+    window = Window(c, w, function)  # type: ignore[arg-type]
+    try:
+        window.check()
+    except RenderError:
+        return None
+    return window
+
+
+def _multi(value: Any) -> bool:
+    return isinstance(value, MultiValue | list | tuple)
+
+
+def _full_range(values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    low, high = float(values.min()), float(values.max())
+    if high <= low:
+        return np.zeros(values.shape, dtype=np.float64)
+    return (values - low) / (high - low)
+
+
+def _voi_lut(item: Dataset, values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """The first VOI LUT (PS3.3 C.11.2.1.1), output scaled to 0..1 by its bits per entry.
+
+    (pydicom's apply_voi_lut wraps input values above 255 for 8-bit LUTs, so it is done here.)
+    """
+    entries, first_mapped, bits = (int(v) for v in item.LUTDescriptor)
+    entries = entries or 65536
+    if not 8 <= bits <= 16:
+        raise ValueError("unsupported VOI LUT depth")
+    element = item["LUTData"]
+    if isinstance(element.value, bytes):
+        lut = np.asarray(struct.unpack_from(f"<{entries}H", element.value), dtype=np.float64)
+    else:
+        lut = np.asarray(list(element.value) if _multi(element.value) else [element.value], dtype=np.float64)
+    if lut.size < entries:
+        raise ValueError("VOI LUT shorter than its descriptor")
+    index = np.clip(np.rint(values).astype(np.int64) - first_mapped, 0, entries - 1)
+    shown: np.ndarray[Any, Any] = np.clip(lut[index] / float(2**bits - 1), 0.0, 1.0)
+    return shown
+
+
+def grayscale(ds: Dataset, arr: np.ndarray[Any, Any], window: Window | None) -> np.ndarray[Any, Any]:
+    """8-bit display values of one grayscale frame."""
+    values = np.asarray(apply_modality_lut(arr, ds), dtype=np.float64)
+    chosen = window or _header_window(ds)
+    if chosen is not None:
+        shown = chosen.apply(values)
+    elif "VOILUTSequence" in ds and len(ds.VOILUTSequence) > 0:
+        try:
+            shown = _voi_lut(ds.VOILUTSequence[0], values)
+        except (AttributeError, IndexError, KeyError, ValueError, TypeError, struct.error):
+            shown = _full_range(values)
+    else:
+        shown = _full_range(values)
+    if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+        shown = 1.0 - shown
+    return np.asarray(np.rint(shown * 255.0), dtype=np.uint8)
+
+
+def color(ds: Dataset, arr: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """8-bit RGB of one colour frame (pydicom already converted YBR to RGB)."""
+    photometric = str(ds.get("PhotometricInterpretation", "")).upper()
+    if photometric == "PALETTE COLOR":
+        try:
+            arr = np.asarray(apply_color_lut(arr, ds))
+        except (ValueError, AttributeError, KeyError) as exc:
+            raise RenderError("the palette colour lookup table is not usable") from exc
+        bits = 16 if arr.dtype.itemsize > 1 else 8
+    else:
+        bits = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 8)
+    if arr.dtype == np.uint8 and bits <= 8:
+        return arr
+    scaled = np.asarray(arr, dtype=np.float64) / float(2**bits - 1)
+    return np.asarray(np.rint(np.clip(scaled, 0.0, 1.0) * 255.0), dtype=np.uint8)
+
+
+def to_image(ds: Dataset, window: Window | None = None) -> Image.Image:
+    arr = first_frame(ds)
+    samples = int(ds.get("SamplesPerPixel") or 1)
+    photometric = str(ds.get("PhotometricInterpretation", "")).upper()
+    if samples == 3 and arr.ndim == 3:
+        return Image.fromarray(color(ds, arr), mode="RGB")
+    if samples == 1 and photometric == "PALETTE COLOR" and arr.ndim == 2:
+        return Image.fromarray(color(ds, arr), mode="RGB")
+    if samples == 1 and arr.ndim == 2:
+        return Image.fromarray(grayscale(ds, arr, window), mode="L")
+    raise RenderError("unsupported pixel layout")
+
+
+def encode(image: Image.Image, media_type: str, *, quality: int = 90) -> bytes:
+    buffer = io.BytesIO()
+    if media_type == PNG:
+        image.save(buffer, format="PNG", optimize=False, compress_level=6)
+    elif media_type == JPEG:
+        image.convert("RGB" if image.mode == "RGB" else "L").save(buffer, format="JPEG", quality=quality)
+    else:
+        raise RenderError(f"unsupported media type {media_type}")
+    return buffer.getvalue()
+
+
+def render(
+    data: bytes,
+    media_type: str = PNG,
+    *,
+    window: Window | None = None,
+    quality: int = 90,
+    max_size: int | None = None,
+    viewport: tuple[int, int] | None = None,
+) -> Picture:
+    """The first frame of a DICOM instance (Part 10 bytes) as a PNG or JPEG picture.
+
+    ``max_size`` shrinks the picture (keeping its aspect ratio) so that neither side exceeds it;
+    ``viewport`` (PS3.18 ``viewport=vw,vh``) scales it, up or down, to fit ``vw`` x ``vh``.
+    """
+    ds = read_dataset(data)
+    image = to_image(ds, window)
+    if max_size is not None and max(image.size) > max_size:
+        image.thumbnail((max_size, max_size), Image.Resampling.LANCZOS)
+    if viewport is not None:
+        scale = min(viewport[0] / image.width, viewport[1] / image.height)
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        if size != image.size:
+            image = image.resize(size, Image.Resampling.LANCZOS)
+    return Picture(encode(image, media_type, quality=quality), media_type, image.width, image.height)
+
+
+def parse_viewport(text: str) -> tuple[int, int]:
+    """PS3.18 8.3.5.1.2 ``viewport=vw,vh`` (the cropping form with sx,sy,sw,sh is not offered)."""
+    fields = [f.strip() for f in text.split(",")]
+    if len(fields) != 2:
+        raise RenderError("viewport must be vw,vh (cropping is not supported)")
+    try:
+        width, height = int(fields[0]), int(fields[1])
+    except ValueError as exc:
+        raise RenderError("viewport width and height must be integers") from exc
+    if not (1 <= width <= MAX_SIZE and 1 <= height <= MAX_SIZE):
+        raise RenderError(f"viewport width and height must be 1..{MAX_SIZE}")
+    return width, height
+
+
+def choose_media_type(accept: str | None) -> str | None:
+    """PNG or JPEG from an Accept header or ``accept=`` value; None when neither is acceptable.
+
+    Without a preference (absent, ``*/*``, ``image/*``) the answer is PNG.
+    """
+    if not accept or not accept.strip():
+        return PNG
+    ranked: list[tuple[float, int, str]] = []
+    for position, item in enumerate(accept.split(",")):
+        fields = [f.strip() for f in item.split(";")]
+        media = fields[0].lower()
+        q = 1.0
+        for parameter in fields[1:]:
+            name, _, value = parameter.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if q > 0:
+            ranked.append((-q, position, media))
+    for _, _, media in sorted(ranked):
+        if media in MEDIA_TYPES:
+            return media
+        if media in ("*/*", "image/*"):
+            return PNG
+    return None
