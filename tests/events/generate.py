@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -67,7 +68,7 @@ def http_get(route: str, path: str, params: dict[str, str], query: dict[str, str
     return event
 
 
-EVENTS = {
+EVENTS: dict[str, Callable[[], dict[str, Any]]] = {
     "ingest/s3_put_part.json": s3_put,
     "query/search_studies.json": lambda: http_get(
         "/dicomweb/studies", "/dicomweb/studies", {}, {"StudyDate": "20000101-", "limit": "10"}

@@ -38,7 +38,11 @@ LAMBDA_IMAGE = os.environ.get("LAMBDA_IMAGE", "dicom-lambda-python3.11:local")
 MOTO_IMAGE = os.environ.get("MOTO_IMAGE", "dicom-moto-server:local")
 BUCKET = "dicom-sam"
 TABLE = "dicom-index-sam"
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION}
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+}
 
 pytestmark = pytest.mark.sam
 
@@ -65,7 +69,7 @@ def timed(what: str, timings: dict[str, float], command: list[str], **kwargs: An
     timings[what] = time.monotonic() - started
     (OUTPUT / f"sam-{what}.log").write_text(f"$ {' '.join(command)}\n{result.stdout}\n{result.stderr}")
     assert result.returncode == 0, f"{what} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
-    return result.stdout
+    return str(result.stdout)
 
 
 @dataclass
@@ -136,7 +140,12 @@ def sam_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SamStack]:
         "image",
         timings,
         ["bash", str(ROOT / "tools" / "lambda-image" / "build.sh")],
-        env={**env, "PIP": f"{sys.executable} -m pip", "LAMBDA_IMAGE": LAMBDA_IMAGE, "MOTO_IMAGE": MOTO_IMAGE},
+        env={
+            **env,
+            "PIP": f"{sys.executable} -m pip",
+            "LAMBDA_IMAGE": LAMBDA_IMAGE,
+            "MOTO_IMAGE": MOTO_IMAGE,
+        },
     )
     build_dir = tmp_path_factory.mktemp("sam") / "build"
     timed(
@@ -164,7 +173,11 @@ def sam_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SamStack]:
             **table_definition(load_template(), TABLE)
         )
         # --env-vars overrides only what template.yaml declares (AWS_ENDPOINT_URL is declared empty).
-        function_env = {"AWS_ENDPOINT_URL": f"http://{container}:5000", "BUCKET_NAME": BUCKET, "TABLE_NAME": TABLE}
+        function_env = {
+            "AWS_ENDPOINT_URL": f"http://{container}:5000",
+            "BUCKET_NAME": BUCKET,
+            "TABLE_NAME": TABLE,
+        }
         env_vars = build_dir.parent / "env.json"
         env_vars.write_text(json.dumps({"IngestFunction": function_env, "QueryFunction": function_env}))
         yield SamStack(

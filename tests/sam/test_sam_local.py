@@ -1,4 +1,4 @@
-"""The deployed code path in Lambda's shape: `sam local invoke` (S3 event) and `sam local start-api` (HTTP)."""
+"""The functions as Lambda runs them: `sam local invoke` (S3 event) and `sam local start-api` (HTTP)."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def ingested(sam_stack: SamStack, tmp_path_factory: pytest.TempPathFactory) -> I
     stdout = timed(
         "invoke-ingest",
         sam_stack.timings,
-        [sam_stack.sam, "local", "invoke", "IngestFunction", "--event", str(event_file), *sam_stack.local_args()],
+        [sam_stack.sam, "local", "invoke", "IngestFunction", "-e", str(event_file), *sam_stack.local_args()],
         env=sam_stack.env,
     )
     return Ingested(study, series, [str(ds.SOPInstanceUID) for ds in instances], key, _last_json_line(stdout))
@@ -109,9 +109,8 @@ def test_sam_invoke_ingest_twice_counts_once(sam_stack: SamStack, ingested: Inge
     # THEN nothing is indexed twice and the count stays exact
     [part] = _last_json_line(stdout)["parts"]
     assert part["indexed"] == 0
-    series = sam_stack.dynamodb().get_item(
-        TableName=TABLE, Key={"pk": {"S": f"STUDY#{ingested.study}"}, "sk": {"S": f"SERIES#{ingested.series}"}}
-    )["Item"]
+    key = {"pk": {"S": f"STUDY#{ingested.study}"}, "sk": {"S": f"SERIES#{ingested.series}"}}
+    series = sam_stack.dynamodb().get_item(TableName=TABLE, Key=key)["Item"]
     assert series["instance_count"]["N"] == "3"
 
 
@@ -120,7 +119,9 @@ class LocalApi:
     url: str
 
     def get(self, path: str) -> tuple[int, dict[str, str], Any]:
-        request = urllib.request.Request(self.url + path, headers={"Accept": "application/dicom+json"})
+        request = urllib.request.Request(  # noqa: S310 - loopback URL
+            self.url + path, headers={"Accept": "application/dicom+json"}
+        )
         try:
             with urllib.request.urlopen(request, timeout=120) as response:  # noqa: S310 - loopback URL
                 status, headers, body = response.status, dict(response.headers.items()), response.read()
@@ -150,7 +151,7 @@ def local_api(sam_stack: SamStack, ingested: Ingested) -> Iterator[LocalApi]:
         while True:
             assert process.poll() is None, f"sam local start-api exited, see {log}"
             try:
-                status, _, _ = api.get("/no-such-route")
+                api.get("/no-such-route")
                 break
             except OSError:
                 assert time.monotonic() < deadline, f"sam local start-api did not listen, see {log}"
@@ -184,7 +185,8 @@ def test_start_api_lists_series_and_instances(local_api: LocalApi, ingested: Ing
     assert status == 200, series
     assert [s["0020000E"]["Value"][0] for s in series] == [ingested.series]
 
-    status, _, instances = local_api.get(f"/dicomweb/studies/{ingested.study}/series/{ingested.series}/instances")
+    path = f"/dicomweb/studies/{ingested.study}/series/{ingested.series}/instances"
+    status, _, instances = local_api.get(path)
     assert status == 200, instances
     assert sorted(i["00080018"]["Value"][0] for i in instances) == sorted(ingested.sops)
 

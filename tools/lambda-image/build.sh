@@ -119,6 +119,7 @@ else
     log "$MOTO_IMAGE is current ($HASH)"
 fi
 
-# Old cached roots from earlier inputs are dead weight.
+# Old cached roots and images replaced by a rebuild (untagged, with our label) are dead weight.
 find "$CACHE_DIR" -maxdepth 1 -name 'rootfs-*.tar' ! -name "rootfs-$HASH.tar" -delete
+docker image prune --force --filter label=dicom.build-hash >/dev/null
 log "ready: $LAMBDA_IMAGE $MOTO_IMAGE"
