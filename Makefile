@@ -14,7 +14,7 @@ export SAM_CLI_TELEMETRY := 0
 RUN_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test lint typecheck unit e2e sam-validate template-check lambda-image sam-build sam-test venv clean
+.PHONY: run test lint typecheck unit e2e sam-validate template-check lambda-image sam-build sam-test sam-local-up sam-local-sample sam-local-down venv clean
 
 venv: $(STAMP)
 
@@ -68,6 +68,16 @@ lambda-image: $(STAMP)
 ## sam-build: `sam build` with the venv's Python 3.11 and pip (no container)
 sam-build: $(STAMP) $(SAM_STAMP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(SAM_CLI) build
+
+## sam-local-up / sam-local-sample / sam-local-down: moto container + resources for `sam local` by hand
+sam-local-up: lambda-image
+	$(VENV)/bin/python tools/lambda-image/sam_local.py up
+
+sam-local-sample: $(STAMP)
+	$(VENV)/bin/python tools/lambda-image/sam_local.py sample
+
+sam-local-down:
+	$(VENV)/bin/python tools/lambda-image/sam_local.py down
 
 ## sam-test: only the SAM tier (sam build, sam local invoke, sam local start-api in Docker)
 sam-test: $(STAMP) $(SAM_STAMP)

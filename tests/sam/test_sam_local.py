@@ -159,7 +159,8 @@ def local_api(sam_stack: SamStack, ingested: Ingested) -> Iterator[LocalApi]:
         sam_stack.timings["start-api-ready"] = time.monotonic() - started
         yield api
     finally:
-        process.send_signal(signal.SIGINT)
+        # SIGTERM: SAM stops and removes its warm function containers.
+        process.send_signal(signal.SIGTERM)
         try:
             process.wait(timeout=60)
         except subprocess.TimeoutExpired:
