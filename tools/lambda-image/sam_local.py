@@ -39,6 +39,9 @@ def _samconfig_region() -> str:
 REGION = _samconfig_region()
 STATE = ROOT / ".local-run"
 ENDPOINT = f"http://127.0.0.1:{PORT}"
+# The example UIDs of tests/events (see tests/events/generate.py).
+EXAMPLE_STUDY = "1.2.826.0.1.3680043.8.498.1001"
+EXAMPLE_SERIES = "1.2.826.0.1.3680043.8.498.1002"
 
 
 def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -117,9 +120,13 @@ def sample() -> None:
     event["Records"][0]["s3"]["object"].update(key=key, size=len(body))
     STATE.mkdir(exist_ok=True)
     (STATE / "sam-event.json").write_text(json.dumps(event, indent=2))
+    # The committed API events, pointed at this study and series.
+    for template in sorted((ROOT / "tests" / "events" / "query").glob("*.json")):
+        text = template.read_text().replace(EXAMPLE_STUDY, study).replace(EXAMPLE_SERIES, series)
+        (STATE / f"sam-query-{template.name}").write_text(text)
     print(f"uploaded s3://{BUCKET}/{key}")
     print(f"study {study} series {series}")
-    print(f"-e {STATE / 'sam-event.json'}")
+    print(f"-e {STATE / 'sam-event.json'} (ingest), -e {STATE}/sam-query-*.json (query)")
 
 
 def down() -> None:
