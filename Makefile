@@ -4,13 +4,17 @@ VENV := .venv
 SAM_VENV := .tools-sam
 STAMP := $(VENV)/.installed
 SAM_STAMP := $(SAM_VENV)/.installed
+CHECK_VENV := .tools-check
+CHECK_STAMP := $(CHECK_VENV)/.installed
+export LAMBDA_IMAGE ?= dicom-lambda-python3.11:local
+export MOTO_IMAGE ?= dicom-moto-server:local
 export SAM_CLI := $(abspath $(SAM_VENV)/bin/sam)
 export SAM_CLI_TELEMETRY := 0
 
 RUN_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test lint typecheck unit e2e sam-validate venv clean
+.PHONY: run test lint typecheck unit e2e sam-validate template-check lambda-image sam-build sam-test sam-local-up sam-local-sample sam-local-down venv clean
 
 venv: $(STAMP)
 
@@ -27,12 +31,19 @@ $(SAM_STAMP):
 	$(SAM_VENV)/bin/pip install -q aws-sam-cli==1.170.0
 	touch $@
 
+# checkov pins its own boto3 and friends: a third environment, so neither side conflicts.
+$(CHECK_STAMP):
+	$(PYTHON) -m venv $(CHECK_VENV)
+	$(CHECK_VENV)/bin/pip install -q --upgrade pip
+	$(CHECK_VENV)/bin/pip install -q checkov==3.3.30
+	touch $@
+
 ## run: the whole system on this machine (moto server, ingest, API on :3000, gateway on :11112)
 run: $(STAMP)
 	$(VENV)/bin/local-cloud run $(RUN_ARGS)
 
-## test: lint, types, then every test tier
-test: lint typecheck sam-validate
+## test: lint, types, template checks, then every test tier (tests/sam needs a running Docker engine)
+test: lint typecheck template-check
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -45,6 +56,33 @@ typecheck: $(STAMP)
 sam-validate: $(SAM_STAMP)
 	$(SAM_CLI) validate --lint --region us-east-1
 
+## template-check: sam validate --lint, cfn-lint and checkov on template.yaml (no failed checks allowed)
+template-check: sam-validate $(CHECK_STAMP)
+	$(SAM_VENV)/bin/cfn-lint template.yaml
+	$(CHECK_VENV)/bin/checkov --file template.yaml --framework cloudformation --skip-download --quiet --compact
+
+## lambda-image: the local Lambda base image and moto server image for `sam local` (idempotent, cached)
+lambda-image: $(STAMP)
+	PIP="$(abspath $(VENV))/bin/python -m pip" bash tools/lambda-image/build.sh
+
+## sam-build: `sam build` with the venv's Python 3.11 and pip (no container)
+sam-build: $(STAMP) $(SAM_STAMP)
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(SAM_CLI) build
+
+## sam-local-up / sam-local-sample / sam-local-down: moto container + resources for `sam local` by hand
+sam-local-up: lambda-image
+	$(VENV)/bin/python tools/lambda-image/sam_local.py up
+
+sam-local-sample: $(STAMP)
+	$(VENV)/bin/python tools/lambda-image/sam_local.py sample
+
+sam-local-down:
+	$(VENV)/bin/python tools/lambda-image/sam_local.py down
+
+## sam-test: only the SAM tier (sam build, sam local invoke, sam local start-api in Docker)
+sam-test: $(STAMP) $(SAM_STAMP)
+	$(VENV)/bin/pytest tests/sam $(PYTEST_ARGS)
+
 unit: $(STAMP)
 	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
 
@@ -52,4 +90,4 @@ e2e: $(STAMP)
 	$(VENV)/bin/pytest tests/e2e $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .local-run test-output .aws-sam .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(SAM_VENV) $(CHECK_VENV) .local-run test-output .aws-sam .mypy_cache .ruff_cache .pytest_cache
