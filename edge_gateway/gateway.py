@@ -61,6 +61,8 @@ class Gateway:
             shipped,
             kms_key_id=config.kms_key_id,
             multipart_threshold=config.multipart_threshold,
+            backoff_base=config.upload_backoff_base,
+            backoff_cap=config.upload_backoff_cap,
         )
         self._shipped = shipped
         self._stop = threading.Event()

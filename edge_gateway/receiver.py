@@ -7,8 +7,10 @@ Zipping and uploading happen in the coordinator, never on the association thread
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -72,6 +74,38 @@ def _set_nodelay(event: evt.Event) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+def tls_context(config: GatewayConfig) -> ssl.SSLContext | None:
+    """Server-side TLS (DICOM PS3.15 B.1 style): TLS 1.2+, client certificate required with a CA."""
+    if not config.tls_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(config.tls_cert, config.tls_key)
+    if config.tls_client_ca:
+        context.load_verify_locations(cafile=config.tls_client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def peer_filter(networks: tuple[str, ...]) -> Callable[[Any, Any], bool]:
+    """A socketserver ``verify_request``: only peers inside the given networks may connect."""
+    allowed = [ipaddress.ip_network(n, strict=False) for n in networks]
+
+    def verify_request(_request: Any, client_address: Any) -> bool:
+        try:
+            address = ipaddress.ip_address(client_address[0])
+        except (ValueError, TypeError, IndexError):
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        if any(address in network for network in allowed):
+            return True
+        log.warning("connection refused: peer address outside allowed_peer_networks")
+        return False
+
+    return verify_request
+
+
 def build_ae(config: GatewayConfig) -> AE:
     ae = AE(ae_title=config.ae_title)
     ae.maximum_associations = config.max_associations
@@ -91,13 +125,20 @@ def start(config: GatewayConfig, spool: Spool, on_stored: StoredCallback) -> tup
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_CONN_OPEN, _set_nodelay),
     ]
-    server = ae.start_server((config.host, config.port), block=False, evt_handlers=handlers)
+    server = ae.start_server(
+        (config.host, config.port), block=False, evt_handlers=handlers, ssl_context=tls_context(config)
+    )
     assert server is not None  # non-blocking start always returns the server
+    if config.allowed_peer_networks:
+        # socketserver closes the connection before any DICOM byte when this says False.
+        server.verify_request = peer_filter(config.allowed_peer_networks)  # type: ignore[method-assign,assignment]
     log.info(
-        "DICOM listener on %s:%d, AE title %s, calling AE titles: %s",
+        "DICOM listener on %s:%d%s, AE title %s, calling AE titles: %s, peer networks: %s",
         config.host,
         server.server_address[1],
+        " (TLS)" if config.tls_cert else "",
         config.ae_title,
         ", ".join(config.allowed_calling_aets) or "any",
+        ", ".join(config.allowed_peer_networks) or "any",
     )
     return ae, server

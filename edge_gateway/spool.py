@@ -65,11 +65,14 @@ def fsync_dir(path: Path) -> None:
 def write_durably(path: Path, data: bytes, tmp_dir: Path) -> None:
     """Replace ``path`` atomically with ``data``: tmp file, fsync, rename, fsync folder."""
     tmp = tmp_dir / f"{uuid.uuid4().hex}.tmp"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # gone after the rename; a leftover only when something failed
     fsync_dir(path.parent)
 
 
