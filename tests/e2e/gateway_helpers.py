@@ -10,18 +10,22 @@ import subprocess
 import sys
 import time
 import zipfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import boto3
+import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom import AE, _config
 
+from edge_gateway.config import GatewayConfig
+from edge_gateway.gateway import Gateway
 from local_cloud.stack import free_port
+from tests.conftest import Aws
 from tests.e2e.conftest import wait_for
 
 if TYPE_CHECKING:
@@ -31,6 +35,7 @@ if TYPE_CHECKING:
 
 REGION = "us-east-1"
 MANIFEST = "manifest.json"
+GatewayFactory = Callable[..., Gateway]
 
 
 class AssociationLost(RuntimeError):
@@ -73,7 +78,7 @@ def send_files(
     for sop_class, syntaxes in contexts.items():
         for syntax in sorted(syntaxes):
             ae.add_requested_context(sop_class, [syntax])
-    tls_args = (ssl_context, "") if ssl_context is not None else None
+    tls_args = (ssl_context, "127.0.0.1") if ssl_context is not None else None
     previous = _config.STORE_SEND_CHUNKED_DATASET
     _config.STORE_SEND_CHUNKED_DATASET = True  # send the file's dataset bytes exactly
     try:
@@ -105,12 +110,15 @@ def send_files(
     return result
 
 
-def echo(port: int, *, calling: str = "PACS", called: str = "EDGE") -> int | None:
+def echo(
+    port: int, *, calling: str = "PACS", called: str = "EDGE", ssl_context: ssl.SSLContext | None = None
+) -> int | None:
     """C-ECHO status, or None when the association was not accepted."""
     ae = AE(ae_title=calling)
     ae.acse_timeout = ae.network_timeout = 10
     ae.add_requested_context("1.2.840.10008.1.1")
-    assoc = ae.associate("127.0.0.1", port, ae_title=called)
+    tls_args = (ssl_context, "127.0.0.1") if ssl_context is not None else None
+    assoc = ae.associate("127.0.0.1", port, ae_title=called, tls_args=tls_args)
     if not assoc.is_established:
         return None
     try:
@@ -270,3 +278,28 @@ def outbox_entries(spool: Path) -> int:
 
 def now() -> float:
     return time.monotonic()
+
+
+@pytest.fixture(name="start_gateway")
+def start_gateway_fixture(aws: Aws, tmp_path: Path) -> Iterator[GatewayFactory]:
+    started: list[Gateway] = []
+
+    def start(**settings: Any) -> Gateway:
+        values: dict[str, Any] = {
+            "host": "127.0.0.1",
+            "port": 0,
+            "bucket": aws.bucket,
+            "region": "us-east-1",
+            "spool_dir": tmp_path / "spool",
+            "stable_after": 0.5,
+            "allowed_calling_aets": ("PACS",),
+            **settings,
+        }
+        gateway = Gateway(GatewayConfig(**values).validate(), s3=aws.s3)
+        gateway.start()
+        started.append(gateway)
+        return gateway
+
+    yield start
+    for gateway in started:
+        gateway.stop()

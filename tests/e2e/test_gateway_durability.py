@@ -8,57 +8,30 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import FileMetaDataset
 
-from edge_gateway.config import GatewayConfig
 from edge_gateway.gateway import Gateway
 from tests.conftest import Aws
 from tests.dicom_factory import series_from
 from tests.e2e.conftest import wait_for
-from tests.e2e.gateway_helpers import (
+from tests.e2e.gateway_helpers import (  # noqa: F401 - start_gateway_fixture provides start_gateway
+    GatewayFactory,
     bucket_members,
     dataset_bytes,
     echo,
     member_bytes,
     send_files,
+    start_gateway_fixture,
     write_files,
 )
 
 pytestmark = pytest.mark.e2e
 
 SUCCESS, OUT_OF_RESOURCES, CANNOT_UNDERSTAND = 0x0000, 0xA700, 0xC210
-GatewayFactory = Callable[..., Gateway]
-
-
-@pytest.fixture
-def start_gateway(aws: Aws, tmp_path: Path) -> Iterator[GatewayFactory]:
-    started: list[Gateway] = []
-
-    def start(**settings: Any) -> Gateway:
-        values: dict[str, Any] = {
-            "host": "127.0.0.1",
-            "port": 0,
-            "bucket": aws.bucket,
-            "region": "us-east-1",
-            "spool_dir": tmp_path / "spool",
-            "stable_after": 0.5,
-            "allowed_calling_aets": ("PACS",),
-            **settings,
-        }
-        gateway = Gateway(GatewayConfig(**values).validate(), s3=aws.s3)
-        gateway.start()
-        started.append(gateway)
-        return gateway
-
-    yield start
-    for gateway in started:
-        gateway.stop()
 
 
 def spooled(gateway: Gateway) -> set[str]:
