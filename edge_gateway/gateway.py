@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 TICK = 0.5
-STATUS_EVERY = 5.0
+STATUS_EVERY = 2.0
 STATUS_FILE = "status.json"
 
 
