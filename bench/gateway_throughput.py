@@ -86,13 +86,14 @@ def env(nodelay: bool) -> dict[str, str]:
     return values
 
 
-def start_gateway(store: Path, port: int, _multi: bool) -> subprocess.Popen[bytes]:
+def start_gateway(store: Path, port: int, _multi: bool, receivers: int = 1) -> subprocess.Popen[bytes]:
     config = store / "gateway.toml"
     config.write_text(
         "[gateway]\n"
         f'host = "127.0.0.1"\nport = {port}\nspool_dir = "{store / "spool"}"\n'
         f'bucket = "bench"\nendpoint_url = "http://127.0.0.1:{free_port()}"\n'
         'stable_after = 3600.0\nmax_spool_bytes = 100000000000\nlog_level = "WARNING"\n'
+        f"receivers = {receivers}\n"
     )
     log = open(store / "gateway.log", "wb")  # noqa: SIM115 - closed with the process
     return subprocess.Popen(
@@ -144,14 +145,20 @@ def start_orthanc(store: Path, port: int, _multi: bool) -> subprocess.Popen[byte
     )
 
 
+def start_gateway_2(store: Path, port: int, multi: bool) -> subprocess.Popen[bytes]:
+    return start_gateway(store, port, multi, receivers=2)
+
+
 RECEIVERS: dict[str, Receiver] = {
     "edge gateway": start_gateway,
+    "edge gateway, receivers = 2": start_gateway_2,
     "dcmtk storescp": start_storescp,
     "pynetdicom storescp": start_pynetdicom,
     "Orthanc": start_orthanc,
 }
 MAX_PDU = {
     "edge gateway": "262144 (max_pdu default)",
+    "edge gateway, receivers = 2": "262144",
     "dcmtk storescp": "16384 (default)",
     "pynetdicom storescp": "16382 (default)",
     "Orthanc": "16384 (default)",

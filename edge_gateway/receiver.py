@@ -11,12 +11,13 @@ import ipaddress
 import logging
 import socket
 import ssl
+import threading
 from collections.abc import Callable
 from typing import Any
 
 from pynetdicom import AE, _config, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
-from pynetdicom.transport import AssociationServer
+from pynetdicom.transport import AssociationServer, ThreadedAssociationServer
 
 from edge_gateway.config import GatewayConfig
 from edge_gateway.dicom_peek import Undecodable, routing_uids
@@ -118,16 +119,33 @@ def build_ae(config: GatewayConfig) -> AE:
     return ae
 
 
-def start(config: GatewayConfig, spool: Spool, on_stored: StoredCallback) -> tuple[AE, AssociationServer]:
+class ReusePortServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server with SO_REUSEPORT: several receiver processes share one port."""
+
+    def server_bind(self) -> None:
+        assert self.socket is not None
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+
+def start(
+    config: GatewayConfig, spool: Spool, on_stored: StoredCallback, *, reuse_port: bool = False
+) -> tuple[AE, AssociationServer]:
     ae = build_ae(config)
     handlers: list[Any] = [
         (evt.EVT_C_STORE, handle_store, [spool, on_stored]),
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_CONN_OPEN, _set_nodelay),
     ]
-    server = ae.start_server(
-        (config.host, config.port), block=False, evt_handlers=handlers, ssl_context=tls_context(config)
+    server = ae.make_server(
+        (config.host, config.port),
+        evt_handlers=handlers,
+        ssl_context=tls_context(config),
+        server_class=ReusePortServer if reuse_port else ThreadedAssociationServer,
     )
+    thread = threading.Thread(target=server.serve_forever, name="edge-dicom-listener", daemon=True)
+    thread.start()
+    ae._servers.append(server)  # so that ae.shutdown() stops it too
     assert server is not None  # non-blocking start always returns the server
     if config.allowed_peer_networks:
         # socketserver closes the connection before any DICOM byte when this says False.
