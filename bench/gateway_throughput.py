@@ -151,14 +151,14 @@ def start_gateway_2(store: Path, port: int, multi: bool) -> subprocess.Popen[byt
 
 RECEIVERS: dict[str, Receiver] = {
     "edge gateway": start_gateway,
-    "edge gateway, receivers = 2": start_gateway_2,
+    "edge gateway (receivers = 2)": start_gateway_2,
     "dcmtk storescp": start_storescp,
     "pynetdicom storescp": start_pynetdicom,
     "Orthanc": start_orthanc,
 }
 MAX_PDU = {
     "edge gateway": "262144 (max_pdu default)",
-    "edge gateway, receivers = 2": "262144",
+    "edge gateway (receivers = 2)": "262144",
     "dcmtk storescp": "16384 (default)",
     "pynetdicom storescp": "16382 (default)",
     "Orthanc": "16384 (default)",
