@@ -119,13 +119,35 @@ def build_ae(config: GatewayConfig) -> AE:
     return ae
 
 
-class ReusePortServer(ThreadedAssociationServer):
-    """pynetdicom's threaded server with SO_REUSEPORT: several receiver processes share one port."""
+class GatewayServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server, with two changes.
+
+    - The TLS handshake runs in the connection's own thread (on its first read), not in the
+      accepting thread: pynetdicom's ``get_request`` handshakes while accepting, so one
+      silent peer would block every other association.
+    - Optionally SO_REUSEPORT, so that several receiver processes share one port.
+    """
+
+    reuse_port = False
 
     def server_bind(self) -> None:
         assert self.socket is not None
-        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if self.reuse_port:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        assert self.socket is not None
+        client_socket, address = self.socket.accept()
+        if self.ssl_context:
+            client_socket = self.ssl_context.wrap_socket(
+                client_socket, server_side=True, do_handshake_on_connect=False
+            )
+        return client_socket, address
+
+
+class ReusePortServer(GatewayServer):
+    reuse_port = True
 
 
 def start(
@@ -141,7 +163,7 @@ def start(
         (config.host, config.port),
         evt_handlers=handlers,
         ssl_context=tls_context(config),
-        server_class=ReusePortServer if reuse_port else ThreadedAssociationServer,
+        server_class=ReusePortServer if reuse_port else GatewayServer,
     )
     thread = threading.Thread(target=server.serve_forever, name="edge-dicom-listener", daemon=True)
     thread.start()

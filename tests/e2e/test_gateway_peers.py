@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import ssl
 import subprocess
 from pathlib import Path
@@ -183,3 +184,13 @@ def test_dcmtk_echoscu_over_tls(start_gateway: GatewayFactory, pki: Path) -> Non
     done = run(echoscu, *args, "+tls", str(pki / "client.key"), str(pki / "client.crt"),
                "127.0.0.1", str(gateway.port))  # fmt: skip
     assert done.returncode == 0, done.stderr
+
+
+def test_a_silent_tls_peer_does_not_block_others(start_gateway: GatewayFactory, pki: Path) -> None:
+    # GIVEN a TLS gateway and a peer that opens a TCP connection but never starts the handshake
+    gateway = start_gateway(
+        tls_cert=str(pki / "server.crt"), tls_key=str(pki / "server.key"), tls_client_ca=str(pki / "ca.crt")
+    )
+    with socket.create_connection(("127.0.0.1", gateway.port)):
+        # THEN a well-behaved client still gets its association at once
+        assert echo(gateway.port, ssl_context=client_context(pki, True)) == SUCCESS
