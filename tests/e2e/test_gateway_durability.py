@@ -150,6 +150,7 @@ def _with_dataset(path: Path, target: Path, dataset: bytes) -> Path:
     return target
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom warns about the deliberately bad UID
 def test_undecodable_datasets_answer_cannot_understand(
     start_gateway: GatewayFactory, aws: Aws, tmp_path: Path
 ) -> None:
