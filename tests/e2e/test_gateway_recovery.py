@@ -18,7 +18,14 @@ import pytest
 from local_cloud.stack import free_port
 from tests.dicom_factory import series_from
 from tests.e2e.conftest import OUTPUT, Stack, wait_for
-from tests.e2e.gateway_helpers import GatewayProcess, bucket_members, send_files, write_config, write_files
+from tests.e2e.gateway_helpers import (
+    GatewayProcess,
+    bucket_members,
+    listening,
+    send_files,
+    write_config,
+    write_files,
+)
 
 pytestmark = pytest.mark.e2e
 SUCCESS = 0x0000
@@ -149,3 +156,52 @@ def test_kill_while_zipping_or_uploading_loses_nothing(
     study_uid, series_uid = instances[0].StudyInstanceUID, instances[0].SeriesInstanceUID
     shipped_exactly_once(stack, study_uid, {p.stem for p in files})
     index_count(stack, study_uid, series_uid, 30)
+
+
+def test_kill9_of_the_coordinator_takes_its_receiver_processes_along(tmp_path: Path) -> None:
+    # GIVEN a gateway process with 3 receivers (the coordinator and 2 children) on one port
+    port = free_port()
+    config = write_config(
+        tmp_path / "gateway.toml",
+        host="127.0.0.1",
+        port=port,
+        spool_dir=str(tmp_path / "spool"),
+        bucket="unused",
+        endpoint_url=f"http://127.0.0.1:{free_port()}",
+        receivers=3,
+    )
+    gateway = GatewayProcess(config, tmp_path / "gateway.log", port)
+    gateway.start()
+    assert gateway.process is not None
+    coordinator = gateway.process.pid
+
+    def receivers() -> list[int] | None:
+        found = _children(coordinator)
+        return found if len(found) == 2 else None
+
+    children = wait_for(receivers, 60, "2 receiver processes")
+
+    # WHEN the coordinator is killed with SIGKILL
+    gateway.kill9()
+
+    # THEN no receiver is left behind holding the port, and a restart listens again
+    wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in children), 30, "receivers to exit")
+    wait_for(lambda: not listening(port), 30, "the port to be free")
+    gateway.start()
+    assert listening(port)
+    gateway.stop()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            # multiprocessing's spawned receivers (not its resource tracker)
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"spawn_main" in cmdline:
+                found.append(int(entry.name))
+    return found
