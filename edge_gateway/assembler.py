@@ -35,8 +35,18 @@ class _Growth:
 
 
 class Assembler:
-    def __init__(self, spool: Spool, stable_after: float, max_instances: int, max_bytes: int) -> None:
+    def __init__(
+        self,
+        spool: Spool,
+        stable_after: float,
+        max_instances: int,
+        max_bytes: int,
+        *,
+        from_disk: bool = False,
+    ) -> None:
         self._spool = spool
+        # With several receiver processes only the disk knows how big an open series is.
+        self._from_disk = from_disk
         self._stable_after = stable_after
         self._max_instances = max_instances
         self._max_bytes = max_bytes
@@ -53,6 +63,18 @@ class Assembler:
             growth.instances += 1
             growth.nbytes += nbytes
 
+    def _growth_of(self, series: OpenSeries) -> _Growth:
+        if self._from_disk:
+            growth = _Growth()
+            with os.scandir(series.path) as entries:
+                for entry in entries:
+                    if entry.name.endswith(".dcm"):
+                        growth.instances += 1
+                        growth.nbytes += entry.stat().st_size
+            return growth
+        with self._lock:
+            return self._growth.get((series.study_uid, series.series_uid), _Growth())
+
     def open_count(self) -> int:
         return sum(1 for _ in self._spool.open_series())
 
@@ -61,9 +83,8 @@ class Assembler:
         now = time.time() if now is None else now
         closed: list[Path] = []
         for series in self._spool.open_series():
-            with self._lock:
-                growth = self._growth.get((series.study_uid, series.series_uid), _Growth())
             try:
+                growth = self._growth_of(series)
                 quiet = now - series.last_change() >= self._stable_after
             except FileNotFoundError:
                 continue

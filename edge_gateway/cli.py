@@ -2,6 +2,7 @@
 
 edge-gateway run --config /etc/edge-gateway/edge-gateway.toml
 edge-gateway status --config /etc/edge-gateway/edge-gateway.toml [--json]
+edge-gateway import --config /etc/edge-gateway/edge-gateway.toml DIR
 """
 
 from __future__ import annotations
@@ -58,12 +59,16 @@ def _parser() -> argparse.ArgumentParser:
     for name, text in (
         ("run", "run the gateway"),
         ("status", "show spool, outbox and last upload"),
+        ("import", "spool existing DICOM files (a folder, recursively) for upload"),
     ):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("--config", type=Path, help="TOML configuration file")
         cmd.add_argument("--spool-dir", type=Path)
         if name == "status":
             cmd.add_argument("--json", action="store_true", help="print JSON")
+            continue
+        if name == "import":
+            cmd.add_argument("folder", type=Path, help="folder of DICOM files (read recursively, left as is)")
             continue
         cmd.add_argument("--host")
         cmd.add_argument("--port", type=int)
@@ -148,6 +153,25 @@ def status(config: GatewayConfig, as_json: bool) -> int:
     return 0
 
 
+def import_command(config: GatewayConfig, folder: Path) -> int:
+    from edge_gateway.importer import import_folder
+
+    if not folder.is_dir():
+        print(f"edge-gateway: {folder} is not a folder", file=sys.stderr)
+        return 2
+    result = import_folder(config, folder)
+    print(f"stored {result.stored} instances ({result.nbytes / 1e6:.1f} MB) in {config.spool_dir}")
+    if result.duplicates:
+        print(f"{result.duplicates} already in an open series (kept once)")
+    for reason, count in sorted(result.skipped.items()):
+        print(f"skipped {count}: {reason}")
+    if result.stopped:
+        print(f"stopped: {result.stopped}", file=sys.stderr)
+        return 3
+    print("the gateway closes, zips and uploads them after the quiet period (now, or at its next start)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -157,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "status":
         return status(config, args.json)
+    if args.command == "import":
+        return import_command(config, args.folder)
     return run(config)
 
 

@@ -7,6 +7,7 @@ once, at start, with messages that name the offending setting.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -31,8 +32,18 @@ class GatewayConfig:
     ae_title: str = "EDGE"
     # Calling AE titles allowed to associate; empty means any (local mode only).
     allowed_calling_aets: tuple[str, ...] = ()
+    # Peer IP networks allowed to connect (CIDR, e.g. "10.1.2.0/24"); empty means any.
+    allowed_peer_networks: tuple[str, ...] = ()
     max_pdu: int = 262_144
     max_associations: int = 16
+    # Receiver processes sharing the port (SO_REUSEPORT); 1 = the coordinator process only.
+    # pynetdicom needs ~4 ms of CPU per 0.5 MB instance and holds the GIL: processes scale it.
+    receivers: int = 1
+    # DICOM TLS: a PEM certificate (chain) and key turn it on; tls_client_ca makes a
+    # client certificate signed by that CA mandatory.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
     # Series assembly: a series is closed after this many quiet seconds (Orthanc's
     # StableAge idea), or earlier when a part reaches either limit.
     stable_after: float = 60.0
@@ -50,6 +61,9 @@ class GatewayConfig:
     deflate: bool = False  # DICOM pixel data is often compressed already: store by default
     multipart_threshold: int = 64 * 1024**2
     shipped_retention_days: float = 7.0
+    # Failed uploads retry after a full-jitter delay in [0, min(cap, base * 2**failures)].
+    upload_backoff_base: float = 1.0
+    upload_backoff_cap: float = 300.0
     log_format: str = "text"  # or "json"
     log_level: str = "INFO"
 
@@ -73,11 +87,34 @@ class GatewayConfig:
         for name in ("max_associations", "max_part_instances", "max_part_bytes", "max_spool_bytes"):
             if getattr(self, name) <= 0:
                 problems.append(f"{name}: must be positive")
+        if not 1 <= self.receivers <= 64:
+            problems.append("receivers: 1 to 64 processes")
+        problems += self._network_problems()
         if self.log_format not in ("text", "json"):
             problems.append("log_format: 'text' or 'json'")
         if problems:
             raise ConfigError("invalid gateway configuration:\n  " + "\n  ".join(problems))
         return self
+
+    def _network_problems(self) -> list[str]:
+        """Peer networks, TLS files and upload backoff."""
+        problems: list[str] = []
+        for network in self.allowed_peer_networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                problems.append(f"allowed_peer_networks: {network!r} is not an IP network (e.g. 10.0.0.0/8)")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            problems.append("tls_cert and tls_key: give both, or neither")
+        if self.tls_client_ca and not self.tls_cert:
+            problems.append("tls_client_ca: needs tls_cert and tls_key")
+        for name in ("tls_cert", "tls_key", "tls_client_ca"):
+            value = getattr(self, name)
+            if value and not Path(value).is_file():
+                problems.append(f"{name}: {value} is not a readable file")
+        if self.upload_backoff_base <= 0 or self.upload_backoff_cap < self.upload_backoff_base:
+            problems.append("upload_backoff_base/cap: base > 0 and cap >= base")
+        return problems
 
     def public(self) -> dict[str, Any]:
         """The settings as plain values, for logs and ``status``."""

@@ -20,6 +20,7 @@ from edge_gateway import receiver
 from edge_gateway.assembler import Assembler
 from edge_gateway.config import GatewayConfig
 from edge_gateway.packager import Packager
+from edge_gateway.receivers import USAGE_EVERY, ReceiverPool, pool_for
 from edge_gateway.shipped import ShippedRecord
 from edge_gateway.spool import SHIPPED, Spool
 from edge_gateway.uploader import Uploader
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 TICK = 0.5
-STATUS_EVERY = 5.0
+STATUS_EVERY = 2.0
 STATUS_FILE = "status.json"
 
 
@@ -51,7 +52,11 @@ class Gateway:
         self.spool.recover()
         shipped = ShippedRecord(self.spool.path(SHIPPED), config.shipped_retention_days * 86400)
         self.assembler = Assembler(
-            self.spool, config.stable_after, config.max_part_instances, config.max_part_bytes
+            self.spool,
+            config.stable_after,
+            config.max_part_instances,
+            config.max_part_bytes,
+            from_disk=config.receivers > 1,
         )
         self.packager = Packager(self.spool, shipped, config.gateway_id, deflate=config.deflate)
         self.uploader = Uploader(
@@ -61,12 +66,16 @@ class Gateway:
             shipped,
             kms_key_id=config.kms_key_id,
             multipart_threshold=config.multipart_threshold,
+            backoff_base=config.upload_backoff_base,
+            backoff_cap=config.upload_backoff_cap,
         )
         self._shipped = shipped
         self._stop = threading.Event()
         self._status_written = 0.0
         self._threads: list[threading.Thread] = []
         self._server: AssociationServer | None = None
+        self._pool: ReceiverPool | None = None
+        self._usage_published = 0.0
         self.started_at = time.time()
 
     @property
@@ -75,7 +84,12 @@ class Gateway:
         return int(self._server.server_address[1])
 
     def start(self) -> None:
-        _, self._server = receiver.start(self.config, self.spool, self.assembler.stored)
+        multi = self.config.receivers > 1
+        _, self._server = receiver.start(self.config, self.spool, self.assembler.stored, reuse_port=multi)
+        if multi:
+            self.spool.publish_usage()
+            self._pool = pool_for(self.config, self.port)
+            self._pool.start()
         for name, loop in (("assemble", self._assemble_loop), ("upload", self._upload_loop)):
             thread = threading.Thread(target=self._guarded(loop), name=f"edge-{name}", daemon=True)
             thread.start()
@@ -83,6 +97,8 @@ class Gateway:
 
     def stop(self) -> None:
         """Stop accepting, let the coordinator finish its current step, keep the rest on disk."""
+        if self._pool is not None:
+            self._pool.stop()
         if self._server is not None:
             self._server.shutdown()
         self._stop.set()
@@ -103,6 +119,11 @@ class Gateway:
         return run
 
     def _assemble_loop(self) -> None:
+        if self._pool is not None:
+            self._pool.check()
+            if time.monotonic() - self._usage_published >= USAGE_EVERY:
+                self._usage_published = time.monotonic()
+                self.spool.publish_usage()
         self.assembler.close_ready()
         for part_dir in self.packager.pending():
             self.packager.package(part_dir)
@@ -131,6 +152,7 @@ class Gateway:
             "last_error": stats.last_error,
             "last_error_at": stats.last_error_at,
             "retrying_parts": len(stats.retrying),
+            "receiver_pids": [os.getpid(), *(self._pool.pids if self._pool else [])],
         }
 
     def _write_status(self) -> None:

@@ -56,7 +56,7 @@ class Packager:
         if zip_path.exists():  # zipped before a crash; the folder is left over
             self._remove(part_dir)
             return self.entry(part_id)
-        already = self._shipped.shipped(str(info["series_uid"]))
+        already = self._shipped.shipped(str(info["series_uid"])) | self._waiting(str(info["series_uid"]))
         members = [p for p in sorted(part_dir.glob("*.dcm")) if p.stem not in already]
         if not members:
             log.info("part %s holds only instances already shipped: dropped", part_id)
@@ -128,6 +128,18 @@ class Packager:
         with open(path, "rb+") as fh:
             os.fsync(fh.fileno())
         return hashlib.sha256(manifest).hexdigest()
+
+    def _waiting(self, series_uid: str) -> set[str]:
+        """SOP Instance UIDs of this series already zipped in the outbox, not yet confirmed by S3.
+
+        Without this, an instance re-sent while its first part waits for upload (a PACS
+        retrying after a crash or an outage) would be shipped in two parts.
+        """
+        uids: set[str] = set()
+        for entry in self.outbox():
+            if entry.descriptor.get("series_uid") == series_uid:
+                uids.update(str(u) for u in entry.descriptor.get("sop_instance_uids", ()))
+        return uids
 
     def entry(self, part_id: str) -> OutboxEntry:
         outbox = self._spool.path(OUTBOX)

@@ -7,14 +7,17 @@ Zipping and uploading happen in the coordinator, never on the association thread
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
+import ssl
+import threading
 from collections.abc import Callable
 from typing import Any
 
 from pynetdicom import AE, _config, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
-from pynetdicom.transport import AssociationServer
+from pynetdicom.transport import AssociationServer, ThreadedAssociationServer
 
 from edge_gateway.config import GatewayConfig
 from edge_gateway.dicom_peek import Undecodable, routing_uids
@@ -72,6 +75,38 @@ def _set_nodelay(event: evt.Event) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+def tls_context(config: GatewayConfig) -> ssl.SSLContext | None:
+    """Server-side TLS (DICOM PS3.15 B.1 style): TLS 1.2+, client certificate required with a CA."""
+    if not config.tls_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(config.tls_cert, config.tls_key)
+    if config.tls_client_ca:
+        context.load_verify_locations(cafile=config.tls_client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def peer_filter(networks: tuple[str, ...]) -> Callable[[Any, Any], bool]:
+    """A socketserver ``verify_request``: only peers inside the given networks may connect."""
+    allowed = [ipaddress.ip_network(n, strict=False) for n in networks]
+
+    def verify_request(_request: Any, client_address: Any) -> bool:
+        try:
+            address = ipaddress.ip_address(client_address[0])
+        except (ValueError, TypeError, IndexError):
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        if any(address in network for network in allowed):
+            return True
+        log.warning("connection refused: peer address outside allowed_peer_networks")
+        return False
+
+    return verify_request
+
+
 def build_ae(config: GatewayConfig) -> AE:
     ae = AE(ae_title=config.ae_title)
     ae.maximum_associations = config.max_associations
@@ -84,20 +119,66 @@ def build_ae(config: GatewayConfig) -> AE:
     return ae
 
 
-def start(config: GatewayConfig, spool: Spool, on_stored: StoredCallback) -> tuple[AE, AssociationServer]:
+class GatewayServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server, with two changes.
+
+    - The TLS handshake runs in the connection's own thread (on its first read), not in the
+      accepting thread: pynetdicom's ``get_request`` handshakes while accepting, so one
+      silent peer would block every other association.
+    - Optionally SO_REUSEPORT, so that several receiver processes share one port.
+    """
+
+    reuse_port = False
+
+    def server_bind(self) -> None:
+        assert self.socket is not None
+        if self.reuse_port:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        assert self.socket is not None
+        client_socket, address = self.socket.accept()
+        if self.ssl_context:
+            client_socket = self.ssl_context.wrap_socket(
+                client_socket, server_side=True, do_handshake_on_connect=False
+            )
+        return client_socket, address
+
+
+class ReusePortServer(GatewayServer):
+    reuse_port = True
+
+
+def start(
+    config: GatewayConfig, spool: Spool, on_stored: StoredCallback, *, reuse_port: bool = False
+) -> tuple[AE, AssociationServer]:
     ae = build_ae(config)
     handlers: list[Any] = [
         (evt.EVT_C_STORE, handle_store, [spool, on_stored]),
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_CONN_OPEN, _set_nodelay),
     ]
-    server = ae.start_server((config.host, config.port), block=False, evt_handlers=handlers)
+    server = ae.make_server(
+        (config.host, config.port),
+        evt_handlers=handlers,
+        ssl_context=tls_context(config),
+        server_class=ReusePortServer if reuse_port else GatewayServer,
+    )
+    thread = threading.Thread(target=server.serve_forever, name="edge-dicom-listener", daemon=True)
+    thread.start()
+    ae._servers.append(server)  # so that ae.shutdown() stops it too
     assert server is not None  # non-blocking start always returns the server
+    if config.allowed_peer_networks:
+        # socketserver closes the connection before any DICOM byte when this says False.
+        server.verify_request = peer_filter(config.allowed_peer_networks)  # type: ignore[method-assign,assignment]
     log.info(
-        "DICOM listener on %s:%d, AE title %s, calling AE titles: %s",
+        "DICOM listener on %s:%d%s, AE title %s, calling AE titles: %s, peer networks: %s",
         config.host,
         server.server_address[1],
+        " (TLS)" if config.tls_cert else "",
         config.ae_title,
         ", ".join(config.allowed_calling_aets) or "any",
+        ", ".join(config.allowed_peer_networks) or "any",
     )
     return ae, server

@@ -22,6 +22,7 @@ import json
 import os
 import re
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from typing import Any
 
 UID_SAFE = re.compile(r"^[0-9A-Za-z._-]{1,64}$")
 TMP, SERIES, PARTS, OUTBOX, SHIPPED = "tmp", "series", "parts", "outbox", "shipped"
+USAGE_FILE = "usage.json"
 
 
 class SpoolFull(OSError):
@@ -65,11 +67,14 @@ def fsync_dir(path: Path) -> None:
 def write_durably(path: Path, data: bytes, tmp_dir: Path) -> None:
     """Replace ``path`` atomically with ``data``: tmp file, fsync, rename, fsync folder."""
     tmp = tmp_dir / f"{uuid.uuid4().hex}.tmp"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # gone after the rename; a leftover only when something failed
     fsync_dir(path.parent)
 
 
@@ -108,6 +113,8 @@ class Spool:
             makedirs_durably(root / name)
         self._lock = threading.Lock()
         self._used = self._measure()
+        self._mine = 0  # bytes this process stored since it last adopted a published measurement
+        self._usage_seen = 0.0
 
     def path(self, name: str) -> Path:
         return self.root / name
@@ -124,6 +131,29 @@ class Spool:
                 with contextlib.suppress(FileNotFoundError):
                     total += os.stat(os.path.join(dirpath, name)).st_size
         return total
+
+    def publish_usage(self) -> None:
+        """Coordinator, with several receiver processes: measure the spool, share the figure on disk."""
+        measured = self._measure()
+        with self._lock:
+            self._used = measured
+        self.write_json(self.root / USAGE_FILE, {"bytes": measured, "at": time.time()})
+
+    def adopt_usage(self) -> None:
+        """Receiver process: take the coordinator's newest measurement plus what it stored since.
+
+        Approximate by what other receivers stored since that measurement (a few seconds of traffic).
+        """
+        try:
+            usage = self.read_json(self.root / USAGE_FILE)
+            measured, at = int(usage["bytes"]), float(usage["at"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return
+        with self._lock:
+            if at > self._usage_seen:
+                self._usage_seen = at
+                self._used = measured + self._mine
+                self._mine = 0
 
     @property
     def used_bytes(self) -> int:
@@ -147,6 +177,7 @@ class Spool:
             if self._used + len(data) > self.max_bytes:
                 raise SpoolFull(errno.ENOSPC, "spool limit reached")
             self._used += len(data)
+            self._mine += len(data)
         tmp = self.root / TMP / f"{uuid.uuid4().hex}.tmp"
         try:
             with open(tmp, "wb") as fh:

@@ -43,9 +43,9 @@ class UploadStats:
     retrying: dict[str, _Retry] = field(default_factory=dict)
 
 
-def backoff_delay(failures: int) -> float:
+def backoff_delay(failures: int, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) -> float:
     """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**failures)]."""
-    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(failures, 20))
+    ceiling = min(cap, base * 2 ** min(failures, 20))
     return random.uniform(0, ceiling)  # noqa: S311 - jitter, not cryptography
 
 
@@ -59,7 +59,10 @@ class Uploader:
         *,
         kms_key_id: str = "",
         multipart_threshold: int = 64 * 1024**2,
+        backoff_base: float = BACKOFF_BASE,
+        backoff_cap: float = BACKOFF_CAP,
     ) -> None:
+        self._backoff = (backoff_base, backoff_cap)
         self._s3 = s3
         self._bucket = bucket
         self._spool = spool
@@ -109,7 +112,7 @@ class Uploader:
     def _failed(self, entry: OutboxEntry, exc: Exception) -> None:
         retry = self.stats.retrying.setdefault(entry.part_id, _Retry())
         retry.failures += 1
-        delay = backoff_delay(retry.failures)
+        delay = backoff_delay(retry.failures, *self._backoff)
         retry.not_before = time.time() + delay
         self.stats.last_error = f"upload of part {entry.part_id} failed: {type(exc).__name__}"
         self.stats.last_error_at = time.time()

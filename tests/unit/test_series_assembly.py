@@ -131,3 +131,21 @@ def test_instances_already_shipped_are_not_shipped_again(tmp_path: Path) -> None
 
 def _later(spool: Spool) -> float:
     return max(s.last_change() for s in spool.open_series()) + STABLE
+
+
+def test_instances_waiting_in_the_outbox_are_not_zipped_again(tmp_path: Path) -> None:
+    # GIVEN a part zipped and waiting for S3 (an outage), holding 1.2.3.1
+    spool, assembler, packager = make(tmp_path)
+    store(spool, assembler, "1.2", "1.2.3", "1.2.3.1")
+    [first_part] = assembler.close_ready(now=_later(spool))
+    assert packager.package(first_part) is not None
+
+    # WHEN the PACS re-sends 1.2.3.1 with a new 1.2.3.2, and that part closes too
+    store(spool, assembler, "1.2", "1.2.3", "1.2.3.1")
+    store(spool, assembler, "1.2", "1.2.3", "1.2.3.2")
+    [second_part] = assembler.close_ready(now=_later(spool))
+    second = packager.package(second_part)
+
+    # THEN the second part ships only the new instance
+    assert second is not None
+    assert second.descriptor["sop_instance_uids"] == ["1.2.3.2"]

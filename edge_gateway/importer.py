@@ -1,0 +1,117 @@
+"""``edge-gateway import DIR``: existing DICOM files through the same spool -> series -> upload path.
+
+Each Part 10 file is stored in the spool exactly as it is on disk (same durability
+as a C-STORE), under its Study/Series/SOP Instance UIDs; the running gateway (or the
+next ``edge-gateway run``) closes the series after the quiet period, zips and uploads
+them. Files that are not DICOM Part 10, or lack the routing UIDs, are skipped and
+counted. Nothing is deleted from DIR.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from io import BytesIO
+from pathlib import Path
+from typing import TextIO
+
+from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_partial
+
+from edge_gateway.config import GatewayConfig
+from edge_gateway.dicom_peek import SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID
+from edge_gateway.spool import Spool, SpoolFull
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ImportResult:
+    stored: int = 0
+    duplicates: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    nbytes: int = 0
+    stopped: str = ""
+
+    def skip(self, reason: str) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+
+
+def _files(folder: Path) -> Iterator[Path]:
+    for dirpath, _dirs, names in os.walk(folder):
+        for name in sorted(names):
+            yield Path(dirpath) / name
+
+
+def _uids(data: bytes) -> tuple[str, str, str] | None:
+    """Routing UIDs of a Part 10 file; None when it is not one or lacks them."""
+    buffer = BytesIO(data)
+    try:
+        ds = read_partial(buffer, stop_when=lambda tag, vr, length: tag > SERIES_INSTANCE_UID)
+    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError):
+        return None
+    values = [ds.get(tag) for tag in (STUDY_INSTANCE_UID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID)]
+    uids = [str(v.value).strip("\x00 ") if v is not None and v.value else "" for v in values]
+    return (uids[0], uids[1], uids[2]) if all(uids) else None
+
+
+class Progress:
+    """A one-line progress bar on a terminal (a line every 10% otherwise)."""
+
+    def __init__(self, total: int, out: TextIO) -> None:
+        self._total = max(total, 1)
+        self._out = out
+        self._tty = out.isatty()
+        self._started = time.monotonic()
+        self._last_tenth = -1
+
+    def update(self, done: int, nbytes: int) -> None:
+        fraction = done / self._total
+        rate = nbytes / 1e6 / max(time.monotonic() - self._started, 1e-6)
+        bar = "#" * int(fraction * 30)
+        line = f"[{bar:<30}] {done}/{self._total} files {rate:.1f} MB/s"
+        if self._tty:
+            self._out.write("\r" + line)
+            self._out.flush()
+        elif int(fraction * 10) != self._last_tenth:
+            self._last_tenth = int(fraction * 10)
+            self._out.write(line + "\n")
+
+    def finish(self) -> None:
+        if self._tty:
+            self._out.write("\n")
+
+
+def import_folder(config: GatewayConfig, folder: Path, out: TextIO = sys.stderr) -> ImportResult:
+    spool = Spool(config.spool_dir, config.max_spool_bytes)
+    files = list(_files(folder))
+    progress = Progress(len(files), out)
+    result = ImportResult()
+    for done, path in enumerate(files, start=1):
+        try:
+            data = path.read_bytes()
+        except OSError:
+            result.skip("unreadable")
+            continue
+        uids = _uids(data)
+        if uids is None:
+            result.skip("not DICOM Part 10 with Study/Series/SOP Instance UIDs")
+        else:
+            try:
+                if spool.store(*uids, data):
+                    result.stored += 1
+                    result.nbytes += len(data)
+                else:
+                    result.duplicates += 1
+            except SpoolFull:
+                result.stopped = "spool limit reached: run again once the gateway has uploaded"
+                break
+            except ValueError:
+                result.skip("UID unusable as a file name")
+        progress.update(done, result.nbytes)
+    progress.finish()
+    return result

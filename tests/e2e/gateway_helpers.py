@@ -1,0 +1,305 @@
+"""Helpers for the edge gateway tests: a real DICOM sender, a moto server, a gateway process, bucket reads."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import pytest
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pynetdicom import AE, _config
+
+from edge_gateway.config import GatewayConfig
+from edge_gateway.gateway import Gateway
+from local_cloud.stack import free_port
+from tests.conftest import Aws
+from tests.e2e.conftest import wait_for
+
+if TYPE_CHECKING:
+    import ssl
+
+    from mypy_boto3_s3 import S3Client
+
+REGION = "us-east-1"
+MANIFEST = "manifest.json"
+GatewayFactory = Callable[..., Gateway]
+
+
+class AssociationLost(RuntimeError):
+    """The peer went away mid-association (no C-STORE response)."""
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass
+class SendResult:
+    statuses: list[int] = field(default_factory=list)
+    established: bool = True
+    lost: bool = False
+
+
+def send_files(
+    port: int,
+    paths: Sequence[Path],
+    *,
+    calling: str = "PACS",
+    called: str = "EDGE",
+    ssl_context: ssl.SSLContext | None = None,
+    after_each: Any = None,
+) -> SendResult:
+    """C-STORE files over one real association, sending their bytes as they are (no decode/re-encode).
+
+    ``after_each(index, status)`` may raise StopIteration to stop sending. A lost
+    association ends the run with ``lost=True``: statuses then hold only acknowledged ones.
+    """
+    result = SendResult()
+    contexts: dict[str, set[str]] = {}
+    for path in paths:
+        meta = dcmread(path, stop_before_pixels=True).file_meta
+        contexts.setdefault(str(meta.MediaStorageSOPClassUID), set()).add(str(meta.TransferSyntaxUID))
+    ae = AE(ae_title=calling)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
+    for sop_class, syntaxes in contexts.items():
+        for syntax in sorted(syntaxes):
+            ae.add_requested_context(sop_class, [syntax])
+    tls_args = (ssl_context, "127.0.0.1") if ssl_context is not None else None
+    previous = _config.STORE_SEND_CHUNKED_DATASET
+    _config.STORE_SEND_CHUNKED_DATASET = True  # send the file's dataset bytes exactly
+    try:
+        assoc = ae.associate("127.0.0.1", port, ae_title=called, tls_args=tls_args)
+        if not assoc.is_established:
+            result.established = False
+            return result
+        try:
+            for index, path in enumerate(paths):
+                try:
+                    rsp = assoc.send_c_store(path)
+                except (RuntimeError, OSError):
+                    result.lost = True
+                    break
+                if "Status" not in rsp:
+                    result.lost = True
+                    break
+                result.statuses.append(int(rsp.Status))
+                if after_each is not None:
+                    try:
+                        after_each(index, int(rsp.Status))
+                    except StopIteration:
+                        break
+        finally:
+            if assoc.is_established:
+                assoc.release()
+    finally:
+        _config.STORE_SEND_CHUNKED_DATASET = previous
+    return result
+
+
+def echo(
+    port: int, *, calling: str = "PACS", called: str = "EDGE", ssl_context: ssl.SSLContext | None = None
+) -> int | None:
+    """C-ECHO status, or None when the association was not accepted."""
+    ae = AE(ae_title=calling)
+    ae.acse_timeout = ae.network_timeout = 10
+    ae.add_requested_context("1.2.840.10008.1.1")
+    tls_args = (ssl_context, "127.0.0.1") if ssl_context is not None else None
+    assoc = ae.associate("127.0.0.1", port, ae_title=called, tls_args=tls_args)
+    if not assoc.is_established:
+        return None
+    try:
+        return int(assoc.send_c_echo().Status)
+    finally:
+        assoc.release()
+
+
+def dataset_bytes(path: Path) -> bytes:
+    """The encoded dataset of a DICOM file, without preamble and file meta."""
+    data = path.read_bytes()
+    with open(path, "rb") as fh:
+        ds = dcmread(fh, stop_before_pixels=True)
+        assert ds.file_meta is not None
+    # The file meta group length tells where the dataset starts: 128 + 4 + 12 + group length.
+    group_length = int(ds.file_meta.FileMetaInformationGroupLength)
+    return data[132 + 12 + group_length :]
+
+
+def write_files(folder: Path, instances: Iterable[Dataset]) -> list[Path]:
+    from tests.dicom_factory import write_series
+
+    return write_series(folder, instances)
+
+
+def bucket_members(s3: S3Client, bucket: str, prefix: str = "incoming/") -> dict[str, list[str]]:
+    """Object key -> SOP Instance UIDs zipped in it (manifest excluded), read back from S3."""
+    found: dict[str, list[str]] = {}
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    for page in pages:
+        for obj in page.get("Contents", []):
+            body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+            with zipfile.ZipFile(io.BytesIO(body)) as zf:
+                found[obj["Key"]] = [n.removesuffix(".dcm") for n in zf.namelist() if n != MANIFEST]
+    return found
+
+
+def member_bytes(s3: S3Client, bucket: str, key: str, sop_uid: str) -> bytes:
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    with zipfile.ZipFile(io.BytesIO(body)) as zf:
+        return zf.read(f"{sop_uid}.dcm")
+
+
+def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+class MotoServer:
+    """A moto S3 server on a fixed loopback port that can be stopped and started again (an outage)."""
+
+    def __init__(self, log: Path, bucket: str, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.bucket = bucket
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def s3(self) -> S3Client:
+        return boto3.client("s3", region_name=REGION, endpoint_url=self.url)
+
+    def start(self) -> None:
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        wait_for(lambda: listening(self.port) or self.process_died(), 60, "moto server to listen")
+        assert not self.process_died(), f"moto server exited, see {self.log}"
+        self.s3().create_bucket(Bucket=self.bucket)  # moto keeps everything in memory
+
+    def process_died(self) -> bool:
+        return self.process is not None and self.process.poll() is not None
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process)
+            self.process = None
+
+
+@contextmanager
+def moto_server(log: Path, bucket: str) -> Iterator[MotoServer]:
+    server = MotoServer(log, bucket)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def gateway_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "EDGE_GATEWAY_"))}
+    env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION=REGION)
+    return env
+
+
+class GatewayProcess:
+    """``python -m edge_gateway run`` as a separate process, on a fixed port, restartable."""
+
+    def __init__(self, config: Path, log: Path, port: int) -> None:
+        self.config = config
+        self.log = log
+        self.port = port
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "edge_gateway", "run", "--config", str(self.config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=gateway_env(),
+            )
+        process = self.process
+        wait_for(lambda: listening(self.port) or process.poll() is not None, 60, "gateway to listen")
+        assert process.poll() is None, f"gateway exited, see {self.log}"
+
+    def kill9(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+        self.process = None
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process)
+            self.process = None
+
+
+def write_config(path: Path, **settings: Any) -> Path:
+    lines = ["[gateway]"]
+    for name, value in settings.items():
+        if isinstance(value, bool):
+            lines.append(f"{name} = {str(value).lower()}")
+        elif isinstance(value, int | float):
+            lines.append(f"{name} = {value}")
+        elif isinstance(value, list | tuple):
+            lines.append(f"{name} = [{', '.join(repr(str(v)).replace(chr(39), chr(34)) for v in value)}]")
+        else:
+            lines.append(f'{name} = "{value}"')
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def outbox_entries(spool: Path) -> int:
+    return len(list((spool / "outbox").glob("*.zip")))
+
+
+def now() -> float:
+    return time.monotonic()
+
+
+@pytest.fixture(name="start_gateway")
+def start_gateway_fixture(aws: Aws, tmp_path: Path) -> Iterator[GatewayFactory]:
+    started: list[Gateway] = []
+
+    def start(**settings: Any) -> Gateway:
+        values: dict[str, Any] = {
+            "host": "127.0.0.1",
+            "port": 0,
+            "bucket": aws.bucket,
+            "region": "us-east-1",
+            "spool_dir": tmp_path / "spool",
+            "stable_after": 0.5,
+            "allowed_calling_aets": ("PACS",),
+            **settings,
+        }
+        gateway = Gateway(GatewayConfig(**values).validate(), s3=aws.s3)
+        gateway.start()
+        started.append(gateway)
+        return gateway
+
+    yield start
+    for gateway in started:
+        gateway.stop()

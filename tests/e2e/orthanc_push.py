@@ -1,0 +1,128 @@
+"""Run inside a private network namespace: the local stack + Orthanc as the hospital PACS pushing a study.
+
+Orthanc binds every interface, so every party runs inside ``unshare -n`` (loopback
+only). Usage (what tests/e2e/test_gateway_orthanc.py runs)::
+
+    unshare -n sh -c 'ip link set lo up && exec "$@"' sh python -m tests.e2e.orthanc_push WORKDIR
+
+Prints one JSON object: what Orthanc answered, and what the index says about the study.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from local_cloud.stack import free_port
+from tests.dicom_factory import series_from, write_series
+
+
+def http(method: str, url: str, body: bytes | None = None) -> Any:
+    request = urllib.request.Request(url, data=body, method=method)  # noqa: S310 - loopback test URL
+    with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
+        data = response.read()
+    return json.loads(data) if data else None
+
+
+def ready(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - loopback test URL
+        return bool(response.status < 300)
+
+
+def wait(probe: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            result = probe()
+        except OSError:
+            result = None
+        if result:
+            return result
+        time.sleep(0.3)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+def main(work: Path) -> dict[str, Any]:
+    ports = {name: free_port() for name in ("moto", "api", "dicom", "orthanc_http")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "EDGE_GATEWAY_"))}
+    env["TCP_NODELAY"] = "1"
+    stack_log = open(work / "local-stack.log", "wb")  # noqa: SIM115 - lives as long as the process
+    stack = subprocess.Popen(
+        [sys.executable, "-m", "local_cloud", "run", "--moto-port", str(ports["moto"]), "--api-port",
+         str(ports["api"]), "--dicom-port", str(ports["dicom"]), "--stable-after", "1",
+         "--data-dir", str(work / "local-run")],
+        stdout=stack_log, stderr=subprocess.STDOUT, env=env,
+    )  # fmt: skip
+    config = work / "orthanc.json"
+    config.write_text(
+        json.dumps(
+            {
+                "Name": "hospital-pacs",
+                "StorageDirectory": str(work / "orthanc-storage"),
+                "IndexDirectory": str(work / "orthanc-index"),
+                "DicomAet": "PACS",
+                "DicomPort": free_port(),
+                "HttpPort": ports["orthanc_http"],
+                "RemoteAccessAllowed": False,
+                "AuthenticationEnabled": False,
+                "Plugins": [],
+                "DicomModalities": {"edge": ["EDGE", "127.0.0.1", ports["dicom"]]},
+            }
+        )
+    )
+    orthanc_log = open(work / "orthanc.log", "wb")  # noqa: SIM115
+    orthanc = subprocess.Popen(
+        ["/usr/sbin/Orthanc", str(config)], stdout=orthanc_log, stderr=subprocess.STDOUT, env=env
+    )
+    orthanc_url = f"http://127.0.0.1:{ports['orthanc_http']}"
+    api = f"http://127.0.0.1:{ports['api']}"
+    try:
+        wait(lambda: http("GET", f"{orthanc_url}/system"), 60, "Orthanc")
+        wait(lambda: ready(f"{api}/dicomweb/studies?limit=1"), 90, "the local stack")
+        # GIVEN a study of two series stored in the PACS (Orthanc), as a modality would have left it
+        ct = series_from("CT_small.dcm", 4)
+        mr = series_from("MR_small.dcm", 2, study_uid=ct[0].StudyInstanceUID)
+        for ds in ct + mr:
+            ds.PatientName, ds.PatientID = "Orthanc^Push", "TEST-4242"
+        files = write_series(work / "study", ct + mr)
+        for path in files:
+            http("POST", f"{orthanc_url}/instances", path.read_bytes())
+        [study_id] = http("GET", f"{orthanc_url}/studies")
+        # WHEN the PACS pushes it to the gateway by C-STORE, as a hospital configures it
+        pushed = http("POST", f"{orthanc_url}/modalities/edge/store", json.dumps(study_id).encode())
+        study_uid = str(ct[0].StudyInstanceUID)
+
+        # THEN the index knows the study with both series and all six instances
+        def indexed() -> Any:
+            found = http("GET", f"{api}/dicomweb/studies?StudyInstanceUID={study_uid}")
+            if found and found[0]["00201208"]["Value"][0] == len(files):
+                return found[0]
+            return None
+
+        study = wait(indexed, 90, "the study in the index")
+        return {
+            "pushed": pushed,
+            "study_uid": study_uid,
+            "instances": study["00201208"]["Value"][0],
+            "series": study["00201206"]["Value"][0],
+            "patient_name": study["00100010"]["Value"][0]["Alphabetic"],
+        }
+    finally:
+        for process in (orthanc, stack):
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(Path(sys.argv[1]))))

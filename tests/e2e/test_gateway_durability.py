@@ -1,0 +1,203 @@
+"""C-STORE statuses on real associations: 0x0000 only once durably spooled, failures answered, bytes kept.
+
+The gateway runs in this process on a free loopback port, uploading to in-process moto.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.dataset import FileMetaDataset
+
+from edge_gateway.gateway import Gateway
+from tests.conftest import Aws
+from tests.dicom_factory import series_from
+from tests.e2e.conftest import wait_for
+from tests.e2e.gateway_helpers import (  # noqa: F401 - start_gateway_fixture provides start_gateway
+    GatewayFactory,
+    bucket_members,
+    dataset_bytes,
+    echo,
+    member_bytes,
+    send_files,
+    start_gateway_fixture,
+    write_files,
+)
+
+pytestmark = pytest.mark.e2e
+
+SUCCESS, OUT_OF_RESOURCES, CANNOT_UNDERSTAND = 0x0000, 0xA700, 0xC210
+
+
+def spooled(gateway: Gateway) -> set[str]:
+    root = gateway.spool.root
+    return {p.stem for p in root.glob("series/*/*/*.dcm")} | {p.stem for p in root.glob("parts/*/*.dcm")}
+
+
+def shipped_members(aws: Aws, count: int) -> dict[str, list[str]]:
+    def probe() -> dict[str, list[str]] | None:
+        found = bucket_members(aws.s3, aws.bucket)
+        return found if sum(len(m) for m in found.values()) >= count else None
+
+    return wait_for(probe, 30, f"{count} instances in the bucket")
+
+
+def test_instances_are_stored_and_shipped_byte_for_byte_as_received(
+    start_gateway: GatewayFactory, aws: Aws, tmp_path: Path
+) -> None:
+    # GIVEN a series in two transfer syntaxes (explicit little endian, and a compressed RLE file)
+    files = write_files(tmp_path / "ct", series_from("CT_small.dcm", 3))
+    files += write_files(tmp_path / "rle", series_from("MR_small_RLE.dcm", 1))
+    gateway = start_gateway()
+
+    # WHEN a real sender stores them, sending the files' dataset bytes unchanged
+    result = send_files(gateway.port, files)
+
+    # THEN each is acknowledged, and the zip member in S3 holds exactly the bytes that were sent
+    assert result.statuses == [SUCCESS] * 4
+    members = shipped_members(aws, 4)
+    for path in files:
+        sop = path.stem
+        [key] = [k for k, sops in members.items() if sop in sops]
+        stored = member_bytes(aws.s3, aws.bucket, key, sop)
+        sent = dataset_bytes(path)
+        assert stored.endswith(sent)
+        # AND it is a valid DICOM file whose meta names the received transfer syntax
+        stored_path = tmp_path / "stored.dcm"
+        stored_path.write_bytes(stored)
+        original = dcmread(path, stop_before_pixels=True)
+        again = dcmread(stored_path, stop_before_pixels=True)
+        assert again.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID
+        assert again.SOPInstanceUID == sop
+        assert len(stored) - len(sent) < 400  # only the file meta was added
+
+
+def test_spool_limit_reached_answers_out_of_resources_and_keeps_nothing(
+    start_gateway: GatewayFactory, aws: Aws, tmp_path: Path
+) -> None:
+    # GIVEN a spool limit that fits two instances of ~40 KB, and a series closed only after 60 s
+    files = write_files(tmp_path / "ct", series_from("CT_small.dcm", 4))
+    size = files[0].stat().st_size
+    gateway = start_gateway(max_spool_bytes=int(size * 2.5), stable_after=60.0)
+
+    # WHEN four instances are sent
+    result = send_files(gateway.port, files)
+
+    # THEN the first two are acknowledged, the others get 0xA700 (the PACS retries), nothing silent
+    assert result.statuses == [SUCCESS, SUCCESS, OUT_OF_RESOURCES, OUT_OF_RESOURCES]
+    assert spooled(gateway) == {files[0].stem, files[1].stem}
+    assert gateway.spool.used_bytes <= int(size * 2.5)
+
+
+def test_unwritable_spool_answers_out_of_resources_then_recovers(
+    start_gateway: GatewayFactory, aws: Aws, tmp_path: Path
+) -> None:
+    # GIVEN a gateway whose spool tmp/ folder has become unusable (replaced by a file:
+    # root ignores permission bits, a file in the way fails for every user)
+    files = write_files(tmp_path / "ct", series_from("CT_small.dcm", 2))
+    gateway = start_gateway()
+    tmp_dir = gateway.spool.path("tmp")
+    shutil.rmtree(tmp_dir)
+    tmp_dir.write_text("in the way")
+
+    # WHEN an instance is sent
+    refused = send_files(gateway.port, files[:1])
+
+    # THEN it is refused with 0xA700 and nothing of it is spooled
+    assert refused.statuses == [OUT_OF_RESOURCES]
+    assert spooled(gateway) == set()
+
+    # AND once the disk is fixed the PACS's retry succeeds and reaches S3
+    tmp_dir.unlink()
+    tmp_dir.mkdir()
+    assert send_files(gateway.port, files).statuses == [SUCCESS, SUCCESS]
+    assert sorted(sop for sops in shipped_members(aws, 2).values() for sop in sops) == sorted(
+        p.stem for p in files
+    )
+
+
+def test_failing_fsync_is_never_acknowledged(
+    start_gateway: GatewayFactory, aws: Aws, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a disk whose fsync fails (an I/O error): the data may not be on the platter
+    files = write_files(tmp_path / "ct", series_from("CT_small.dcm", 1))
+    gateway = start_gateway()
+
+    def failing_fsync(fd: int) -> None:
+        raise OSError(errno.EIO, "I/O error")
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+
+    # WHEN an instance is sent
+    result = send_files(gateway.port, files)
+    monkeypatch.undo()
+
+    # THEN the sender gets 0xA700, not success, and the instance is not in any series
+    assert result.statuses == [OUT_OF_RESOURCES]
+    assert spooled(gateway) == set()
+    assert list(gateway.spool.path("tmp").iterdir()) == []
+
+
+def _with_dataset(path: Path, target: Path, dataset: bytes) -> Path:
+    """``path``'s preamble and file meta followed by other dataset bytes."""
+    data = path.read_bytes()
+    target.write_bytes(data[: len(data) - len(dataset_bytes(path))] + dataset)
+    return target
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom warns about the deliberately bad UID
+def test_undecodable_datasets_answer_cannot_understand(
+    start_gateway: GatewayFactory, aws: Aws, tmp_path: Path
+) -> None:
+    # GIVEN a dataset of garbage bytes, one without a Series Instance UID, one whose UID
+    # cannot name a file, and a good one
+    [good] = write_files(tmp_path / "good", series_from("CT_small.dcm", 1))
+    garbage = _with_dataset(good, tmp_path / "garbage.dcm", b"\xff\xfe\x00\x10" * 64)
+    no_series = series_from("CT_small.dcm", 1)[0]
+    del no_series.SeriesInstanceUID
+    [no_series_file] = write_files(tmp_path / "noseries", [no_series])
+    bad_uid = series_from("CT_small.dcm", 1)[0]
+    bad_uid.StudyInstanceUID = "1.2/../../etc"
+    [bad_uid_file] = write_files(tmp_path / "baduid", [bad_uid])
+    gateway = start_gateway()
+
+    # WHEN all four are sent on one association
+    result = send_files(gateway.port, [garbage, no_series_file, bad_uid_file, good])
+
+    # THEN the three are refused with 0xC210, the association survives, the good one is kept
+    assert result.statuses == [CANNOT_UNDERSTAND, CANNOT_UNDERSTAND, CANNOT_UNDERSTAND, SUCCESS]
+    shipped = {sop for sops in shipped_members(aws, 1).values() for sop in sops}
+    assert spooled(gateway) | shipped == {good.stem}
+
+
+def test_disallowed_calling_ae_title_is_rejected_at_association(
+    start_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    files = write_files(tmp_path / "ct", series_from("CT_small.dcm", 1))
+    gateway = start_gateway(allowed_calling_aets=("PACS", "PACS2"))
+    assert send_files(gateway.port, files, calling="INTRUDER").established is False
+    assert echo(gateway.port, calling="INTRUDER") is None
+    assert echo(gateway.port, calling="PACS2") == SUCCESS
+    assert spooled(gateway) == set()
+
+
+def test_peer_outside_allowed_networks_is_refused(start_gateway: GatewayFactory, tmp_path: Path) -> None:
+    refused = start_gateway(allowed_peer_networks=("10.0.0.0/8",), spool_dir=tmp_path / "a")
+    allowed = start_gateway(allowed_peer_networks=("10.0.0.0/8", "127.0.0.0/8"), spool_dir=tmp_path / "b")
+    assert echo(refused.port) is None
+    assert echo(allowed.port) == SUCCESS
+
+
+def test_file_meta_helper_is_consistent(tmp_path: Path) -> None:
+    # The byte comparison above relies on dataset_bytes(); check it against pydicom.
+    [path] = write_files(tmp_path, series_from("CT_small.dcm", 1))
+    ds = dcmread(path)
+    assert isinstance(ds.file_meta, FileMetaDataset)
+    raw = dataset_bytes(path)
+    assert raw.startswith(b"\x08\x00")  # group 0008 comes first after the meta
+    assert len(raw) < path.stat().st_size

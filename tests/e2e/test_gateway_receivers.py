@@ -1,0 +1,78 @@
+"""Several receiver processes sharing the port (``receivers = N``): same guarantees, one coordinator."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Aws
+from tests.dicom_factory import series_from
+from tests.e2e.conftest import wait_for
+from tests.e2e.gateway_helpers import (  # noqa: F401 - start_gateway_fixture provides start_gateway
+    GatewayFactory,
+    SendResult,
+    bucket_members,
+    send_files,
+    start_gateway_fixture,
+    write_files,
+)
+
+pytestmark = pytest.mark.e2e
+SUCCESS = 0x0000
+
+
+def test_three_receiver_processes_four_senders_two_interleaved_series(
+    start_gateway: GatewayFactory, aws: Aws, tmp_path: Path
+) -> None:
+    # GIVEN a gateway with 3 receiver processes on one port, and two series of 12 instances
+    gateway = start_gateway(receivers=3, stable_after=1.0)
+    assert len(set(gateway.status()["receiver_pids"])) == 3
+    first, second = series_from("CT_small.dcm", 12), series_from("MR_small.dcm", 12)
+    files = write_files(tmp_path / "a", first) + write_files(tmp_path / "b", second)
+
+    # WHEN 4 senders send interleaved shares of both series at the same time
+    results: list[SendResult] = []
+
+    def sender(share: list[Path]) -> None:
+        results.append(send_files(gateway.port, share))
+
+    threads = [threading.Thread(target=sender, args=(files[i::4],)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # THEN every instance is acknowledged, and each series is shipped as one part holding all of it
+    assert sorted(s for r in results for s in r.statuses) == [SUCCESS] * 24
+
+    def shipped() -> dict[str, list[str]] | None:
+        found = bucket_members(aws.s3, aws.bucket)
+        return found if sum(len(v) for v in found.values()) >= 24 else None
+
+    found = wait_for(shipped, 30, "both series in the bucket")
+    assert len(found) == 2
+    by_series = {key.split("/")[2]: set(sops) for key, sops in found.items()}
+    assert by_series == {
+        first[0].SeriesInstanceUID: {ds.SOPInstanceUID for ds in first},
+        second[0].SeriesInstanceUID: {ds.SOPInstanceUID for ds in second},
+    }
+    assert set(Counter(s for v in found.values() for s in v).values()) == {1}
+
+
+def test_a_receiver_process_that_dies_is_replaced(start_gateway: GatewayFactory, tmp_path: Path) -> None:
+    gateway = start_gateway(receivers=2)
+    [_, child] = gateway.status()["receiver_pids"]
+    os.kill(child, signal.SIGKILL)
+
+    def replaced() -> bool:
+        pids = gateway.status()["receiver_pids"]
+        return len(pids) == 2 and child not in pids
+
+    wait_for(replaced, 30, "a new receiver process")
+    files = write_files(tmp_path / "a", series_from("CT_small.dcm", 4))
+    assert send_files(gateway.port, files).statuses == [SUCCESS] * 4
