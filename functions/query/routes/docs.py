@@ -29,7 +29,7 @@ PAGING: dict[str, dict[str, Any]] = {
     "fuzzymatching": {"type": "boolean"},
     "includefield": {"type": "string", "description": "comma-separated keywords or tags, or `all`"},
 }
-MATCH: dict[str, Any] = {"type": "string", "description": "PS3.18 matching value (wildcards * and ?, UID lists, ranges)"}
+MATCH: dict[str, Any] = {"type": "string", "description": "PS3.18 matching: wildcards, UID lists, ranges"}
 
 
 def _match(names: set[str]) -> dict[str, dict[str, Any]]:
