@@ -15,10 +15,21 @@ from local_cloud.lambda_context import LocalLambdaContext
 from tests.conftest import Aws
 from tests.unit.query_api import make_api
 
-REASONS = {200: "OK", 204: "No Content", 303: "See Other", 400: "Bad Request", 401: "Unauthorized",
-           403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 406: "Not Acceptable",
-           409: "Conflict", 415: "Unsupported Media Type", 500: "Internal Server Error",
-           503: "Service Unavailable"}
+REASONS = {
+    200: "OK",
+    204: "No Content",
+    303: "See Other",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    409: "Conflict",
+    415: "Unsupported Media Type",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
 
 
 def wsgi_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -30,7 +41,9 @@ def wsgi_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Ite
     headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")}
     if environ.get("CONTENT_TYPE"):
         headers["content-type"] = environ["CONTENT_TYPE"]
-    target = environ.get("PATH_INFO", "/") + (f"?{environ['QUERY_STRING']}" if environ.get("QUERY_STRING") else "")
+    target = environ.get("PATH_INFO", "/") + (
+        f"?{environ['QUERY_STRING']}" if environ.get("QUERY_STRING") else ""
+    )
     event = http_api_event(environ["REQUEST_METHOD"], target, headers, body, "127.0.0.1")
     result = lambda_handler(event, LocalLambdaContext(function_name="QueryFunction"))
     status = int(result["statusCode"])
