@@ -19,5 +19,10 @@ settings = Settings.from_env()
 dynamodb: DynamoDBClient = boto3.client("dynamodb")
 store = IndexStore(dynamodb, settings.table_name)
 # SigV4 so that presigned links work in every region and with the local stand-in.
-s3: S3Client = boto3.client("s3", config=Config(signature_version="s3v4"))
-objects = Objects(s3, settings.bucket_name)
+
+
+def _s3() -> S3Client:
+    return boto3.client("s3", config=Config(signature_version="s3v4"))
+
+
+objects = Objects(_s3, settings.bucket_name)

@@ -14,7 +14,7 @@ import json
 import struct
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, TYPE_CHECKING, Any, cast
 
 from botocore.exceptions import ClientError
@@ -35,10 +35,18 @@ UPLOAD_PART = 8 * 1024 * 1024
 
 
 class Objects:
-    def __init__(self, s3: S3Client, bucket: str) -> None:
-        self._s3 = s3
+    def __init__(self, s3: Callable[[], S3Client], bucket: str) -> None:
+        """``s3`` makes the client on first use: searches never pay for it at cold start."""
+        self._factory = s3
+        self._client: S3Client | None = None
         self._bucket = bucket
         self.requests = 0
+
+    @property
+    def _s3(self) -> S3Client:
+        if self._client is None:
+            self._client = self._factory()
+        return self._client
 
     def _get(self, key: str, byte_range: str | None = None) -> bytes:
         try:

@@ -231,3 +231,23 @@ def test_every_route_reads_by_key_never_scan(api: Api) -> None:
         assert api.get(path).status == 200, path
     assert set(operations) <= {"Query", "GetItem", "BatchGetItem"}
     assert "Query" in operations
+
+
+def test_answers_above_the_lambda_limit_go_through_a_presigned_link(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a response limit smaller than the series
+    from query.routes import wado
+
+    monkeypatch.setattr(wado, "INLINE_LIMIT", 1000)
+    ct = api.ct  # type: ignore[attr-defined]
+    # WHEN the series is retrieved
+    reply = api.get(f"/dicomweb/studies/{ct[0].StudyInstanceUID}/series/{ct[0].SeriesInstanceUID}")
+    # THEN the answer is a 303 to a time-limited link holding the same multipart body
+    assert reply.status == 303
+    assert "Expires=" in reply.headers["location"] or "X-Amz-Expires=" in reply.headers["location"]
+    [stored] = api.aws.s3.list_objects_v2(Bucket=api.aws.bucket, Prefix="retrieve/")["Contents"]
+    obj = api.aws.s3.get_object(Bucket=api.aws.bucket, Key=stored["Key"])
+    assert obj["ContentType"].startswith('multipart/related; type="application/dicom"')
+    body = obj["Body"].read()
+    assert all(ds.SOPInstanceUID.encode() in body for ds in ct)
