@@ -1,4 +1,4 @@
-"""Cold start: the query function imports no pydicom/numpy/PIL; its import time is reported next to ingest's."""
+"""Cold start: the query function imports no pydicom/numpy/PIL; import times of both functions reported."""
 
 from __future__ import annotations
 
