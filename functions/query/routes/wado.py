@@ -80,23 +80,25 @@ def _metadata(instances: list[Item]) -> list[DicomJson]:
     return [headers[str(i["sop_uid"])] for i in instances if str(i["sop_uid"]) in headers]
 
 
-def _metadata_response(instances: list[Item]) -> Response[str]:
+def _metadata_response(instances: list[Item]) -> Response[Any]:
     body = json.dumps(_metadata(instances), ensure_ascii=False)
+    if len(body) > INLINE_LIMIT:  # characters: at least as many bytes
+        return _redirect(iter([body.encode()]), DICOM_JSON)
     return Response(200, DICOM_JSON, body)
 
 
 @router.get("/dicomweb/studies/<study_uid>/metadata")
-def study_metadata(study_uid: str) -> Response[str]:
+def study_metadata(study_uid: str) -> Response[Any]:
     return _metadata_response(_instances(study_uid, None, None))
 
 
 @router.get("/dicomweb/studies/<study_uid>/series/<series_uid>/metadata")
-def series_metadata(study_uid: str, series_uid: str) -> Response[str]:
+def series_metadata(study_uid: str, series_uid: str) -> Response[Any]:
     return _metadata_response(_instances(study_uid, series_uid, None))
 
 
 @router.get("/dicomweb/studies/<study_uid>/series/<series_uid>/instances/<sop_uid>/metadata")
-def instance_metadata(study_uid: str, series_uid: str, sop_uid: str) -> Response[str]:
+def instance_metadata(study_uid: str, series_uid: str, sop_uid: str) -> Response[Any]:
     return _metadata_response(_instances(study_uid, series_uid, sop_uid))
 
 
