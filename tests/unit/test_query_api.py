@@ -52,6 +52,7 @@ def test_qido_routes_answer_dicom_json(api: Api) -> None:
     assert sorted(uids(reply.json(), SOP)) == sorted(ds.SOPInstanceUID for ds in ct)
     reply = api.get(f"/dicomweb/studies/{study}/series/{series}/instances?InstanceNumber=2")
     assert uids(reply.json(), SOP) == [ct[1].SOPInstanceUID]
+    assert uids(api.get("/dicomweb/studies?00100020=PID-1").json(), STUDY) == [study]
     reply = api.get(f"/dicomweb/studies/{study}/instances?SOPInstanceUID={ct[2].SOPInstanceUID}")
     assert uids(reply.json(), SOP) == [ct[2].SOPInstanceUID]
 

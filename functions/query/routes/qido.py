@@ -34,7 +34,12 @@ DEFAULT_LIMIT = 100
 
 
 def _params() -> dict[str, str]:
-    return dict(router.current_event.query_string_parameters or {})
+    """Query parameters, with matching attributes given by tag (``00100020``) renamed to their keyword."""
+    params: dict[str, str] = {}
+    for name, value in (router.current_event.query_string_parameters or {}).items():
+        known = attrs.BY_TAG.get(name.upper())
+        params[known.keyword if known else name] = value
+    return params
 
 
 def _check_parameters(params: Mapping[str, str], allowed: set[str]) -> None:
