@@ -114,12 +114,12 @@ def http(url: str, data: bytes | None = None, headers: dict[str, str] | None = N
         return error.code, error.read()
 
 
-def wait(probe: Callable[[], bool], timeout: float, what: str) -> None:
+def wait(probe: Callable[[], bool], timeout: float, what: str, interval: float = 0.5) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if probe():
             return
-        time.sleep(0.5)
+        time.sleep(interval)
     raise SystemExit(f"timed out waiting for {what}")
 
 
@@ -192,7 +192,8 @@ def ingest_into_stack(moto: str, api: str, data: list[dict[str, Any]], studies: 
         counts = [int(s["00201208"]["Value"][0]) for s in json.loads(body)]
         return len(counts) == studies and sum(counts) == total
 
-    wait(indexed, 1800, f"{total} instances indexed")
+    # Polled slowly: each probe reads every study, and moto serves ingest too.
+    wait(indexed, 3600, f"{total} instances indexed", interval=10)
     print(f"ingested through S3 -> ingest: {time.monotonic() - started:.1f} s", flush=True)
 
 
