@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from local_cloud.dev_token import authorizer_context, verify
 from local_cloud.lambda_context import LocalLambdaContext
 
 log = logging.getLogger("local_cloud.api")
@@ -75,8 +76,9 @@ def http_api_event(
 
 
 class ApiServer:
-    def __init__(self, host: str, port: int, handler: LambdaHandler) -> None:
+    def __init__(self, host: str, port: int, handler: LambdaHandler, dev_secret: str | None = None) -> None:
         self._handler = handler
+        self._dev_secret = dev_secret
         outer = self
 
         class RequestHandler(BaseHTTPRequestHandler):
@@ -114,7 +116,26 @@ class ApiServer:
         self.server.shutdown()
         self.server.server_close()
 
+    def _authorize(self, event: dict[str, Any]) -> bool:
+        """With a dev secret, act like API Gateway's JWT authorizer: no valid bearer token, no call."""
+        if self._dev_secret is None:
+            return True
+        scheme, _, token = event["headers"].get("authorization", "").partition(" ")
+        claims = verify(self._dev_secret, token.strip()) if scheme.lower() == "bearer" else None
+        if claims is None:
+            return False
+        event["requestContext"]["authorizer"] = authorizer_context(claims)
+        return True
+
     def respond(self, request: BaseHTTPRequestHandler, event: dict[str, Any]) -> None:
+        if not self._authorize(event):
+            body = b'{"message":"Unauthorized"}'
+            request.send_response(401)
+            request.send_header("content-type", "application/json")
+            request.send_header("Content-Length", str(len(body)))
+            request.end_headers()
+            request.wfile.write(body)
+            return
         try:
             result = self._handler(event, LocalLambdaContext(function_name="QueryFunction"))
             status = int(result.get("statusCode", 200))

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from local_cloud import logs
+from local_cloud.dev_token import new_secret
 from local_cloud.stack import LocalCloud, LocalCloudConfig
 
 
@@ -31,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--data-dir", type=Path, default=defaults.data_dir, help="gateway spool lives here")
     run.add_argument("--no-gateway", action="store_true", help="cloud side only")
+    run.add_argument(
+        "--auth", action="store_true", help="require a development JWT on the API (printed at start)"
+    )
     return parser
 
 
@@ -46,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         stable_after=args.stable_after,
         data_dir=args.data_dir,
         with_gateway=not args.no_gateway,
+        dev_secret=new_secret() if args.auth else None,
     )
     stopping = threading.Event()
 

@@ -52,6 +52,8 @@ class LocalCloudConfig:
     region: str = "us-east-1"
     gateway_id: str = "local-edge"
     with_gateway: bool = True
+    # None: the API runs open. A secret: only requests with a dev token signed by it (see dev_token).
+    dev_secret: str | None = None
 
 
 class LocalCloud:
@@ -121,9 +123,13 @@ class LocalCloud:
         adopt_powertools(function_logger)
         self.dispatcher = Dispatcher(self.sqs(), queues["queue_url"], ingest_handler)
         self.dispatcher.start()
-        self.api = ApiServer(cfg.host, cfg.api_port, query_handler)
+        self.api = ApiServer(cfg.host, cfg.api_port, query_handler, dev_secret=cfg.dev_secret)
         self.api.start()
         log.info("API on %s (DICOMweb under /dicomweb)", self.api_url)
+        if cfg.dev_secret:
+            from local_cloud.dev_token import issue
+
+            print(f"development token (Authorization: Bearer ...): {issue(cfg.dev_secret)}", flush=True)
         if cfg.with_gateway:
             self.gateway = self._start_gateway()
         return self

@@ -9,8 +9,24 @@ class BadRequest(QueryError):
     """The request's parameters are malformed (400)."""
 
 
+class Unauthorized(QueryError):
+    """No valid token (401)."""
+
+
+class Forbidden(QueryError):
+    """The token lacks the scope for this route (403)."""
+
+
 class NotFound(QueryError):
     """The study, series or instance is not in the index (404)."""
+
+
+class NotAcceptable(QueryError):
+    """No representation matches the Accept header (406)."""
+
+
+class UnsupportedMediaType(QueryError):
+    """The request body's media type is not accepted (415)."""
 
 
 class StoreError(QueryError):

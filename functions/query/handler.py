@@ -9,14 +9,27 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from common.observability import logger, metrics, tracer
 
-from query.errors import BadRequest, NotFound, StoreError
-from query.routes import qido, rendered, summary, ui
+from query import access
+from query.errors import (
+    BadRequest,
+    Forbidden,
+    NotAcceptable,
+    NotFound,
+    StoreError,
+    Unauthorized,
+    UnsupportedMediaType,
+)
+from query.routes import answers, docs, qido, rendered, stow, summary, ui, wado
 
 app = APIGatewayHttpResolver()
 app.include_router(qido.router)
+app.include_router(wado.router)
+app.include_router(stow.router)
 app.include_router(summary.router)
 app.include_router(rendered.router)
 app.include_router(ui.router)
+app.include_router(answers.router)
+app.include_router(docs.router)
 
 
 def _error(status: int, message: str) -> Response[dict[str, Any]]:
@@ -28,9 +41,29 @@ def bad_request(exc: BadRequest) -> Response[dict[str, Any]]:
     return _error(400, str(exc))
 
 
+@app.exception_handler(Unauthorized)
+def unauthorized(exc: Unauthorized) -> Response[dict[str, Any]]:
+    return _error(401, str(exc))
+
+
+@app.exception_handler(Forbidden)
+def forbidden(exc: Forbidden) -> Response[dict[str, Any]]:
+    return _error(403, str(exc))
+
+
 @app.exception_handler(NotFound)
 def not_found(exc: NotFound) -> Response[dict[str, Any]]:
     return _error(404, str(exc))
+
+
+@app.exception_handler(NotAcceptable)
+def not_acceptable(exc: NotAcceptable) -> Response[dict[str, Any]]:
+    return _error(406, str(exc))
+
+
+@app.exception_handler(UnsupportedMediaType)
+def unsupported_media_type(exc: UnsupportedMediaType) -> Response[dict[str, Any]]:
+    return _error(415, str(exc))
 
 
 @app.exception_handler(StoreError)
@@ -41,6 +74,8 @@ def store_unavailable(exc: StoreError) -> Response[dict[str, Any]]:
 
 @app.not_found
 def unknown_route(_: Exception) -> Response[dict[str, Any]]:
+    if docs.other_methods(app, app.current_event.path, app.current_event.http_method):
+        return _error(405, "method not allowed on this route")
     return _error(404, "no such route")
 
 
@@ -48,4 +83,5 @@ def unknown_route(_: Exception) -> Response[dict[str, Any]]:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    access.set_caller(access.caller_from_event(event))
     return app.resolve(event, context)

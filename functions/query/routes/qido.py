@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
@@ -12,9 +12,9 @@ from common import keys
 from common.dicom_json import DicomJson, element
 
 from query.access import allowed_sites
-from query.dependencies import store
+from query.dependencies import objects, store
 from query.errors import BadRequest, NotFound
-from query.matching import check_uid, match_text, uid_list
+from query.matching import check_uid, has_wildcard, match_text, uid_list
 from query.search import (
     CONTROL_PARAMETERS,
     INSTANCE_MATCHING,
@@ -24,6 +24,7 @@ from query.search import (
     find_studies,
 )
 from query.store import Item
+from query.tags import INDEXED_TAGS, tag_of
 
 router = APIGatewayHttpRouter()
 
@@ -33,7 +34,12 @@ DEFAULT_LIMIT = 100
 
 
 def _params() -> dict[str, str]:
-    return dict(router.current_event.query_string_parameters or {})
+    """Query parameters, with matching attributes given by tag (``00100020``) renamed to their keyword."""
+    params: dict[str, str] = {}
+    for name, value in (router.current_event.query_string_parameters or {}).items():
+        known = attrs.BY_TAG.get(name.upper())
+        params[known.keyword if known else name] = value
+    return params
 
 
 def _check_parameters(params: Mapping[str, str], allowed: set[str]) -> None:
@@ -155,10 +161,51 @@ def _match_instance(instance: Item, params: Mapping[str, str]) -> bool:
     return True
 
 
+def _include_fields(params: Mapping[str, str]) -> tuple[bool, set[str]]:
+    """(``all`` asked, tags asked) of the ``includefield`` parameter; unknown keywords are a 400."""
+    raw = params.get("includefield", "")
+    tags: set[str] = set()
+    everything = False
+    for word in (w.strip() for w in raw.replace("\\", ",").split(",")):
+        if not word:
+            continue
+        if word == "all":
+            everything = True
+        else:
+            tags.add(tag_of(word))
+    return everything, tags
+
+
+def _series_metadata(study_uid: str, series_uid: str) -> dict[str, DicomJson]:
+    """Full DICOM JSON headers of a series, by SOP Instance UID (one GET per part)."""
+    headers: dict[str, DicomJson] = {}
+    for part in store.study_children(study_uid, keys.part_prefix(series_uid)):
+        if not part.get("metadata_key"):
+            continue
+        for header in objects.metadata(str(part["metadata_key"])):
+            sop = (header.get("00080018") or {}).get("Value") or [""]
+            headers.setdefault(str(sop[0]), header)
+    return headers
+
+
+def _with_header_fields(
+    result: DicomJson, header: DicomJson | None, everything: bool, tags: set[str]
+) -> DicomJson:
+    if not header:
+        return result
+    extra = {
+        t: v
+        for t, v in header.items()
+        if t not in result and (everything or t in tags) and "BulkDataURI" not in v and t[:4] != "7FE0"
+    }
+    return dict(sorted({**result, **extra}.items())) if extra else result
+
+
 @router.get("/dicomweb/studies")
 def search_studies() -> Response[str]:
     params = _params()
     _check_parameters(params, STUDY_MATCHING)
+    _include_fields(params)
     flt = StudyFilter.from_params(params)
     studies = find_studies(store, allowed_sites(store), flt)
     return _respond((study_json(s) for s in studies), params)
@@ -168,26 +215,73 @@ def search_studies() -> Response[str]:
 def search_series(study_uid: str) -> Response[str]:
     params = _params()
     _check_parameters(params, SERIES_MATCHING)
+    _include_fields(params)
     study = visible_study(study_uid)
     series = store.study_children(study_uid, "SERIES#")
     matching = (_with_study(series_json(s), study) for s in series if _match_series(s, params))
     return _respond(matching, params)
 
 
+@router.get("/dicomweb/series")
+def search_all_series() -> Response[str]:
+    """Series of every visible study: the study filter (ModalitiesInStudy from Modality) picks the studies."""
+    params = _params()
+    _check_parameters(params, SERIES_MATCHING | STUDY_MATCHING)
+    _include_fields(params)
+    study_params = dict(params)
+    modality = params.get("Modality", "")
+    if modality and not has_wildcard(modality) and "ModalitiesInStudy" not in params:
+        study_params["ModalitiesInStudy"] = modality
+    flt = StudyFilter.from_params(study_params)
+
+    def matching() -> Iterator[DicomJson]:
+        for study in find_studies(store, allowed_sites(store), flt):
+            for series in store.study_children(str(study["study_uid"]), "SERIES#"):
+                if _match_series(series, params):
+                    yield _with_study(series_json(series), study)
+
+    return _respond(matching(), params)
+
+
+def _instances_of(
+    study: Item, series_uids: list[str] | None, params: Mapping[str, str]
+) -> Iterator[DicomJson]:
+    study_uid = str(study["study_uid"])
+    everything, tags = _include_fields(params)
+    wants_header = everything or bool(tags - INDEXED_TAGS)
+    series_items = {
+        str(s["series_uid"]): s
+        for s in store.study_children(study_uid, "SERIES#")
+        if series_uids is None or s["series_uid"] in series_uids
+    }
+    for series_uid, series in series_items.items():
+        if not _match_series(series, params):
+            continue
+        headers = _series_metadata(study_uid, series_uid) if wants_header else {}
+        series_level: DicomJson = json.loads(series["json"])
+        for instance in store.study_children(study_uid, keys.instance_prefix(series_uid)):
+            if _match_instance(instance, params):
+                result = _with_study({**series_level, **instance_json(instance)}, study)
+                yield _with_header_fields(result, headers.get(str(instance["sop_uid"])), everything, tags)
+
+
 @router.get("/dicomweb/studies/<study_uid>/series/<series_uid>/instances")
 def search_instances(study_uid: str, series_uid: str) -> Response[str]:
     params = _params()
     _check_parameters(params, INSTANCE_MATCHING)
+    _include_fields(params)
     study = visible_study(study_uid)
     check_uid(series_uid, "SeriesInstanceUID")
     series = store.get(keys.study_pk(study_uid), keys.series_sk(series_uid))
     if series is None:
         raise NotFound("series not found")
-    instances = store.study_children(study_uid, keys.instance_prefix(series_uid))
-    series_level: DicomJson = json.loads(series["json"])
-    matching = (
-        _with_study({**series_level, **instance_json(i)}, study)
-        for i in instances
-        if _match_instance(i, params)
-    )
-    return _respond(matching, params)
+    return _respond(_instances_of(study, [series_uid], params), params)
+
+
+@router.get("/dicomweb/studies/<study_uid>/instances")
+def search_study_instances(study_uid: str) -> Response[str]:
+    params = _params()
+    _check_parameters(params, INSTANCE_MATCHING | SERIES_MATCHING)
+    _include_fields(params)
+    study = visible_study(study_uid)
+    return _respond(_instances_of(study, None, params), params)

@@ -35,6 +35,8 @@ def series_summary(study_uid: str, series_uid: str) -> dict[str, Any]:
             "indexed": int(p.get("indexed", 0)),
             "rejected": int(p.get("rejected", 0)),
             "object": f"s3://{settings.bucket_name}/{p['object_key']}",
+            "bucket": settings.bucket_name,
+            "key": p["object_key"],
             "report": f"s3://{settings.bucket_name}/{p['report_key']}",
             "ingested_at": p.get("ingested_at", ""),
         }
@@ -54,4 +56,6 @@ def series_summary(study_uid: str, series_uid: str) -> dict[str, Any]:
         "site": series.get("site", ""),
         "ingest_status": "indexed" if statuses == {"indexed"} else ",".join(sorted(statuses)),
         "parts": parts,
+        # Presigned GET links to the zips, valid 15 minutes.
+        "download": f"/api/studies/{study_uid}/series/{series_uid}/download",
     }

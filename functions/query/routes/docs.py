@@ -1,0 +1,150 @@
+"""The OpenAPI document (``/openapi.json``) and Swagger UI (``/swagger``), built from the registered routes.
+
+Paths and methods come from the resolver itself, so a route cannot be missing;
+query parameters come from ``QUERY_PARAMETERS`` below. (Powertools' own
+generator needs pydantic and typed handler signatures at import time, which
+would cost the cold start of every request; this one runs only when asked.)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
+
+from query.search import INSTANCE_MATCHING, SERIES_MATCHING, STUDY_MATCHING
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
+
+router = APIGatewayHttpRouter()
+
+UID = r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$"
+PAGING: dict[str, dict[str, Any]] = {
+    "limit": {"type": "integer", "minimum": 1, "maximum": 1000},
+    "offset": {"type": "integer", "minimum": 0},
+    "fuzzymatching": {"type": "boolean"},
+    "includefield": {"type": "string", "description": "comma-separated keywords or tags, or `all`"},
+}
+MATCH: dict[str, Any] = {"type": "string", "description": "PS3.18 matching: wildcards, UID lists, ranges"}
+
+
+def _match(names: set[str]) -> dict[str, dict[str, Any]]:
+    return {name: dict(MATCH) for name in sorted(names)}
+
+
+QUERY_PARAMETERS: dict[str, dict[str, dict[str, Any]]] = {
+    "/dicomweb/studies": {**_match(STUDY_MATCHING), **PAGING},
+    "/dicomweb/series": {**_match(STUDY_MATCHING | SERIES_MATCHING), **PAGING},
+    "/dicomweb/studies/{study_uid}/series": {**_match(SERIES_MATCHING), **PAGING},
+    "/dicomweb/studies/{study_uid}/instances": {**_match(SERIES_MATCHING | INSTANCE_MATCHING), **PAGING},
+    "/dicomweb/studies/{study_uid}/series/{series_uid}/instances": {**_match(INSTANCE_MATCHING), **PAGING},
+    "/api/patients": {
+        "name": {"type": "string", "description": "prefix of any word of the patient name"},
+        "id": {"type": "string", "description": "PatientID"},
+    },
+}
+ERRORS = {
+    "400": "malformed parameter (UID, date, range, tag, limit)",
+    "401": "no valid bearer token",
+    "403": "token lacks the scope",
+    "404": "unknown study, series, instance or route",
+    "405": "method not allowed",
+    "503": "index temporarily unavailable",
+}
+ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {"error": {"type": "string"}, "status": {"type": "integer"}},
+    "required": ["error", "status"],
+}
+
+
+def other_methods(app: APIGatewayHttpResolver, path: str, method: str) -> list[str]:
+    """Methods registered for this path other than ``method`` (for a 405 instead of a 404)."""
+    routes = [*app._static_routes, *app._dynamic_routes]
+    return sorted({r.method for r in routes if r.method != method.upper() and r.rule.match(path)})
+
+
+def _parameter(name: str, location: str, schema: dict[str, Any]) -> dict[str, Any]:
+    described = {k: v for k, v in schema.items() if k != "description"}
+    result: dict[str, Any] = {
+        "name": name,
+        "in": location,
+        "required": location == "path",
+        "schema": described,
+    }
+    if "description" in schema:
+        result["description"] = schema["description"]
+    return result
+
+
+def openapi_document(app: APIGatewayHttpResolver) -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for route in [*app._static_routes, *app._dynamic_routes]:
+        path = str(route.openapi_path)
+        parameters = [
+            _parameter(name, "path", {"type": "string", "pattern": UID, "maxLength": 64})
+            if name.endswith("_uid")
+            else _parameter(name, "path", {"type": "string"})
+            for name in re.findall(r"{(\w+)}", path)
+        ]
+        parameters += [_parameter(n, "query", s) for n, s in QUERY_PARAMETERS.get(path, {}).items()]
+        responses: dict[str, Any] = {"200": {"description": "success"}}
+        if path.startswith("/dicomweb/") and route.method == "GET" and "/metadata" not in path:
+            responses["204"] = {"description": "no match"}
+        if route.method == "POST":
+            responses.update(
+                {"202": {"description": "some instances stored"}, "409": {"description": "none stored"}}
+            )
+        for status, text in ERRORS.items():
+            responses[status] = {
+                "description": text,
+                "content": {"application/json": {"schema": ERROR_SCHEMA}},
+            }
+        operation: dict[str, Any] = {
+            "operationId": f"{route.method.lower()}_{route.func.__name__}",
+            "summary": (route.func.__doc__ or route.func.__name__).strip().splitlines()[0],
+            "parameters": parameters,
+            "responses": responses,
+        }
+        if route.method == "POST":
+            operation["requestBody"] = {
+                "required": True,
+                "content": {'multipart/related; type="application/dicom"': {"schema": {"type": "string"}}},
+            }
+        paths.setdefault(path, {})[route.method.lower()] = operation
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "DICOM query API (DICOMweb + JSON)", "version": "1.0.0"},
+        "paths": dict(sorted(paths.items())),
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}
+        },
+        "security": [{"bearer": []}],
+    }
+
+
+SWAGGER_HTML = """<!doctype html>
+<html><head><meta charset="utf-8"><title>DICOM query API</title>
+<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
+<script>SwaggerUIBundle({url: "openapi.json", dom_id: "#swagger-ui"});</script>
+</body></html>"""
+
+
+@router.get("/openapi.json")
+def openapi() -> Response[str]:
+    """The OpenAPI 3 document of this API."""
+    from query.handler import app
+
+    return Response(200, "application/json", json.dumps(openapi_document(app)))
+
+
+@router.get("/swagger")
+def swagger() -> Response[str]:
+    """Swagger UI over /openapi.json."""
+    return Response(200, "text/html; charset=utf-8", SWAGGER_HTML)

@@ -1,0 +1,246 @@
+"""STOW-RS (PS3.18 10.5) for small uploads: each series becomes one part zip in ``incoming/``.
+
+Ingest stays the single write path: the zip (members ``<SOPInstanceUID>.dcm``
+plus ``manifest.json``, as the edge gateway writes them) triggers the same
+ingest as a gateway upload. The answer lists the accepted instances
+(ReferencedSOPSequence) and the refused ones with a reason (FailedSOPSequence):
+200 when all were accepted, 202 when some were, 409 when none was.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import time
+import uuid
+import zipfile
+from dataclasses import dataclass
+from typing import Any
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
+from common import keys
+
+from query.access import current_caller, require, write_scope
+from query.dependencies import objects, store
+from query.errors import BadRequest, UnsupportedMediaType
+from query.matching import UID_PATTERN, check_uid
+
+router = APIGatewayHttpRouter()
+
+DICOM_JSON = "application/dicom+json"
+# PS3.4 / PS3.7 failure reasons used in FailedSOPSequence.
+CANNOT_UNDERSTAND = 0xC000
+DUPLICATE = 0x0111
+WRONG_STUDY = 0xA900
+DEFAULT_SITE = "default"
+
+
+@dataclass
+class Accepted:
+    sop_class: str
+    sop_uid: str
+    study_uid: str
+    series_uid: str
+    data: bytes
+
+
+def _boundary(content_type: str) -> str:
+    media = content_type.split(";", maxsplit=1)[0].strip().lower()
+    if media != "multipart/related":
+        raise UnsupportedMediaType('STOW-RS takes multipart/related; type="application/dicom"')
+    for param in content_type.split(";")[1:]:
+        name, _, value = param.strip().partition("=")
+        if name.lower() == "type" and value.strip('"').lower() != "application/dicom":
+            raise UnsupportedMediaType('only type="application/dicom" parts are accepted')
+        if name.lower() == "boundary" and value.strip('"'):
+            return value.strip('"')
+    raise BadRequest("multipart/related without a boundary")
+
+
+def split_multipart(body: bytes, boundary: str) -> list[tuple[dict[str, str], bytes]]:
+    """(headers, content) of each part of a multipart body."""
+    delimiter = b"--" + boundary.encode()
+    pieces = body.split(delimiter)
+    if len(pieces) < 3:
+        raise BadRequest("the multipart body has no part")
+    parts = []
+    for piece in pieces[1:]:
+        if piece.startswith(b"--"):
+            break
+        head, sep, content = piece.removeprefix(b"\r\n").partition(b"\r\n\r\n")
+        if not sep:
+            raise BadRequest("a multipart part has no header end")
+        headers = {}
+        for line in head.decode("latin-1").split("\r\n"):
+            name, _, value = line.partition(":")
+            if name.strip():
+                headers[name.strip().lower()] = value.strip()
+        parts.append((headers, content.removesuffix(b"\r\n")))
+    return parts
+
+
+def _read(data: bytes) -> tuple[str, str, str, str]:
+    """(SOPClassUID, SOPInstanceUID, StudyInstanceUID, SeriesInstanceUID) of a Part 10 file."""
+    from pydicom import dcmread
+
+    ds = dcmread(io.BytesIO(data), stop_before_pixels=True, force=True)
+    values = tuple(
+        str(ds.get(k, "") or "").strip()
+        for k in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+    )
+    if not all(values) or not all(UID_PATTERN.match(v) for v in values):
+        raise ValueError("missing or malformed UID")
+    return values  # type: ignore[return-value]
+
+
+def _site() -> str:
+    caller = current_caller()
+    asked = (router.current_event.query_string_parameters or {}).get("site")
+    if caller.sites is None:
+        return asked or DEFAULT_SITE
+    if asked:
+        if asked not in caller.sites:
+            raise BadRequest("the token does not name this site")
+        return asked
+    if len(caller.sites) != 1:
+        raise BadRequest("the token names several sites: choose one with ?site=")
+    return next(iter(caller.sites))
+
+
+def _zip(
+    study_uid: str, series_uid: str, part_id: str, site: str, members: list[Accepted]
+) -> tuple[bytes, str]:
+    records = []
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as zf:
+        for m in members:
+            zf.writestr(f"{m.sop_uid}.dcm", m.data)
+            records.append(
+                {
+                    "member": f"{m.sop_uid}.dcm",
+                    "sop_instance_uid": m.sop_uid,
+                    "size": len(m.data),
+                    "sha256": hashlib.sha256(m.data).hexdigest(),
+                    "received_at": time.time(),
+                }
+            )
+        manifest = json.dumps(
+            {
+                "format": "dicom-series-part/1",
+                "gateway_id": site,
+                "part_id": part_id,
+                "study_instance_uid": study_uid,
+                "series_instance_uid": series_uid,
+                "instance_count": len(records),
+                "instances": records,
+            },
+            indent=1,
+        ).encode()
+        zf.writestr("manifest.json", manifest, compress_type=zipfile.ZIP_DEFLATED)
+    return buffer.getvalue(), hashlib.sha256(manifest).hexdigest()
+
+
+def _base_url() -> str:
+    headers = router.current_event.headers
+    return f"{headers.get('x-forwarded-proto', 'https')}://{headers.get('host', 'localhost')}/dicomweb"
+
+
+def _store(study_uid: str | None) -> Response[str]:
+    require(write_scope())
+    if study_uid is not None:
+        check_uid(study_uid, "StudyInstanceUID")
+    event = router.current_event
+    boundary = _boundary(event.headers.get("content-type", ""))
+    raw = event.get("body") or ""
+    body = base64.b64decode(raw) if event.get("isBase64Encoded") else str(raw).encode("latin-1")
+    site = _site()
+    accepted: dict[str, Accepted] = {}
+    failed: list[dict[str, Any]] = []
+    for headers, content in split_multipart(body, boundary):
+        media = headers.get("content-type", "application/dicom").split(";")[0].strip().lower()
+        if media != "application/dicom":
+            failed.append({"reason": CANNOT_UNDERSTAND})
+            continue
+        try:
+            sop_class, sop_uid, study, series = _read(content)
+        except Exception:
+            failed.append({"reason": CANNOT_UNDERSTAND})
+            continue
+        failure = None
+        if study_uid is not None and study != study_uid:
+            failure = WRONG_STUDY
+        elif sop_uid in accepted or store.get(keys.study_pk(study), keys.instance_sk(series, sop_uid)):
+            failure = DUPLICATE
+        if failure is not None:
+            failed.append({"reason": failure, "class": sop_class, "uid": sop_uid})
+            continue
+        accepted[sop_uid] = Accepted(sop_class, sop_uid, study, series, content)
+    by_series: dict[tuple[str, str], list[Accepted]] = {}
+    for item in accepted.values():
+        by_series.setdefault((item.study_uid, item.series_uid), []).append(item)
+    for (study, series), members in by_series.items():
+        part_id = f"stow-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:12]}"
+        data, manifest_sha = _zip(study, series, part_id, site, members)
+        objects.put(
+            keys.incoming_key(study, series, part_id),
+            data,
+            "application/zip",
+            {
+                "study-uid": study,
+                "series-uid": series,
+                "part-id": part_id,
+                "instance-count": str(len(members)),
+                "gateway-id": site,
+                "manifest-sha256": manifest_sha,
+            },
+        )
+    return _answer(study_uid, list(accepted.values()), failed)
+
+
+def _answer(study_uid: str | None, accepted: list[Accepted], failed: list[dict[str, Any]]) -> Response[str]:
+    base = _base_url()
+    result: dict[str, Any] = {}
+    if study_uid is not None:
+        result["00081190"] = {"vr": "UR", "Value": [f"{base}/studies/{study_uid}"]}
+    if accepted:
+        result["00081199"] = {
+            "vr": "SQ",
+            "Value": [
+                {
+                    "00081150": {"vr": "UI", "Value": [a.sop_class]},
+                    "00081155": {"vr": "UI", "Value": [a.sop_uid]},
+                    "00081190": {
+                        "vr": "UR",
+                        "Value": [
+                            f"{base}/studies/{a.study_uid}/series/{a.series_uid}/instances/{a.sop_uid}"
+                        ],
+                    },
+                }
+                for a in accepted
+            ],
+        }
+    if failed:
+        items = []
+        for f in failed:
+            item: dict[str, Any] = {"00081197": {"vr": "US", "Value": [f["reason"]]}}
+            if f.get("class"):
+                item["00081150"] = {"vr": "UI", "Value": [f["class"]]}
+            if f.get("uid"):
+                item["00081155"] = {"vr": "UI", "Value": [f["uid"]]}
+            items.append(dict(sorted(item.items())))
+        result["00081198"] = {"vr": "SQ", "Value": items}
+    status = 200 if not failed else (202 if accepted else 409)
+    return Response(status, DICOM_JSON, json.dumps(dict(sorted(result.items()))))
+
+
+@router.post("/dicomweb/studies")
+def store_instances() -> Response[str]:
+    return _store(None)
+
+
+@router.post("/dicomweb/studies/<study_uid>")
+def store_study_instances(study_uid: str) -> Response[str]:
+    return _store(study_uid)

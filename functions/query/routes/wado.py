@@ -1,0 +1,185 @@
+"""WADO-RS (PS3.18 10.4): metadata from the stored DICOM JSON, instances as multipart/related.
+
+Bytes come from the members of the part zips (one ranged GET per instance when
+the index knows the member's position). A Lambda response is at most 6 MB
+(base64 makes bodies a third larger), so an answer above ``INLINE_LIMIT`` is
+written once under ``retrieve/`` in the bucket and answered with ``303 See
+Other`` to a presigned GET valid ``LINK_SECONDS``: HTTP clients follow it and
+receive the same multipart body with the same Content-Type.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
+from common import keys
+from common.dicom_json import DicomJson
+
+from query.dependencies import objects, settings, store
+from query.errors import NotAcceptable, NotFound
+from query.matching import check_uid
+from query.routes.qido import visible_study
+from query.store import Item
+
+router = APIGatewayHttpRouter()
+
+DICOM_JSON = "application/dicom+json"
+INLINE_LIMIT = 4 * 1024 * 1024
+LINK_SECONDS = 900
+RETRIEVE_PREFIX = "retrieve/"
+
+
+def _series_items(study_uid: str, series_uid: str | None) -> list[Item]:
+    if series_uid is None:
+        return list(store.study_children(study_uid, "SERIES#"))
+    check_uid(series_uid, "SeriesInstanceUID")
+    series = store.get(keys.study_pk(study_uid), keys.series_sk(series_uid))
+    if series is None:
+        raise NotFound("series not found")
+    return [series]
+
+
+def _instances(study_uid: str, series_uid: str | None, sop_uid: str | None) -> list[Item]:
+    visible_study(study_uid)
+    if sop_uid is not None:
+        assert series_uid is not None
+        check_uid(series_uid, "SeriesInstanceUID")
+        check_uid(sop_uid, "SOPInstanceUID")
+        item = store.get(keys.study_pk(study_uid), keys.instance_sk(series_uid, sop_uid))
+        if item is None:
+            raise NotFound("instance not found")
+        return [item]
+    found: list[Item] = []
+    for series in _series_items(study_uid, series_uid):
+        found.extend(store.study_children(study_uid, keys.instance_prefix(str(series["series_uid"]))))
+    if not found:
+        raise NotFound("no instances")
+    return found
+
+
+def _metadata(instances: list[Item]) -> list[DicomJson]:
+    """Stored headers of these instances, one GET per part they come from."""
+    wanted = {str(i["sop_uid"]) for i in instances}
+    by_part: dict[str, str] = {}
+    for item in instances:
+        by_part.setdefault(
+            str(item["part_id"]),
+            keys.metadata_key(str(item["study_uid"]), str(item["series_uid"]), str(item["part_id"])),
+        )
+    headers: dict[str, DicomJson] = {}
+    for metadata_key in by_part.values():
+        for header in objects.metadata(metadata_key):
+            sop = str(((header.get("00080018") or {}).get("Value") or [""])[0])
+            if sop in wanted:
+                headers.setdefault(sop, header)
+    return [headers[str(i["sop_uid"])] for i in instances if str(i["sop_uid"]) in headers]
+
+
+def _metadata_response(instances: list[Item]) -> Response[Any]:
+    body = json.dumps(_metadata(instances), ensure_ascii=False)
+    if len(body) > INLINE_LIMIT:  # characters: at least as many bytes
+        return _redirect(iter([body.encode()]), DICOM_JSON)
+    return Response(200, DICOM_JSON, body)
+
+
+@router.get("/dicomweb/studies/<study_uid>/metadata")
+def study_metadata(study_uid: str) -> Response[Any]:
+    return _metadata_response(_instances(study_uid, None, None))
+
+
+@router.get("/dicomweb/studies/<study_uid>/series/<series_uid>/metadata")
+def series_metadata(study_uid: str, series_uid: str) -> Response[Any]:
+    return _metadata_response(_instances(study_uid, series_uid, None))
+
+
+@router.get("/dicomweb/studies/<study_uid>/series/<series_uid>/instances/<sop_uid>/metadata")
+def instance_metadata(study_uid: str, series_uid: str, sop_uid: str) -> Response[Any]:
+    return _metadata_response(_instances(study_uid, series_uid, sop_uid))
+
+
+def _wants_single_part(single_allowed: bool) -> bool:
+    """True for a bare ``application/dicom``; multipart/related otherwise (PS3.18 8.7)."""
+    accept = (router.current_event.headers.get("accept") or "*/*").lower()
+    kinds = [a.split(";")[0].strip() for a in accept.split(",")]
+    for part in accept.split(","):
+        media = part.split(";")[0].strip()
+        if media == "multipart/related":
+            inner = (
+                part.split("type=")[1].strip(" \"'").split(";")[0].strip(" \"'") if "type=" in part else ""
+            )
+            if inner in ("", "application/dicom"):
+                return False
+    if "application/dicom" in kinds and single_allowed:
+        return "multipart/related" not in kinds
+    if any(k in ("*/*", "multipart/*", "multipart/related") for k in kinds):
+        return False
+    raise NotAcceptable('retrieve answers multipart/related; type="application/dicom"')
+
+
+def _multipart(instances: list[Item], boundary: str) -> Iterator[bytes]:
+    for item in instances:
+        ts = str(item.get("transfer_syntax", "") or "")
+        ts_param = f"; transfer-syntax={ts}" if ts else ""
+        yield f"--{boundary}\r\nContent-Type: application/dicom{ts_param}\r\n\r\n".encode()
+        yield objects.instance_bytes(item)
+        yield b"\r\n"
+    yield f"--{boundary}--\r\n".encode()
+
+
+def _retrieve(instances: list[Item], single_allowed: bool) -> Response[Any]:
+    single = _wants_single_part(single_allowed)
+    if single:
+        data = objects.instance_bytes(instances[0])
+        if len(data) <= INLINE_LIMIT:
+            return Response(200, "application/dicom", data)
+        return _redirect(iter([data]), "application/dicom")
+    boundary = uuid.uuid4().hex
+    content_type = f'multipart/related; type="application/dicom"; boundary={boundary}'
+    known = sum(int(i.get("member_size", 0) or 0) for i in instances)
+    if known > INLINE_LIMIT:
+        return _redirect(_multipart(instances, boundary), content_type)
+    chunks: list[bytes] = []
+    size = 0
+    stream = _multipart(instances, boundary)
+    for chunk in stream:
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > INLINE_LIMIT:
+            return _redirect(_chain(chunks, stream), content_type)
+    return Response(200, content_type, b"".join(chunks))
+
+
+def _chain(first: list[bytes], rest: Iterator[bytes]) -> Iterator[bytes]:
+    yield from first
+    yield from rest
+
+
+def _redirect(chunks: Iterator[bytes], content_type: str) -> Response[Any]:
+    key = f"{RETRIEVE_PREFIX}{uuid.uuid4().hex}"
+    objects.put_stream(key, chunks, content_type)
+    url = objects.presigned_get(key, LINK_SECONDS)
+    body = json.dumps({"url": url, "expires_in": LINK_SECONDS, "reason": "larger than a Lambda response"})
+    return Response(303, "application/json", body, headers={"Location": url})
+
+
+@router.get("/dicomweb/studies/<study_uid>")
+def retrieve_study(study_uid: str) -> Response[Any]:
+    return _retrieve(_instances(study_uid, None, None), single_allowed=False)
+
+
+@router.get("/dicomweb/studies/<study_uid>/series/<series_uid>")
+def retrieve_series(study_uid: str, series_uid: str) -> Response[Any]:
+    return _retrieve(_instances(study_uid, series_uid, None), single_allowed=False)
+
+
+@router.get("/dicomweb/studies/<study_uid>/series/<series_uid>/instances/<sop_uid>")
+def retrieve_instance(study_uid: str, series_uid: str, sop_uid: str) -> Response[Any]:
+    return _retrieve(_instances(study_uid, series_uid, sop_uid), single_allowed=True)
+
+
+__all__ = ["router", "settings"]

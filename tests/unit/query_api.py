@@ -1,0 +1,57 @@
+"""In-process calls of the query handler with API Gateway v2 events, over the `aws` fixture's moto."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from local_cloud.api_server import http_api_event
+from local_cloud.lambda_context import LocalLambdaContext
+from tests.conftest import Aws
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Api:
+    aws: Aws
+    claims: dict[str, Any] | None = None
+    operations: list[str] = field(default_factory=list)
+
+    def call(self, method: str, path: str, headers: dict[str, str] | None = None, body: bytes = b"") -> Reply:
+        from query.handler import lambda_handler
+
+        event = http_api_event(method, path, {"host": "testserver", **(headers or {})}, body, "127.0.0.1")
+        if self.claims is not None:
+            event["requestContext"]["authorizer"] = {"jwt": self.claims}
+        result = lambda_handler(event, LocalLambdaContext(function_name="QueryFunction"))
+        raw = result.get("body") or ""
+        data = base64.b64decode(raw) if result.get("isBase64Encoded") else str(raw).encode()
+        return Reply(int(result["statusCode"]), {k.lower(): v for k, v in result["headers"].items()}, data)
+
+    def get(self, path: str, **headers: str) -> Reply:
+        return self.call("GET", path, headers)
+
+
+def make_api(aws: Aws) -> Api:
+    os.environ.setdefault("TABLE_NAME", aws.table)
+    os.environ.setdefault("BUCKET_NAME", aws.bucket)
+    from query import dependencies
+
+    # The module-level clients were built at first import: point them at this test's moto.
+    dependencies.store._db = aws.dynamodb
+    dependencies.store._table = aws.table
+    dependencies.objects._client = aws.s3
+    dependencies.objects._bucket = aws.bucket
+    return Api(aws)

@@ -1,0 +1,86 @@
+"""Schemathesis against the API's own OpenAPI document, in process (WSGI over the Lambda handler): no 5xx."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+
+from local_cloud.api_server import http_api_event
+from local_cloud.lambda_context import LocalLambdaContext
+from tests.conftest import Aws
+from tests.unit.query_api import make_api
+
+REASONS = {
+    200: "OK",
+    204: "No Content",
+    303: "See Other",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    409: "Conflict",
+    415: "Unsupported Media Type",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+def wsgi_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    """The query Lambda behind WSGI, with the same event shape the local API server builds."""
+    from query.handler import lambda_handler
+
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    body = environ["wsgi.input"].read(length) if length else b""
+    headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")}
+    if environ.get("CONTENT_TYPE"):
+        headers["content-type"] = environ["CONTENT_TYPE"]
+    target = environ.get("PATH_INFO", "/") + (
+        f"?{environ['QUERY_STRING']}" if environ.get("QUERY_STRING") else ""
+    )
+    event = http_api_event(environ["REQUEST_METHOD"], target, headers, body, "127.0.0.1")
+    result = lambda_handler(event, LocalLambdaContext(function_name="QueryFunction"))
+    status = int(result["statusCode"])
+    raw = result.get("body") or ""
+    data = base64.b64decode(raw) if result.get("isBase64Encoded") else str(raw).encode()
+    start_response(f"{status} {REASONS.get(status, 'Status')}", list((result.get("headers") or {}).items()))
+    return [data]
+
+
+@schemathesis.serializer('multipart/related; type="application/dicom"')
+def multipart(ctx: Any, value: Any) -> bytes:
+    """Whatever was generated, sent as one (usually not DICOM) part."""
+    data = value if isinstance(value, bytes) else str(value).encode()
+    return b"--x\r\nContent-Type: application/dicom\r\n\r\n" + data + b"\r\n--x--\r\n"
+
+
+@pytest.fixture
+def schema(aws: Aws) -> Any:
+    make_api(aws)
+    return schemathesis.openapi.from_wsgi("/openapi.json", wsgi_app)
+
+
+def test_no_input_gives_a_server_error(schema: Any) -> None:
+    failures: list[str] = []
+    statuses: list[int] = []
+    for operation in schema.get_all_operations():
+        op = operation.ok()
+
+        @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @given(case=op.as_strategy())
+        def check(case: Any) -> None:
+            response = case.call()
+            statuses.append(response.status_code)
+            if response.status_code >= 500:
+                failures.append(f"{case.method} {case.formatted_path} {case.query} -> {response.status_code}")
+
+        check()
+    assert len(statuses) > 100
+    assert {400, 404} <= set(statuses)
+    assert failures == []
