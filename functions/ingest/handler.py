@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
 import boto3
+from botocore.config import Config
 from aws_lambda_powertools.utilities.data_classes import S3Event, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from common import keys
@@ -19,7 +20,10 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 settings = Settings.from_env()
-s3: S3Client = boto3.client("s3")
+# One connection per parallel ranged GET (ingest.process.DEFAULT_READ_CONCURRENCY), plus writes.
+s3: S3Client = boto3.client(
+    "s3", config=Config(max_pool_connections=32, retries={"mode": "standard", "max_attempts": 5})
+)
 dynamodb: DynamoDBClient = boto3.client("dynamodb")
 
 
@@ -33,9 +37,13 @@ def handle(event: S3Event) -> dict[str, Any]:
             continue
         report = ingest_object(s3, dynamodb, settings.table_name, record.s3.bucket.name, key)
         summary = report.summary()
-        for name in ("indexed", "duplicate", "conflict", "rejected"):
+        for name in ("indexed", "redelivered", "duplicate", "conflict", "rejected"):
             metrics.add_metric(name=f"Instances{name.title()}", unit="Count", value=summary[name])
         metrics.add_metric(name="BytesFetched", unit="Bytes", value=report.bytes_fetched)
+        metrics.add_metric(name="S3Requests", unit="Count", value=report.requests)
+        metrics.add_metric(name="PartsRejected", unit="Count", value=int(report.status == "rejected"))
+        tracer.put_annotation(key="ingest_status", value=report.status)
+        tracer.put_metadata(key=key, value=summary)
         results.append({"key": key, **summary})
     return {"parts": results}
 

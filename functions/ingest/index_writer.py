@@ -51,6 +51,8 @@ def _item(values: Mapping[str, Any]) -> dict[str, Any]:
 class ExistingInstance:
     part_id: str
     fingerprint: str
+    crc_fingerprint: str = ""
+    member: str = ""
 
 
 class IndexWriter:
@@ -217,11 +219,17 @@ class IndexWriter:
             "get_item",
             TableName=self._table,
             Key=_item({"pk": keys.study_pk(study_uid), "sk": keys.instance_sk(series_uid, sop_uid)}),
-            ProjectionExpression="part_id, fingerprint",
+            ProjectionExpression="#p, #f, #c, #m",
+            ExpressionAttributeNames={"#p": "part_id", "#f": "fingerprint", "#c": "member_crc32", "#m": "member"},
             ConsistentRead=True,
         )
         item = {k: _deserializer.deserialize(v) for k, v in response.get("Item", {}).items()}
-        return ExistingInstance(str(item.get("part_id", "")), str(item.get("fingerprint", "")))
+        return ExistingInstance(
+            str(item.get("part_id", "")),
+            str(item.get("fingerprint", "")),
+            str(item.get("member_crc32", "")),
+            str(item.get("member", "")),
+        )
 
     def record_part(self, study_uid: str, series_uid: str, part: Mapping[str, Any]) -> None:
         """Write the part item (first ingest's fields kept) and list the part on its series."""

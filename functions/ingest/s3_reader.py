@@ -3,11 +3,17 @@
 ``zipfile`` and pydicom read through it as if it were a local file; only the
 blocks they touch are fetched (the central directory, then each member's header
 up to its pixel data), so bytes fetched do not grow with pixel data size.
+
+Two ways to read: the file interface (``zipfile`` reads the central directory
+through it, served from pinned segments and a small block cache), and
+``fetch`` for one exact range, which the member readers use from worker threads
+(botocore clients are thread-safe; the counters are guarded by a lock).
 """
 
 from __future__ import annotations
 
 import io
+import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
@@ -40,8 +46,14 @@ class S3RangeReader(io.RawIOBase):
         self._cached_blocks = cached_blocks
         self._version_id = version_id
         self._blocks: OrderedDict[int, bytes] = OrderedDict()
+        self._segments: dict[int, bytes] = {}
+        self._lock = threading.Lock()
         self.requests = 0
         self.bytes_fetched = 0
+
+    def pin(self, start: int, data: bytes) -> None:
+        """Serve reads of ``start .. start+len(data)`` from ``data`` (already fetched)."""
+        self._segments[start] = data
 
     @property
     def size(self) -> int:
@@ -75,15 +87,23 @@ class S3RangeReader(io.RawIOBase):
         wanted = min(len(view), max(0, self._size - self._pos))
         done = 0
         while done < wanted:
-            index, offset = divmod(self._pos, self._block_size)
-            block = self._block(index)
-            chunk = block[offset : offset + wanted - done]
+            chunk = self._pinned(self._pos, wanted - done)
+            if chunk is None:
+                index, offset = divmod(self._pos, self._block_size)
+                block = self._block(index)
+                chunk = block[offset : offset + wanted - done]
             if not chunk:
                 break
             view[done : done + len(chunk)] = chunk
             done += len(chunk)
             self._pos += len(chunk)
         return done
+
+    def _pinned(self, pos: int, length: int) -> bytes | None:
+        for start, data in self._segments.items():
+            if start <= pos < start + len(data):
+                return data[pos - start : pos - start + length]
+        return None
 
     def _block(self, index: int) -> bytes:
         block = self._blocks.get(index)
@@ -108,6 +128,7 @@ class S3RangeReader(io.RawIOBase):
         else:
             response = self._s3.get_object(Bucket=self._bucket, Key=self._key, Range=byte_range)
         data = response["Body"].read()
-        self.requests += 1
-        self.bytes_fetched += len(data)
+        with self._lock:
+            self.requests += 1
+            self.bytes_fetched += len(data)
         return data
