@@ -120,9 +120,7 @@ def _check_deflated(fp: _Watch) -> None:
             except zlib.error as exc:
                 raise RejectedMember("corrupt deflated data set") from exc
             if total > MAX_HEADER_BYTES:
-                raise RejectedMember(
-                    f"deflated data set inflates beyond {MAX_HEADER_BYTES // 1024**2} MiB"
-                )
+                raise RejectedMember(f"deflated data set inflates beyond {MAX_HEADER_BYTES // 1024**2} MiB")
     fp.seek(start)
     fp.truncated = False
 

@@ -220,7 +220,12 @@ class IndexWriter:
             TableName=self._table,
             Key=_item({"pk": keys.study_pk(study_uid), "sk": keys.instance_sk(series_uid, sop_uid)}),
             ProjectionExpression="#p, #f, #c, #m",
-            ExpressionAttributeNames={"#p": "part_id", "#f": "fingerprint", "#c": "member_crc32", "#m": "member"},
+            ExpressionAttributeNames={
+                "#p": "part_id",
+                "#f": "fingerprint",
+                "#c": "member_crc32",
+                "#m": "member",
+            },
             ConsistentRead=True,
         )
         item = {k: _deserializer.deserialize(v) for k, v in response.get("Item", {}).items()}

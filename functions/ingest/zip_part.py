@@ -167,9 +167,10 @@ def _entry_problem(info: zipfile.ZipInfo) -> str | None:
         return f"member too large: {info.file_size} bytes > {MAX_MEMBER_SIZE}"
     if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
         return f"unsupported compression method {info.compress_type}"
-    if info.compress_type == zipfile.ZIP_DEFLATED and info.file_size > max(
-        info.compress_size, 1024
-    ) * MAX_COMPRESSION_RATIO:
+    if (
+        info.compress_type == zipfile.ZIP_DEFLATED
+        and info.file_size > max(info.compress_size, 1024) * MAX_COMPRESSION_RATIO
+    ):
         return "compression ratio beyond limit (zip bomb)"
     if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
         return "stored member whose sizes disagree"
@@ -220,9 +221,7 @@ def open_part(reader: S3RangeReader) -> Part:
         if not part.manifest:
             part.notes.append("manifest.json unreadable: fingerprints from CRC-32")
         digests = _manifest_digests(part.manifest)
-        part.members = [
-            Member(**{**m.__dict__, "sha256": digests.get(m.name, "")}) for m in part.members
-        ]
+        part.members = [Member(**{**m.__dict__, "sha256": digests.get(m.name, "")}) for m in part.members]
     return part
 
 
