@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import threading
 from typing import Any
@@ -63,17 +64,45 @@ def series_count(aws: Aws, study_uid: str, series_uid: str) -> int:
 
 
 def instance_items(aws: Aws, study_uid: str) -> list[dict[str, Any]]:
-    response = aws.dynamodb.query(
+    pages = aws.dynamodb.get_paginator("query").paginate(
         TableName=aws.table,
         KeyConditionExpression="pk = :pk AND begins_with(sk, :p)",
         ExpressionAttributeValues={":pk": {"S": keys.study_pk(study_uid)}, ":p": {"S": "INSTANCE#"}},
         ConsistentRead=True,
     )
-    return [{k: next(iter(v.values())) for k, v in i.items()} for i in response["Items"]]
+    return [{k: next(iter(v.values())) for k, v in i.items()} for page in pages for i in page["Items"]]
 
 
 def ingest(aws: Aws, key: str, **kwargs: Any) -> Any:
     return ingest_object(aws.s3, aws.dynamodb, aws.table, aws.bucket, key, **kwargs)
+
+
+class Atomic:
+    """A client whose every API call is atomic, as each DynamoDB/S3 request is in AWS.
+
+    In-process moto is not thread-safe (its dicts change under a concurrent
+    iteration); serialising single calls keeps what the concurrency test is about:
+    two ingests interleaving their reads, transactions and conditional writes.
+    """
+
+    _lock = threading.Lock()
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                result = attr(*args, **kwargs)
+                if isinstance(result, dict) and "Body" in result:  # read the stream under the lock too
+                    result["Body"] = io.BytesIO(result["Body"].read())
+                return result
+
+        return call
 
 
 def test_moto_reports_cancellation_reasons_per_item(aws: Aws) -> None:
@@ -182,7 +211,9 @@ def test_two_parts_of_one_series_ingested_concurrently_count_exactly(aws: Aws) -
     def run(key: str) -> None:
         barrier.wait()
         try:
-            reports[key] = ingest(aws, key, concurrency=4)
+            reports[key] = ingest_object(
+                Atomic(aws.s3), Atomic(aws.dynamodb), aws.table, aws.bucket, key, concurrency=4
+            )
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
