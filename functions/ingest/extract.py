@@ -125,6 +125,19 @@ def _check_deflated(fp: _Watch) -> None:
     fp.truncated = False
 
 
+def _plausible_start(first: bytes) -> bool:
+    """Whether bytes without a preamble start like a data set: group 0002..0010, little or big endian.
+
+    Keeps ``force`` reading for real files without file meta, while noise (or a
+    run of zeros, which pydicom would parse as empty elements for seconds per MB)
+    is refused at once.
+    """
+    if len(first) < 4:
+        return False
+    groups = (int.from_bytes(first[:2], "little"), int.from_bytes(first[:2], "big"))
+    return any(0x0002 <= g <= 0x0010 and g % 2 == 0 for g in groups)
+
+
 def read_header(fp: IO[bytes]) -> Dataset:
     """Parse a DICOM header, stopping before the pixel data.
 
@@ -142,6 +155,9 @@ def read_header(fp: IO[bytes]) -> Dataset:
             except InvalidDicomError:
                 watch.seek(0)
                 watch.truncated = False
+                if not _plausible_start(watch.read(4)):
+                    raise RejectedMember("not DICOM (no DICM preamble, no plausible first element)") from None
+                watch.seek(0)
                 try:
                     ds = pydicom.dcmread(watch, stop_before_pixels=True, force=True)
                 except (HeaderTooLarge, MemberError):
