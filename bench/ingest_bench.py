@@ -95,7 +95,9 @@ def ensure_part(root: Path, count: int, header_kb: int) -> str:
     if not cache.exists():
         started = time.monotonic()
         generate_part(cache, count, header_kb)
-        print(f"generated {cache} ({cache.stat().st_size / 1e6:.0f} MB) in {time.monotonic() - started:.0f} s")
+        print(
+            f"generated {cache} ({cache.stat().st_size / 1e6:.0f} MB) in {time.monotonic() - started:.0f} s"
+        )
     study, series = (root / "cache" / (cache.name + ".uids")).read_text().split()
     key = f"incoming/{study}/{series}/bench-{count}.zip"
     target = root / BUCKET / key
@@ -183,9 +185,22 @@ def stats(endpoint: str) -> dict[str, int]:
 def run_child(endpoint: str, key: str, variant: str, concurrency: int) -> dict[str, Any]:
     stats(endpoint)  # reset
     out = subprocess.run(
-        [sys.executable, __file__, "child", "--endpoint", endpoint, "--key", key, "--variant", variant,
-         "--concurrency", str(concurrency)],
-        check=True, capture_output=True, text=True,
+        [
+            sys.executable,
+            __file__,
+            "child",
+            "--endpoint",
+            endpoint,
+            "--key",
+            key,
+            "--variant",
+            variant,
+            "--concurrency",
+            str(concurrency),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     served = stats(endpoint)
@@ -196,7 +211,9 @@ def run_child(endpoint: str, key: str, variant: str, concurrency: int) -> dict[s
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command")
     c = sub.add_parser("child")
     c.add_argument("--endpoint", required=True)
@@ -226,29 +243,50 @@ def main(argv: list[str] | None = None) -> None:
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     stub = subprocess.Popen(
-        [sys.executable, str(HERE / "s3_stub.py"), "--root", str(root), "--port", str(port),
-         "--latency-ms", str(args.latency_ms), "--mbps", str(args.mbps)],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            str(HERE / "s3_stub.py"),
+            "--root",
+            str(root),
+            "--port",
+            str(port),
+            "--latency-ms",
+            str(args.latency_ms),
+            "--mbps",
+            str(args.mbps),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert stub.stdout is not None
         stub.stdout.readline()  # ready
-        results: dict[str, Any] = {"latency_ms": args.latency_ms, "mbps_per_connection": args.mbps, "parts": {}}
+        results: dict[str, Any] = {
+            "latency_ms": args.latency_ms,
+            "mbps_per_connection": args.mbps,
+            "parts": {},
+        }
         for count, sweep in parts:
             key = keys[count]
             size = (root / BUCKET / key).stat().st_size
-            print(f"\n== {count} instances, {size / 1e6:.1f} MB object; S3 stub {args.latency_ms:.0f} ms/request, "
-                  f"{args.mbps:.0f} MB/s per connection")
+            print(
+                f"\n== {count} instances, {size / 1e6:.1f} MB object; S3 stub {args.latency_ms:.0f} ms/request, "
+                f"{args.mbps:.0f} MB/s per connection"
+            )
             rows = [("baseline", 1, run_child(endpoint, key, "baseline", 1))]
             for n in sweep:
                 rows.append(("ingest", n, run_child(endpoint, key, "ingest", n)))
             base = rows[0][2]
-            print(f"{'variant':<10}{'conc':>5}{'indexed':>9}{'requests':>10}{'MB fetched':>12}{'% object':>10}"
-                  f"{'peak RSS MB':>13}{'wall s':>9}{'speed-up':>10}")
+            print(
+                f"{'variant':<10}{'conc':>5}{'indexed':>9}{'requests':>10}{'MB fetched':>12}{'% object':>10}"
+                f"{'peak RSS MB':>13}{'wall s':>9}{'speed-up':>10}"
+            )
             for variant, n, r in rows:
-                print(f"{variant:<10}{n:>5}{r['indexed']:>9}{r['requests']:>10}{r['bytes_fetched'] / 1e6:>12.2f}"
-                      f"{100 * r['bytes_fetched'] / size:>9.2f}%{r['peak_rss_mb']:>13.0f}{r['wall_s']:>9.2f}"
-                      f"{base['wall_s'] / r['wall_s']:>9.1f}x")
+                print(
+                    f"{variant:<10}{n:>5}{r['indexed']:>9}{r['requests']:>10}{r['bytes_fetched'] / 1e6:>12.2f}"
+                    f"{100 * r['bytes_fetched'] / size:>9.2f}%{r['peak_rss_mb']:>13.0f}{r['wall_s']:>9.2f}"
+                    f"{base['wall_s'] / r['wall_s']:>9.1f}x"
+                )
             results["parts"][str(count)] = {
                 "object_bytes": size,
                 "rows": [{"variant": v, "concurrency": n, **r} for v, n, r in rows],

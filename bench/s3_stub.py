@@ -42,7 +42,9 @@ class Stats:
                 self.values[k] += v
 
 
-def make_handler(root: Path, latency: float, bytes_per_second: float, stats: Stats) -> type[BaseHTTPRequestHandler]:
+def make_handler(
+    root: Path, latency: float, bytes_per_second: float, stats: Stats
+) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -148,13 +150,17 @@ def make_handler(root: Path, latency: float, bytes_per_second: float, stats: Sta
 
 def serve(root: Path, port: int, latency_ms: float, mbps: float) -> ThreadingHTTPServer:
     stats = Stats()
-    server = ThreadingHTTPServer(("127.0.0.1", port), make_handler(root, latency_ms / 1000, mbps * 1e6, stats))
+    server = ThreadingHTTPServer(
+        ("127.0.0.1", port), make_handler(root, latency_ms / 1000, mbps * 1e6, stats)
+    )
     server.daemon_threads = True
     return server
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--root", type=Path, required=True)
     parser.add_argument("--port", type=int, default=9000)
     parser.add_argument("--latency-ms", type=float, default=20.0)

@@ -27,6 +27,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
+from ingest.fast_json import to_json_dict
 from ingest.zip_part import MAX_HEADER_BYTES, HeaderTooLarge, MemberError
 
 # Elements longer than this are not copied into the JSON header; they are bulk data.
@@ -188,16 +189,10 @@ def extract(ds: Dataset) -> InstanceRecord:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            # Elements whose value cannot be encoded are left out rather than losing the instance.
-            header: DicomJson = ds.to_json_dict(
-                bulk_data_threshold=BULK_DATA_THRESHOLD,
-                bulk_data_element_handler=_bulk_uri,
-                suppress_invalid_tags=True,
-            )
+            # Elements that cannot be encoded are left out rather than losing the instance.
+            header: DicomJson = to_json_dict(ds, BULK_DATA_THRESHOLD, _bulk_uri)
     except Exception as exc:
         raise RejectedMember(f"header cannot be encoded as DICOM JSON: {type(exc).__name__}") from exc
-    # Round-trip once so that the stored copy is plain JSON (no pydicom types).
-    header = json.loads(json.dumps(header))
     file_meta = getattr(ds, "file_meta", None)
     transfer_syntax = str(getattr(file_meta, "TransferSyntaxUID", "") or "")
     return InstanceRecord(

@@ -184,7 +184,7 @@ def _index_part(
     s3.put_object(
         Bucket=bucket,
         Key=metadata_key,
-        Body=json.dumps(headers, ensure_ascii=False).encode(),
+        Body=json.dumps(headers, ensure_ascii=False, default=str).encode(),
         ContentType="application/dicom+json",
     )
     del headers
