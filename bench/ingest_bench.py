@@ -166,7 +166,9 @@ def child(args: argparse.Namespace) -> None:
                     indexed += 1
         result = {"indexed": indexed, "rejected": 0, "status": "indexed"}
     result["wall_s"] = round(time.monotonic() - started, 3)
-    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)
+    result["cpu_s"] = round(usage.ru_utime + usage.ru_stime, 2)
     print(json.dumps(result))
 
 
@@ -284,7 +286,7 @@ def main(argv: list[str] | None = None) -> None:
             for variant, n, r in rows:
                 print(
                     f"{variant:<10}{n:>5}{r['indexed']:>9}{r['requests']:>10}{r['bytes_fetched'] / 1e6:>12.2f}"
-                    f"{100 * r['bytes_fetched'] / size:>9.2f}%{r['peak_rss_mb']:>13.0f}{r['wall_s']:>9.2f}"
+                    f"{100 * r['bytes_fetched'] / size:>9.2f}%{r['peak_rss_mb']:>13.0f}{r['cpu_s']:>8.2f}{r['wall_s']:>9.2f}"
                     f"{base['wall_s'] / r['wall_s']:>9.1f}x"
                 )
             results["parts"][str(count)] = {

@@ -28,7 +28,7 @@ from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from ingest.fast_json import to_json_dict
-from ingest.zip_part import MAX_HEADER_BYTES, HeaderTooLarge, MemberError
+from ingest.zip_part import MAX_HEADER_BYTES, HeaderTooLarge, MemberError, MemberStream
 
 # Elements longer than this are not copied into the JSON header; they are bulk data.
 BULK_DATA_THRESHOLD = 1024
@@ -96,7 +96,7 @@ class _Watch(io.RawIOBase):
         return len(data)
 
 
-def _check_deflated(fp: _Watch) -> None:
+def _check_deflated(fp: _Watch | MemberStream) -> None:
     """Refuse a deflated data set whose inflated size exceeds the header budget.
 
     pydicom inflates the whole data set in one call (``zlib.decompress``), unbounded:
@@ -146,7 +146,8 @@ def read_header(fp: IO[bytes]) -> Dataset:
     and then must still carry the UIDs that make them indexable. A header cut
     short, or larger than the budget, is rejected.
     """
-    watch = _Watch(fp)
+    # A member stream notes short reads itself; any other file gets the (slower) watcher.
+    watch: _Watch | MemberStream = fp if isinstance(fp, MemberStream) else _Watch(fp)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:

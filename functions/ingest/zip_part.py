@@ -291,6 +291,7 @@ class MemberStream(io.RawIOBase):
             self._out = bytearray()
             self._inflated_all = False
         self.budget_exceeded = False
+        self.truncated = False
 
     @property
     def data_offset(self) -> int:
@@ -319,6 +320,31 @@ class MemberStream(io.RawIOBase):
             raise OSError("negative seek position")
         self._pos = pos
         return pos
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Fast path for pydicom's many small reads (served from the buffer); notes short reads."""
+        pos = self._pos
+        if size is None or size < 0:
+            size = self.member.size - pos
+        end = min(pos + size, self.member.size)
+        if self._stored and end <= MAX_HEADER_BYTES and self._buf_start <= pos:
+            offset = pos - self._buf_start
+            if end - self._buf_start <= len(self._buf):
+                self._pos = end
+                data = self._buf[offset : offset + end - pos]
+                if len(data) < size:
+                    self._note_short(len(data), size)
+                return data
+        data = super().read(size)
+        if len(data) < size:
+            self._note_short(len(data), size)
+        return data
+
+    def _note_short(self, got: int, size: int) -> None:
+        # A clean end of data set ends on an element boundary: the next tag (8 bytes) or the
+        # one-byte peek find nothing. Anything else read short is a cut-off element.
+        if got or size not in (1, 8):
+            self.truncated = True
 
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
