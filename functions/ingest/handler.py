@@ -35,6 +35,13 @@ def handle(event: S3Event) -> dict[str, Any]:
         if not key.startswith(keys.INCOMING_PREFIX) or not key.endswith(".zip"):
             logger.warning("ignored object outside incoming/*.zip", extra={"key": key})
             continue
+        try:
+            keys.parse_incoming_key(key)
+        except keys.NotAPartKey:
+            # Not incoming/<study>/<series>/<part>.zip: nothing to index, and retrying will not help.
+            logger.warning("ignored object that is not a part key", extra={"key": key})
+            metrics.add_metric(name="ObjectsIgnored", unit="Count", value=1)
+            continue
         report = ingest_object(s3, dynamodb, settings.table_name, record.s3.bucket.name, key)
         summary = report.summary()
         for name in ("indexed", "redelivered", "duplicate", "conflict", "rejected"):

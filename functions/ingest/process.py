@@ -53,6 +53,7 @@ class IngestReport:
     conflict: list[dict[str, str]] = field(default_factory=list)
     rejected: list[dict[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    refreshed: int = 0
     fingerprints: str = ""
     object_size: int = 0
     bytes_fetched: int = 0
@@ -82,8 +83,14 @@ def ingest_object(
     key: str,
     *,
     concurrency: int = DEFAULT_READ_CONCURRENCY,
+    refresh: bool = False,
 ) -> IngestReport:
-    """Index one part. Safe to run any number of times on the same object (redelivery, retry, re-index)."""
+    """Index one part. Safe to run any number of times on the same object (redelivery, retry, re-index).
+
+    ``refresh`` (the re-index command) also rewrites the attributes of instance
+    items this part already owns, so that items written by an older version get
+    new attributes; counts are never touched.
+    """
     started = time.monotonic()
     study_uid, series_uid, part_id = keys.parse_incoming_key(key)
     report = IngestReport(key=key, study_uid=study_uid, series_uid=series_uid, part_id=part_id)
@@ -97,7 +104,7 @@ def ingest_object(
         report.status, report.reason = "rejected", str(exc)
     else:
         report.site = _site({"gateway-id": str(part.manifest.get("gateway_id") or report.site)})
-        _index_part(s3, dynamodb, table_name, bucket, part, report, concurrency)
+        _index_part(s3, dynamodb, table_name, bucket, part, report, concurrency, refresh)
     report.bytes_fetched, report.requests = reader.bytes_fetched, reader.requests
     report.seconds = round(time.monotonic() - started, 3)
     _publish_report(s3, bucket, report)
@@ -152,6 +159,7 @@ def _index_part(
     part: Part,
     report: IngestReport,
     concurrency: int,
+    refresh: bool = False,
 ) -> None:
     report.members = len(part.members) + len(part.rejected)
     report.fingerprints = "sha256 (manifest)" if any(m.sha256 for m in part.members) else "crc32+size"
@@ -193,8 +201,11 @@ def _index_part(
     first_record = next(iter(records.values()))[0]
     writer.upsert_study(first_record)
     writer.ensure_series(first_record)
-    items = [_instance_item(report, record, member, offset) for record, member, offset in records.values()]
-    existing = set(writer.add_instances(report.study_uid, report.series_uid, items))
+    items = {
+        sop_uid: _instance_item(report, record, member, offset)
+        for sop_uid, (record, member, offset) in records.items()
+    }
+    existing = set(writer.add_instances(report.study_uid, report.series_uid, list(items.values())))
     for sop_uid, (_record, member, _offset) in records.items():
         if sop_uid not in existing:
             report.indexed.append(sop_uid)
@@ -202,6 +213,8 @@ def _index_part(
         other = writer.existing_instance(report.study_uid, report.series_uid, sop_uid)
         if other.part_id == report.part_id:
             report.redelivered.append(sop_uid)
+            if refresh and writer.refresh_instance(items[sop_uid]):
+                report.refreshed += 1
         elif member.same_bytes(other.fingerprint, other.crc_fingerprint):
             report.duplicate.append(sop_uid)
         else:
