@@ -272,8 +272,8 @@ def main(argv: list[str] | None = None) -> None:
             key = keys[count]
             size = (root / BUCKET / key).stat().st_size
             print(
-                f"\n== {count} instances, {size / 1e6:.1f} MB object; S3 stub {args.latency_ms:.0f} ms/request, "
-                f"{args.mbps:.0f} MB/s per connection"
+                f"\n== {count} instances, {size / 1e6:.1f} MB object; "
+                f"S3 stub {args.latency_ms:.0f} ms/request, {args.mbps:.0f} MB/s per connection"
             )
             rows = [("baseline", 1, run_child(endpoint, key, "baseline", 1))]
             for n in sweep:
@@ -281,12 +281,13 @@ def main(argv: list[str] | None = None) -> None:
             base = rows[0][2]
             print(
                 f"{'variant':<10}{'conc':>5}{'indexed':>9}{'requests':>10}{'MB fetched':>12}{'% object':>10}"
-                f"{'peak RSS MB':>13}{'wall s':>9}{'speed-up':>10}"
+                f"{'peak RSS MB':>13}{'CPU s':>8}{'wall s':>9}{'speed-up':>10}"
             )
             for variant, n, r in rows:
                 print(
-                    f"{variant:<10}{n:>5}{r['indexed']:>9}{r['requests']:>10}{r['bytes_fetched'] / 1e6:>12.2f}"
-                    f"{100 * r['bytes_fetched'] / size:>9.2f}%{r['peak_rss_mb']:>13.0f}{r['cpu_s']:>8.2f}{r['wall_s']:>9.2f}"
+                    f"{variant:<10}{n:>5}{r['indexed']:>9}{r['requests']:>10}"
+                    f"{r['bytes_fetched'] / 1e6:>12.2f}{100 * r['bytes_fetched'] / size:>9.2f}%"
+                    f"{r['peak_rss_mb']:>13.0f}{r['cpu_s']:>8.2f}{r['wall_s']:>9.2f}"
                     f"{base['wall_s'] / r['wall_s']:>9.1f}x"
                 )
             results["parts"][str(count)] = {

@@ -53,7 +53,7 @@ def make_handler(
             # Headers and body are separate writes: without this, Nagle + delayed ACK add 40 ms.
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: object) -> None:
             return
 
         def _path(self) -> Path | None:
@@ -71,7 +71,7 @@ def make_handler(
             if body and self.command != "HEAD":
                 self.wfile.write(body)
 
-        def do_HEAD(self) -> None:  # noqa: N802
+        def do_HEAD(self) -> None:
             time.sleep(latency)
             stats.add(head=1)
             path = self._path()
@@ -86,7 +86,7 @@ def make_handler(
             self.send_header("Accept-Ranges", "bytes")
             self.end_headers()
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             if self.path.startswith("/__stats"):
                 self._send(200, json.dumps(stats.reset()).encode(), {"Content-Type": "application/json"})
                 return
@@ -130,7 +130,7 @@ def make_handler(
                         time.sleep(ahead)
             stats.add(bytes_out=sent)
 
-        def do_PUT(self) -> None:  # noqa: N802
+        def do_PUT(self) -> None:
             time.sleep(latency)
             length = int(self.headers.get("Content-Length", "0"))
             body = self.rfile.read(length)

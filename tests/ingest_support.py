@@ -15,7 +15,7 @@ class BytesS3:
         self.data = data
         self.requests = 0
 
-    def get_object(self, *, Bucket: str, Key: str, Range: str, **_: Any) -> dict[str, Any]:  # noqa: N803
+    def get_object(self, *, Bucket: str, Key: str, Range: str, **_: Any) -> dict[str, Any]:
         start_s, end_s = Range.removeprefix("bytes=").split("-")
         start, end = int(start_s), min(int(end_s), len(self.data) - 1)
         self.requests += 1

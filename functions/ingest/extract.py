@@ -7,7 +7,6 @@ by pydicom and person names keep their alphabetic/ideographic/phonetic groups.
 from __future__ import annotations
 
 import io
-import json
 import logging
 import warnings
 import zlib
@@ -83,11 +82,10 @@ class _Watch(io.RawIOBase):
 
     def read(self, size: int | None = -1) -> bytes:
         data = self._fp.read(-1 if size is None else size)
-        if size is not None and size > 0 and len(data) < size:
-            # A clean end of data set ends on an element boundary: the next tag (8 bytes) or
-            # the one-byte peek find nothing. Anything else read short is a cut-off element.
-            if data or size not in (1, 8):
-                self.truncated = True
+        # A clean end of data set ends on an element boundary: the next tag (8 bytes) or
+        # the one-byte peek find nothing. Anything else read short is a cut-off element.
+        if size is not None and size > 0 and len(data) < size and (data or size not in (1, 8)):
+            self.truncated = True
         return data
 
     def readinto(self, buffer: Any) -> int:

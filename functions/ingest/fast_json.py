@@ -76,7 +76,7 @@ def to_json_dict(
     return out
 
 
-def _raw_to_json(
+def _raw_to_json(  # noqa: PLR0911, PLR0912 - one branch per VR family reads best here
     elem: RawDataElement, codec: str, little: bool, threshold: int, handler: Callable[[Any], str]
 ) -> dict[str, Any]:
     vr = elem.VR

@@ -6,9 +6,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
 import boto3
-from botocore.config import Config
 from aws_lambda_powertools.utilities.data_classes import S3Event, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.config import Config
 from common import keys
 from common.observability import logger, metrics, tracer
 from common.settings import Settings

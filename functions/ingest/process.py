@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from common import keys
 from common.observability import logger
@@ -146,7 +146,7 @@ def _parse(part: Part, member: Member, first: bytes) -> tuple[InstanceRecord, in
     """The member's record and the offset of its data in the object."""
     try:
         with part.open(member, first) as fp:
-            return extract(read_header(fp)), fp.data_offset
+            return extract(read_header(cast(IO[bytes], fp))), fp.data_offset
     except MemberError as exc:
         raise RejectedMember(str(exc)) from exc
 

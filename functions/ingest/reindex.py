@@ -99,7 +99,13 @@ def reindex(
             statuses[report.status] += 1
         if bar is not None:
             bar.step(counts)
-    return {"prefix": prefix, "parts": len(todo), "statuses": dict(statuses), **dict(counts), "failed": failed}
+    return {
+        "prefix": prefix,
+        "parts": len(todo),
+        "statuses": dict(statuses),
+        **dict(counts),
+        "failed": failed,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -157,7 +157,7 @@ def _unsafe_name(name: str) -> str | None:
     return None
 
 
-def _entry_problem(info: zipfile.ZipInfo) -> str | None:
+def _entry_problem(info: zipfile.ZipInfo) -> str | None:  # noqa: PLR0911 - one check, one reason
     reason = _unsafe_name(info.filename)
     if reason:
         return reason
@@ -181,7 +181,7 @@ def open_part(reader: S3RangeReader) -> Part:
     """Read and check the central directory; nothing of the members is read yet except the manifest."""
     entries, _cd_size, cd_offset = _directory_limits(reader)
     try:
-        archive = zipfile.ZipFile(reader)  # type: ignore[arg-type]
+        archive = zipfile.ZipFile(reader)
     except (zipfile.BadZipFile, OSError, ValueError, struct.error) as exc:
         raise RejectedPart(f"not a zip file: {exc}") from exc
     infos = archive.infolist()
@@ -296,7 +296,7 @@ class MemberStream(io.RawIOBase):
     @property
     def data_offset(self) -> int:
         """Offset in the object of the member's (possibly compressed) data."""
-        return self._data_start
+        return int(self._data_start)
 
     def readable(self) -> bool:
         return True

@@ -1,4 +1,4 @@
-"""Exact counts and first-copy-wins under redelivery, crash-and-retry and concurrent parts (in-process moto)."""
+"""Exact counts and first-copy-wins under redelivery, crash-and-retry and concurrent parts (moto)."""
 
 from __future__ import annotations
 

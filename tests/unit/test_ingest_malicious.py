@@ -1,4 +1,4 @@
-"""Hostile or broken objects under incoming/: refused or bounded, always reported, nothing written elsewhere."""
+"""Hostile or broken objects under incoming/: refused or bounded, reported, nothing written elsewhere."""
 
 from __future__ import annotations
 
