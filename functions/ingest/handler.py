@@ -13,7 +13,7 @@ from common import keys
 from common.observability import logger, metrics, tracer
 from common.settings import Settings
 
-from ingest.process import ingest_object
+from ingest.process import PRESIGNED_READS, ingest_object
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -42,7 +42,9 @@ def handle(event: S3Event) -> dict[str, Any]:
             logger.warning("ignored object that is not a part key", extra={"key": key})
             metrics.add_metric(name="ObjectsIgnored", unit="Count", value=1)
             continue
-        report = ingest_object(s3, dynamodb, settings.table_name, record.s3.bucket.name, key)
+        report = ingest_object(
+            s3, dynamodb, settings.table_name, record.s3.bucket.name, key, presigned_reads=PRESIGNED_READS
+        )
         summary = report.summary()
         for name in ("indexed", "redelivered", "duplicate", "conflict", "rejected"):
             metrics.add_metric(name=f"Instances{name.title()}", unit="Count", value=summary[name])

@@ -14,7 +14,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import IO, TYPE_CHECKING, Any, cast
 
 from common import keys
@@ -22,7 +22,7 @@ from common.observability import logger
 
 from ingest.extract import InstanceRecord, RejectedMember, extract, read_header
 from ingest.index_writer import IndexWriter
-from ingest.s3_reader import S3RangeReader
+from ingest.s3_reader import PresignedRangeFetcher, S3RangeReader
 from ingest.zip_part import Member, MemberError, Part, RejectedPart, open_part, prefetch_range
 
 if TYPE_CHECKING:
@@ -32,7 +32,9 @@ if TYPE_CHECKING:
 DEFAULT_SITE = "default"
 _SITE_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # Parallel ranged GETs per part (member first blocks). Chosen from bench/ingest_bench.py.
-DEFAULT_READ_CONCURRENCY = int(os.environ.get("INGEST_READ_CONCURRENCY", "8"))
+DEFAULT_READ_CONCURRENCY = int(os.environ.get("INGEST_READ_CONCURRENCY", "16"))
+# The Lambda reads member headers through one presigned URL (see s3_reader.PresignedRangeFetcher).
+PRESIGNED_READS = os.environ.get("INGEST_PRESIGNED_READS", "1") != "0"
 
 
 @dataclass
@@ -84,12 +86,15 @@ def ingest_object(
     *,
     concurrency: int = DEFAULT_READ_CONCURRENCY,
     refresh: bool = False,
+    presigned_reads: bool = False,
 ) -> IngestReport:
     """Index one part. Safe to run any number of times on the same object (redelivery, retry, re-index).
 
     ``refresh`` (the re-index command) also rewrites the attributes of instance
     items this part already owns, so that items written by an older version get
-    new attributes; counts are never touched.
+    new attributes; counts are never touched. ``presigned_reads`` fetches the
+    member headers through one presigned URL instead of one botocore call each
+    (what the Lambda does; in-process moto only intercepts botocore calls).
     """
     started = time.monotonic()
     study_uid, series_uid, part_id = keys.parse_incoming_key(key)
@@ -97,7 +102,11 @@ def ingest_object(
     head = s3.head_object(Bucket=bucket, Key=key)
     report.site = _site(head.get("Metadata", {}))
     report.object_size = head["ContentLength"]
-    reader = S3RangeReader(s3, bucket, key, head["ContentLength"], version_id=head.get("VersionId"))
+    version_id = head.get("VersionId")
+    fetcher = (
+        PresignedRangeFetcher(s3, bucket, key, version_id, pool_size=concurrency) if presigned_reads else None
+    )
+    reader = S3RangeReader(s3, bucket, key, head["ContentLength"], version_id=version_id, fetcher=fetcher)
     try:
         part = open_part(reader)
     except RejectedPart as exc:
@@ -166,6 +175,9 @@ def _index_part(
     report.notes.extend(part.notes)
     report.rejected.extend({"member": m, "reason": r} for m, r in part.rejected.items())
     records: dict[str, tuple[InstanceRecord, Member, int]] = {}
+    # Each full header is serialised as soon as it is read: a parsed DICOM JSON header is
+    # ~100 KB of Python objects, its JSON text ~5 KB, which keeps 3,000 instances in bounds.
+    headers: list[bytes] = []
     for member, first in read_members(part, concurrency):
         try:
             record, data_offset = _parse(part, member, first)
@@ -180,7 +192,8 @@ def _index_part(
         if earlier is not None:
             _same_uid_twice(report, record.sop_uid, earlier[1], member)
             continue
-        records[record.sop_uid] = (record, member, data_offset)
+        headers.append(json.dumps(record.header, ensure_ascii=False, default=str).encode())
+        records[record.sop_uid] = (replace(record, header={}), member, data_offset)
     _check_manifest(part, report)
     if not records:
         report.status = "rejected"
@@ -188,11 +201,10 @@ def _index_part(
         return
 
     metadata_key = keys.metadata_key(report.study_uid, report.series_uid, report.part_id)
-    headers = [record.header for record, _, _ in records.values()]
     s3.put_object(
         Bucket=bucket,
         Key=metadata_key,
-        Body=json.dumps(headers, ensure_ascii=False, default=str).encode(),
+        Body=b"[" + b",".join(headers) + b"]",
         ContentType="application/dicom+json",
     )
     del headers
