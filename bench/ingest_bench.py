@@ -232,7 +232,7 @@ def run_once(endpoint: str, key: str, variant: str, concurrency: int) -> dict[st
     return result
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915 - a script driver, read top to bottom
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
