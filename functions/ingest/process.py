@@ -174,7 +174,9 @@ def _index_part(
     report.fingerprints = "sha256 (manifest)" if any(m.sha256 for m in part.members) else "crc32+size"
     report.notes.extend(part.notes)
     report.rejected.extend({"member": m, "reason": r} for m, r in part.rejected.items())
-    records: dict[str, tuple[InstanceRecord, Member, int]] = {}
+    # Per SOP Instance UID: the member and its index item, built as soon as it is read.
+    records: dict[str, tuple[Member, dict[str, Any]]] = {}
+    first_record: InstanceRecord | None = None
     # Each full header is serialised as soon as it is read: a parsed DICOM JSON header is
     # ~100 KB of Python objects, its JSON text ~5 KB, which keeps 3,000 instances in bounds.
     headers: list[bytes] = []
@@ -190,12 +192,14 @@ def _index_part(
             continue
         earlier = records.get(record.sop_uid)
         if earlier is not None:
-            _same_uid_twice(report, record.sop_uid, earlier[1], member)
+            _same_uid_twice(report, record.sop_uid, earlier[0], member)
             continue
         headers.append(json.dumps(record.header, ensure_ascii=False, default=str).encode())
-        records[record.sop_uid] = (replace(record, header={}), member, data_offset)
+        records[record.sop_uid] = (member, _instance_item(report, record, member, data_offset))
+        if first_record is None:
+            first_record = replace(record, header={})
     _check_manifest(part, report)
-    if not records:
+    if not records or first_record is None:
         report.status = "rejected"
         report.reason = report.reason or "no indexable DICOM instance in the part"
         return
@@ -210,15 +214,11 @@ def _index_part(
     del headers
 
     writer = IndexWriter(dynamodb, table_name, report.site)
-    first_record = next(iter(records.values()))[0]
     writer.upsert_study(first_record)
     writer.ensure_series(first_record)
-    items = {
-        sop_uid: _instance_item(report, record, member, offset)
-        for sop_uid, (record, member, offset) in records.items()
-    }
+    items = {sop_uid: item for sop_uid, (_member, item) in records.items()}
     existing = set(writer.add_instances(report.study_uid, report.series_uid, list(items.values())))
-    for sop_uid, (_record, member, _offset) in records.items():
+    for sop_uid, (member, _item) in records.items():
         if sop_uid not in existing:
             report.indexed.append(sop_uid)
             continue
