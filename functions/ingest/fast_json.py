@@ -98,7 +98,7 @@ def _raw_to_json(  # noqa: PLR0911, PLR0912 - one branch per VR family reads bes
         return {"vr": vr, "InlineBinary": base64.b64encode(value).decode()}
     fmt = _NUMBERS.get(vr)
     if fmt is not None:
-        size = struct.calcsize(fmt)
+        size = struct.calcsize("<" + fmt)
         if len(value) % size:
             raise _Fallback
         count = len(value) // size
