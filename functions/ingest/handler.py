@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 settings = Settings.from_env()
 # One connection per parallel ranged GET (ingest.process.DEFAULT_READ_CONCURRENCY), plus writes.
 s3: S3Client = boto3.client(
-    "s3", config=Config(max_pool_connections=32, retries={"mode": "standard", "max_attempts": 5})
+    "s3", config=Config(max_pool_connections=40, retries={"mode": "standard", "max_attempts": 5})
 )
 dynamodb: DynamoDBClient = boto3.client("dynamodb")
 

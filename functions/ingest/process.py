@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 DEFAULT_SITE = "default"
 _SITE_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # Parallel ranged GETs per part (member first blocks). Chosen from bench/ingest_bench.py.
-DEFAULT_READ_CONCURRENCY = int(os.environ.get("INGEST_READ_CONCURRENCY", "16"))
+DEFAULT_READ_CONCURRENCY = int(os.environ.get("INGEST_READ_CONCURRENCY", "32"))
 # The Lambda reads member headers through one presigned URL (see s3_reader.PresignedRangeFetcher).
 PRESIGNED_READS = os.environ.get("INGEST_PRESIGNED_READS", "1") != "0"
 
