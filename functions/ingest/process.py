@@ -174,30 +174,7 @@ def _index_part(
     report.fingerprints = "sha256 (manifest)" if any(m.sha256 for m in part.members) else "crc32+size"
     report.notes.extend(part.notes)
     report.rejected.extend({"member": m, "reason": r} for m, r in part.rejected.items())
-    # Per SOP Instance UID: the member and its index item, built as soon as it is read.
-    records: dict[str, tuple[Member, dict[str, Any]]] = {}
-    first_record: InstanceRecord | None = None
-    # Each full header is serialised as soon as it is read: a parsed DICOM JSON header is
-    # ~100 KB of Python objects, its JSON text ~5 KB, which keeps 3,000 instances in bounds.
-    headers: list[bytes] = []
-    for member, first in read_members(part, concurrency):
-        try:
-            record, data_offset = _parse(part, member, first)
-        except RejectedMember as exc:
-            report.rejected.append({"member": member.name, "reason": str(exc)})
-            continue
-        if (record.study_uid, record.series_uid) != (report.study_uid, report.series_uid):
-            reason = "instance belongs to another study or series than its part"
-            report.rejected.append({"member": member.name, "reason": reason})
-            continue
-        earlier = records.get(record.sop_uid)
-        if earlier is not None:
-            _same_uid_twice(report, record.sop_uid, earlier[0], member)
-            continue
-        headers.append(json.dumps(record.header, ensure_ascii=False, default=str).encode())
-        records[record.sop_uid] = (member, _instance_item(report, record, member, data_offset))
-        if first_record is None:
-            first_record = replace(record, header={})
+    records, headers, first_record = _read_records(part, report, concurrency)
     _check_manifest(part, report)
     if not records or first_record is None:
         report.status = "rejected"
@@ -258,6 +235,37 @@ def _index_part(
             "ingested_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },
     )
+
+
+def _read_records(
+    part: Part, report: IngestReport, concurrency: int
+) -> tuple[dict[str, tuple[Member, dict[str, Any]]], list[bytes], InstanceRecord | None]:
+    """Read every member's header: (member and index item per SOP UID, DICOM JSON texts, first record)."""
+    # Per SOP Instance UID: the member and its index item, built as soon as it is read.
+    records: dict[str, tuple[Member, dict[str, Any]]] = {}
+    first_record: InstanceRecord | None = None
+    # Each full header is serialised as soon as it is read: a parsed DICOM JSON header is
+    # ~100 KB of Python objects, its JSON text ~5 KB, which keeps 3,000 instances in bounds.
+    headers: list[bytes] = []
+    for member, first in read_members(part, concurrency):
+        try:
+            record, data_offset = _parse(part, member, first)
+        except RejectedMember as exc:
+            report.rejected.append({"member": member.name, "reason": str(exc)})
+            continue
+        if (record.study_uid, record.series_uid) != (report.study_uid, report.series_uid):
+            reason = "instance belongs to another study or series than its part"
+            report.rejected.append({"member": member.name, "reason": reason})
+            continue
+        earlier = records.get(record.sop_uid)
+        if earlier is not None:
+            _same_uid_twice(report, record.sop_uid, earlier[0], member)
+            continue
+        headers.append(json.dumps(record.header, ensure_ascii=False, default=str).encode())
+        records[record.sop_uid] = (member, _instance_item(report, record, member, data_offset))
+        if first_record is None:
+            first_record = replace(record, header={})
+    return records, headers, first_record
 
 
 def _check_manifest(part: Part, report: IngestReport) -> None:
