@@ -28,6 +28,8 @@ from pydicom.dataset import Dataset
 
 from tests.ingest_support import reader_over
 
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom on non-DICOM files
+
 FILES = sorted(
     {Path(f) for f in [*get_testdata_files(), *get_charset_files()] if os.path.isfile(f)},
     key=lambda p: (p.parent.name, p.name),
