@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import IO, TYPE_CHECKING, Any, cast
 
 from common import keys
-from common.observability import logger
+from common.observability import logger, tracer
 
 from ingest.extract import InstanceRecord, RejectedMember, extract, read_header
 from ingest.index_writer import IndexWriter
@@ -77,6 +77,7 @@ class IngestReport:
         }
 
 
+@tracer.capture_method(capture_response=False)
 def ingest_object(
     s3: S3Client,
     dynamodb: DynamoDBClient,
