@@ -142,7 +142,13 @@ def read_members(part: Part, concurrency: int) -> Iterator[tuple[Member, bytes]]
             member = next(members, None)
             if member is not None:
                 start, end = prefetch_range(member)
-                pending.append((member, pool.submit(part.reader.fetch, start, end)))
+                held = part.reader.pinned_range(start, end)  # small parts: the tail read holds it all
+                future: Future[bytes] = Future()
+                if held is not None:
+                    future.set_result(held)
+                else:
+                    future = pool.submit(part.reader.fetch, start, end)
+                pending.append((member, future))
 
         for _ in range(max(1, concurrency) * 2):
             submit()

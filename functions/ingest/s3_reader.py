@@ -149,6 +149,13 @@ class S3RangeReader(io.RawIOBase):
             self._pos += len(chunk)
         return done
 
+    def pinned_range(self, start: int, end: int) -> bytes | None:
+        """Bytes ``start..end`` (inclusive) when one pinned segment already holds them all."""
+        for seg_start, data in self._segments.items():
+            if seg_start <= start and end < seg_start + len(data):
+                return data[start - seg_start : end - seg_start + 1]
+        return None
+
     def _pinned(self, pos: int, length: int) -> bytes | None:
         for start, data in self._segments.items():
             if start <= pos < start + len(data):

@@ -36,16 +36,24 @@ def test_presigned_reads_index_a_part_with_one_request_per_member(endpoint: str)
     dynamodb = boto3.client("dynamodb", region_name=REGION, endpoint_url=endpoint)
     s3.create_bucket(Bucket=BUCKET)
     dynamodb.create_table(**table_definition(load_template(), TABLE))
-    instances = series_from("CT_small.dcm", 3)
+    instances = series_from("CT_small.dcm", 6)
     key = keys.incoming_key(instances[0].StudyInstanceUID, instances[0].SeriesInstanceUID, "p1")
     body = zip_part({f"{ds.SOPInstanceUID}.dcm": encode(ds) for ds in instances})
     s3.put_object(Bucket=BUCKET, Key=key, Body=body)
     # WHEN it is ingested through presigned ranged GETs
     report = ingest_object(s3, dynamodb, TABLE, BUCKET, key, presigned_reads=True)
-    # THEN every instance is indexed: one GET for the tail (directory), one per member
+    # THEN every instance is indexed: one GET for the tail (directory and the last members),
+    # one per member before it, and never more bytes than the object
     assert sorted(report.indexed) == sorted(ds.SOPInstanceUID for ds in instances)
-    assert report.requests == 1 + 3
+    assert 2 <= report.requests <= 1 + 6
     assert report.bytes_fetched <= len(body)
+    # AND a part smaller than the tail read costs one request
+    [single] = series_from("CT_small.dcm", 1)
+    small_key = keys.incoming_key(single.StudyInstanceUID, single.SeriesInstanceUID, "p1")
+    s3.put_object(Bucket=BUCKET, Key=small_key, Body=zip_part({"a.dcm": encode(single)}))
+    small = ingest_object(s3, dynamodb, TABLE, BUCKET, small_key, presigned_reads=True)
+    assert small.indexed == [single.SOPInstanceUID]
+    assert small.requests == 1
 
 
 def test_a_failed_ranged_get_raises_instead_of_reading_something_else(endpoint: str) -> None:
