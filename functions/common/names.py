@@ -11,12 +11,18 @@ import re
 import unicodedata
 
 _SEPARATORS = re.compile(r"[\^=\s,]+")
+# Kana voicing marks are part of the letter (だ is not た): never dropped.
+_KEEP_MARKS = frozenset("\u3099\u309a")
 
 
 def fold(text: str) -> str:
-    """Case-fold and strip accents (NFKD, then drop combining marks)."""
+    """Case-fold and strip accents (NFKD, then drop combining marks except kana voicing).
+
+    NFKD also maps compatibility forms to their plain letters (half-width katakana
+    ``ﾀﾞ`` to ``ダ``, full-width Latin to ASCII), so every spelling of a name folds alike.
+    """
     decomposed = unicodedata.normalize("NFKD", text)
-    stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
+    stripped = "".join(c for c in decomposed if c in _KEEP_MARKS or not unicodedata.combining(c))
     return unicodedata.normalize("NFC", stripped).casefold()
 
 

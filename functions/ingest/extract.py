@@ -6,7 +6,10 @@ by pydicom and person names keep their alphabetic/ideographic/phonetic groups.
 
 from __future__ import annotations
 
-import json
+import io
+import logging
+import warnings
+import zlib
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -20,10 +23,17 @@ from common.attributes import (
 from common.dicom_json import DicomJson, first_text
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import _read_file_meta_info, read_preamble
+from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+from ingest.fast_json import to_json_dict
+from ingest.zip_part import MAX_HEADER_BYTES, HeaderTooLarge, MemberError, MemberStream
 
 # Elements longer than this are not copied into the JSON header; they are bulk data.
 BULK_DATA_THRESHOLD = 1024
 REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+# pydicom's warnings can quote element values (names, dates): they never reach the logs.
+logging.getLogger("pydicom").setLevel(logging.CRITICAL)
 
 
 class RejectedMember(Exception):
@@ -50,22 +60,119 @@ def _bulk_uri(element: Any) -> str:
     return f"bulkdata/{element.tag:08X}"
 
 
+class _Watch(io.RawIOBase):
+    """Pass-through reader that notices a truncated element (pydicom reads short values silently)."""
+
+    def __init__(self, fp: IO[bytes]) -> None:
+        super().__init__()
+        self._fp = fp
+        self.truncated = False
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._fp.tell()
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._fp.seek(offset, whence)
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = self._fp.read(-1 if size is None else size)
+        # A clean end of data set ends on an element boundary: the next tag (8 bytes) or
+        # the one-byte peek find nothing. Anything else read short is a cut-off element.
+        if size is not None and size > 0 and len(data) < size and (data or size not in (1, 8)):
+            self.truncated = True
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        memoryview(buffer).cast("B")[: len(data)] = data
+        return len(data)
+
+
+def _check_deflated(fp: _Watch | MemberStream) -> None:
+    """Refuse a deflated data set whose inflated size exceeds the header budget.
+
+    pydicom inflates the whole data set in one call (``zlib.decompress``), unbounded:
+    inflate it once here with a limit first.
+    """
+    start = fp.tell()
+    try:
+        read_preamble(fp, False)  # type: ignore[arg-type]
+        meta = _read_file_meta_info(fp)  # type: ignore[arg-type]
+    except Exception:  # not DICOM Part 10: the real read below says why
+        fp.seek(start)
+        return
+    if meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        total = 0
+        while not inflater.eof:
+            chunk = inflater.unconsumed_tail or fp.read(64 * 1024)
+            if not chunk:
+                break
+            try:
+                total += len(inflater.decompress(chunk, 1024 * 1024))
+            except zlib.error as exc:
+                raise RejectedMember("corrupt deflated data set") from exc
+            if total > MAX_HEADER_BYTES:
+                raise RejectedMember(f"deflated data set inflates beyond {MAX_HEADER_BYTES // 1024**2} MiB")
+    fp.seek(start)
+    fp.truncated = False
+
+
+def _plausible_start(first: bytes) -> bool:
+    """Whether bytes without a preamble start like a data set: group 0002..0010, little or big endian.
+
+    Keeps ``force`` reading for real files without file meta, while noise (or a
+    run of zeros, which pydicom would parse as empty elements for seconds per MB)
+    is refused at once.
+    """
+    if len(first) < 4:
+        return False
+    groups = (int.from_bytes(first[:2], "little"), int.from_bytes(first[:2], "big"))
+    return any(0x0002 <= g <= 0x0010 and g % 2 == 0 for g in groups)
+
+
 def read_header(fp: IO[bytes]) -> Dataset:
     """Parse a DICOM header, stopping before the pixel data.
 
     Files without preamble or file meta information are accepted (``force``),
-    and then must still carry the UIDs that make them indexable.
+    and then must still carry the UIDs that make them indexable. A header cut
+    short, or larger than the budget, is rejected.
     """
-    try:
-        return pydicom.dcmread(fp, stop_before_pixels=True)
-    except InvalidDicomError:
-        fp.seek(0)
+    # A member stream notes short reads itself; any other file gets the (slower) watcher.
+    watch: _Watch | MemberStream = fp if isinstance(fp, MemberStream) else _Watch(fp)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         try:
-            return pydicom.dcmread(fp, stop_before_pixels=True, force=True)
+            _check_deflated(watch)
+            try:
+                ds = pydicom.dcmread(watch, stop_before_pixels=True)
+            except InvalidDicomError:
+                watch.seek(0)
+                watch.truncated = False
+                if not _plausible_start(watch.read(4)):
+                    raise RejectedMember("not DICOM (no DICM preamble, no plausible first element)") from None
+                watch.seek(0)
+                try:
+                    ds = pydicom.dcmread(watch, stop_before_pixels=True, force=True)
+                except (HeaderTooLarge, MemberError):
+                    raise
+                except Exception as exc:
+                    raise RejectedMember(f"not DICOM: {type(exc).__name__}") from exc
+                if not any(k in ds for k in REQUIRED_UIDS):
+                    raise RejectedMember("not DICOM (no DICM preamble and no DICOM UIDs)") from None
+        except (RejectedMember, HeaderTooLarge, MemberError) as exc:
+            raise RejectedMember(str(exc)) from exc
         except Exception as exc:
-            raise RejectedMember(f"not DICOM: {type(exc).__name__}") from exc
-    except Exception as exc:
-        raise RejectedMember(f"unreadable DICOM header: {type(exc).__name__}") from exc
+            raise RejectedMember(f"unreadable DICOM header: {type(exc).__name__}") from exc
+    if watch.truncated:
+        raise RejectedMember("truncated DICOM header")
+    return ds
 
 
 def extract(ds: Dataset) -> InstanceRecord:
@@ -74,18 +181,17 @@ def extract(ds: Dataset) -> InstanceRecord:
         raise RejectedMember("DICOMDIR, not an image instance")
     uids: dict[str, str] = {}
     for keyword in REQUIRED_UIDS:
-        value = str(ds.get(keyword, "") or "").strip()
+        value = str(ds.get(keyword, "") or "").strip(" \x00")
         if not value:
             raise RejectedMember(f"missing {keyword}")
         uids[keyword] = value
     try:
-        header: DicomJson = ds.to_json_dict(
-            bulk_data_threshold=BULK_DATA_THRESHOLD, bulk_data_element_handler=_bulk_uri
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # Elements that cannot be encoded are left out rather than losing the instance.
+            header: DicomJson = to_json_dict(ds, BULK_DATA_THRESHOLD, _bulk_uri)
     except Exception as exc:
-        raise RejectedMember(f"header cannot be encoded as DICOM JSON: {exc}") from exc
-    # Round-trip once so that the stored copy is plain JSON (no pydicom types).
-    header = json.loads(json.dumps(header))
+        raise RejectedMember(f"header cannot be encoded as DICOM JSON: {type(exc).__name__}") from exc
     file_meta = getattr(ds, "file_meta", None)
     transfer_syntax = str(getattr(file_meta, "TransferSyntaxUID", "") or "")
     return InstanceRecord(

@@ -8,18 +8,22 @@ from urllib.parse import unquote_plus
 import boto3
 from aws_lambda_powertools.utilities.data_classes import S3Event, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.config import Config
 from common import keys
 from common.observability import logger, metrics, tracer
 from common.settings import Settings
 
-from ingest.process import ingest_object
+from ingest.process import PRESIGNED_READS, ingest_object
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_s3 import S3Client
 
 settings = Settings.from_env()
-s3: S3Client = boto3.client("s3")
+# One connection per parallel ranged GET (ingest.process.DEFAULT_READ_CONCURRENCY), plus writes.
+s3: S3Client = boto3.client(
+    "s3", config=Config(max_pool_connections=40, retries={"mode": "standard", "max_attempts": 5})
+)
 dynamodb: DynamoDBClient = boto3.client("dynamodb")
 
 
@@ -31,11 +35,24 @@ def handle(event: S3Event) -> dict[str, Any]:
         if not key.startswith(keys.INCOMING_PREFIX) or not key.endswith(".zip"):
             logger.warning("ignored object outside incoming/*.zip", extra={"key": key})
             continue
-        report = ingest_object(s3, dynamodb, settings.table_name, record.s3.bucket.name, key)
+        try:
+            keys.parse_incoming_key(key)
+        except keys.NotAPartKey:
+            # Not incoming/<study>/<series>/<part>.zip: nothing to index, and retrying will not help.
+            logger.warning("ignored object that is not a part key", extra={"key": key})
+            metrics.add_metric(name="ObjectsIgnored", unit="Count", value=1)
+            continue
+        report = ingest_object(
+            s3, dynamodb, settings.table_name, record.s3.bucket.name, key, presigned_reads=PRESIGNED_READS
+        )
         summary = report.summary()
-        for name in ("indexed", "duplicate", "conflict", "rejected"):
+        for name in ("indexed", "redelivered", "duplicate", "conflict", "rejected"):
             metrics.add_metric(name=f"Instances{name.title()}", unit="Count", value=summary[name])
         metrics.add_metric(name="BytesFetched", unit="Bytes", value=report.bytes_fetched)
+        metrics.add_metric(name="S3Requests", unit="Count", value=report.requests)
+        metrics.add_metric(name="PartsRejected", unit="Count", value=int(report.status == "rejected"))
+        tracer.put_annotation(key="ingest_status", value=report.status)
+        tracer.put_metadata(key=key, value=summary)
         results.append({"key": key, **summary})
     return {"parts": results}
 

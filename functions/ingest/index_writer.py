@@ -51,6 +51,8 @@ def _item(values: Mapping[str, Any]) -> dict[str, Any]:
 class ExistingInstance:
     part_id: str
     fingerprint: str
+    crc_fingerprint: str = ""
+    member: str = ""
 
 
 class IndexWriter:
@@ -212,16 +214,52 @@ class IndexWriter:
         ]
         return puts + counters
 
+    def refresh_instance(self, item: Mapping[str, Any]) -> bool:
+        """Rewrite the non-key attributes of an instance item this part owns (re-index after a schema change).
+
+        Conditional on ``part_id``: a part never overwrites the copy another part won.
+        Counters are not touched. True when the item was updated.
+        """
+        fields = {k: v for k, v in item.items() if k not in ("pk", "sk") and v not in ("", None, [], set())}
+        names = {f"#f{i}": k for i, k in enumerate(fields)}
+        values = {f":f{i}": _av(v) for i, v in enumerate(fields.values())}
+        values[":part"] = _av(item["part_id"])
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key=_item({"pk": item["pk"], "sk": item["sk"]}),
+                UpdateExpression="SET " + ", ".join(f"#f{i} = :f{i}" for i in range(len(fields))),
+                ConditionExpression="part_id = :part",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise IndexWriteError(f"update_item failed: {exc}") from exc
+        return True
+
     def existing_instance(self, study_uid: str, series_uid: str, sop_uid: str) -> ExistingInstance:
         response = self._call(
             "get_item",
             TableName=self._table,
             Key=_item({"pk": keys.study_pk(study_uid), "sk": keys.instance_sk(series_uid, sop_uid)}),
-            ProjectionExpression="part_id, fingerprint",
+            ProjectionExpression="#p, #f, #c, #m",
+            ExpressionAttributeNames={
+                "#p": "part_id",
+                "#f": "fingerprint",
+                "#c": "member_crc32",
+                "#m": "member",
+            },
             ConsistentRead=True,
         )
         item = {k: _deserializer.deserialize(v) for k, v in response.get("Item", {}).items()}
-        return ExistingInstance(str(item.get("part_id", "")), str(item.get("fingerprint", "")))
+        return ExistingInstance(
+            str(item.get("part_id", "")),
+            str(item.get("fingerprint", "")),
+            str(item.get("member_crc32", "")),
+            str(item.get("member", "")),
+        )
 
     def record_part(self, study_uid: str, series_uid: str, part: Mapping[str, Any]) -> None:
         """Write the part item (first ingest's fields kept) and list the part on its series."""

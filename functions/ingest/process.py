@@ -8,23 +8,33 @@ twice), then the report and the object tag that a person reads in the console.
 from __future__ import annotations
 
 import json
+import os
+import re
 import time
-from dataclasses import asdict, dataclass, field
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
 from typing import IO, TYPE_CHECKING, Any, cast
 
 from common import keys
-from common.observability import logger
+from common.observability import logger, tracer
 
 from ingest.extract import InstanceRecord, RejectedMember, extract, read_header
 from ingest.index_writer import IndexWriter
-from ingest.s3_reader import S3RangeReader
-from ingest.zip_part import Member, Part, RejectedPart, open_part
+from ingest.s3_reader import PresignedRangeFetcher, S3RangeReader
+from ingest.zip_part import Member, MemberError, Part, RejectedPart, open_part, prefetch_range
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_s3 import S3Client
 
 DEFAULT_SITE = "default"
+_SITE_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# Parallel ranged GETs per part (member first blocks). Chosen from bench/ingest_bench.py.
+DEFAULT_READ_CONCURRENCY = int(os.environ.get("INGEST_READ_CONCURRENCY", "32"))
+# The Lambda reads member headers through one presigned URL (see s3_reader.PresignedRangeFetcher).
+PRESIGNED_READS = os.environ.get("INGEST_PRESIGNED_READS", "1") != "0"
 
 
 @dataclass
@@ -44,6 +54,10 @@ class IngestReport:
     duplicate: list[str] = field(default_factory=list)
     conflict: list[dict[str, str]] = field(default_factory=list)
     rejected: list[dict[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    refreshed: int = 0
+    fingerprints: str = ""
+    object_size: int = 0
     bytes_fetched: int = 0
     requests: int = 0
     seconds: float = 0.0
@@ -59,25 +73,48 @@ class IngestReport:
             "rejected": len(self.rejected),
             "bytes_fetched": self.bytes_fetched,
             "requests": self.requests,
+            "object_size": self.object_size,
         }
 
 
+@tracer.capture_method(capture_response=False)
 def ingest_object(
-    s3: S3Client, dynamodb: DynamoDBClient, table_name: str, bucket: str, key: str
+    s3: S3Client,
+    dynamodb: DynamoDBClient,
+    table_name: str,
+    bucket: str,
+    key: str,
+    *,
+    concurrency: int = DEFAULT_READ_CONCURRENCY,
+    refresh: bool = False,
+    presigned_reads: bool = False,
 ) -> IngestReport:
+    """Index one part. Safe to run any number of times on the same object (redelivery, retry, re-index).
+
+    ``refresh`` (the re-index command) also rewrites the attributes of instance
+    items this part already owns, so that items written by an older version get
+    new attributes; counts are never touched. ``presigned_reads`` fetches the
+    member headers through one presigned URL instead of one botocore call each
+    (what the Lambda does; in-process moto only intercepts botocore calls).
+    """
     started = time.monotonic()
     study_uid, series_uid, part_id = keys.parse_incoming_key(key)
     report = IngestReport(key=key, study_uid=study_uid, series_uid=series_uid, part_id=part_id)
     head = s3.head_object(Bucket=bucket, Key=key)
     report.site = _site(head.get("Metadata", {}))
-    reader = S3RangeReader(s3, bucket, key, head["ContentLength"], version_id=head.get("VersionId"))
+    report.object_size = head["ContentLength"]
+    version_id = head.get("VersionId")
+    fetcher = (
+        PresignedRangeFetcher(s3, bucket, key, version_id, pool_size=concurrency) if presigned_reads else None
+    )
+    reader = S3RangeReader(s3, bucket, key, head["ContentLength"], version_id=version_id, fetcher=fetcher)
     try:
-        part = open_part(cast(IO[bytes], reader))
+        part = open_part(reader)
     except RejectedPart as exc:
         report.status, report.reason = "rejected", str(exc)
     else:
-        report.site = str(part.manifest.get("gateway_id") or report.site)
-        _index_part(s3, dynamodb, table_name, bucket, part, report)
+        report.site = _site({"gateway-id": str(part.manifest.get("gateway_id") or report.site)})
+        _index_part(s3, dynamodb, table_name, bucket, part, report, concurrency, refresh)
     report.bytes_fetched, report.requests = reader.bytes_fetched, reader.requests
     report.seconds = round(time.monotonic() - started, 3)
     _publish_report(s3, bucket, report)
@@ -86,7 +123,48 @@ def ingest_object(
 
 
 def _site(metadata: dict[str, str]) -> str:
-    return metadata.get("gateway-id") or DEFAULT_SITE
+    site = metadata.get("gateway-id") or DEFAULT_SITE
+    # The site ends up in index keys (``<site>#PID#...``): keep it to a safe alphabet.
+    return site if _SITE_RE.fullmatch(site) else DEFAULT_SITE
+
+
+def read_members(part: Part, concurrency: int) -> Iterator[tuple[Member, bytes]]:
+    """Each member with its first block (local header + start of data), fetched ahead in parallel.
+
+    At most ``2 * concurrency`` first blocks are held at once, so memory stays
+    bounded whatever the member count; parsing (one thread) overlaps the fetches.
+    """
+    members = iter(part.members)
+    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="ingest-read") as pool:
+        pending: deque[tuple[Member, Future[bytes]]] = deque()
+
+        def submit() -> None:
+            member = next(members, None)
+            if member is not None:
+                start, end = prefetch_range(member)
+                held = part.reader.pinned_range(start, end)  # small parts: the tail read holds it all
+                future: Future[bytes] = Future()
+                if held is not None:
+                    future.set_result(held)
+                else:
+                    future = pool.submit(part.reader.fetch, start, end)
+                pending.append((member, future))
+
+        for _ in range(max(1, concurrency) * 2):
+            submit()
+        while pending:
+            member, future = pending.popleft()
+            submit()
+            yield member, future.result()
+
+
+def _parse(part: Part, member: Member, first: bytes) -> tuple[InstanceRecord, int]:
+    """The member's record and the offset of its data in the object."""
+    try:
+        with part.open(member, first) as fp:
+            return extract(read_header(cast(IO[bytes], fp))), fp.data_offset
+    except MemberError as exc:
+        raise RejectedMember(str(exc)) from exc
 
 
 def _index_part(
@@ -96,58 +174,55 @@ def _index_part(
     bucket: str,
     part: Part,
     report: IngestReport,
+    concurrency: int,
+    refresh: bool = False,
 ) -> None:
     report.members = len(part.members) + len(part.rejected)
+    report.fingerprints = "sha256 (manifest)" if any(m.sha256 for m in part.members) else "crc32+size"
+    report.notes.extend(part.notes)
     report.rejected.extend({"member": m, "reason": r} for m, r in part.rejected.items())
-    records: dict[str, tuple[InstanceRecord, Member]] = {}
-    for member in part.members:
-        try:
-            with part.open(member) as fp:
-                record = extract(read_header(fp))
-        except RejectedMember as exc:
-            report.rejected.append({"member": member.name, "reason": str(exc)})
-            continue
-        if (record.study_uid, record.series_uid) != (report.study_uid, report.series_uid):
-            reason = "instance belongs to another study or series than its part"
-            report.rejected.append({"member": member.name, "reason": reason})
-            continue
-        earlier = records.get(record.sop_uid)
-        if earlier is not None:
-            _same_uid_twice(report, record.sop_uid, earlier[1], member)
-            continue
-        records[record.sop_uid] = (record, member)
-    if not records:
+    records, headers, first_record = _read_records(part, report, concurrency)
+    _check_manifest(part, report)
+    if not records or first_record is None:
         report.status = "rejected"
         report.reason = report.reason or "no indexable DICOM instance in the part"
         return
 
     metadata_key = keys.metadata_key(report.study_uid, report.series_uid, report.part_id)
-    headers = [record.header for record, _ in records.values()]
     s3.put_object(
         Bucket=bucket,
         Key=metadata_key,
-        Body=json.dumps(headers, ensure_ascii=False).encode(),
+        Body=b"[" + b",".join(headers) + b"]",
         ContentType="application/dicom+json",
     )
+    del headers
 
     writer = IndexWriter(dynamodb, table_name, report.site)
-    first = next(iter(records.values()))[0]
-    writer.upsert_study(first)
-    writer.ensure_series(first)
-    items = [_instance_item(report, record, member) for record, member in records.values()]
-    existing = set(writer.add_instances(report.study_uid, report.series_uid, items))
-    for sop_uid, (_record, member) in records.items():
+    writer.upsert_study(first_record)
+    writer.ensure_series(first_record)
+    items = {sop_uid: item for sop_uid, (_member, item) in records.items()}
+    existing = set(writer.add_instances(report.study_uid, report.series_uid, list(items.values())))
+    for sop_uid, (member, _item) in records.items():
         if sop_uid not in existing:
             report.indexed.append(sop_uid)
             continue
         other = writer.existing_instance(report.study_uid, report.series_uid, sop_uid)
         if other.part_id == report.part_id:
             report.redelivered.append(sop_uid)
-        elif other.fingerprint == member.fingerprint:
+            if refresh and writer.refresh_instance(items[sop_uid]):
+                report.refreshed += 1
+        elif member.same_bytes(other.fingerprint, other.crc_fingerprint):
             report.duplicate.append(sop_uid)
         else:
             report.conflict.append(
-                {"sop_instance_uid": sop_uid, "kept_part": other.part_id, "member": member.name}
+                {
+                    "sop_instance_uid": sop_uid,
+                    "kept_part": other.part_id,
+                    "kept_member": other.member,
+                    "kept_fingerprint": other.fingerprint,
+                    "member": member.name,
+                    "fingerprint": member.fingerprint,
+                }
             )
     if report.rejected or report.conflict:
         report.status = "partial"
@@ -169,16 +244,71 @@ def _index_part(
     )
 
 
+def _read_records(
+    part: Part, report: IngestReport, concurrency: int
+) -> tuple[dict[str, tuple[Member, dict[str, Any]]], list[bytes], InstanceRecord | None]:
+    """Read every member's header: (member and index item per SOP UID, DICOM JSON texts, first record)."""
+    # Per SOP Instance UID: the member and its index item, built as soon as it is read.
+    records: dict[str, tuple[Member, dict[str, Any]]] = {}
+    first_record: InstanceRecord | None = None
+    # Each full header is serialised as soon as it is read: a parsed DICOM JSON header is
+    # ~100 KB of Python objects, its JSON text ~5 KB, which keeps 3,000 instances in bounds.
+    headers: list[bytes] = []
+    for member, first in read_members(part, concurrency):
+        try:
+            record, data_offset = _parse(part, member, first)
+        except RejectedMember as exc:
+            report.rejected.append({"member": member.name, "reason": str(exc)})
+            continue
+        if (record.study_uid, record.series_uid) != (report.study_uid, report.series_uid):
+            reason = "instance belongs to another study or series than its part"
+            report.rejected.append({"member": member.name, "reason": reason})
+            continue
+        earlier = records.get(record.sop_uid)
+        if earlier is not None:
+            _same_uid_twice(report, record.sop_uid, earlier[0], member)
+            continue
+        headers.append(json.dumps(record.header, ensure_ascii=False, default=str).encode())
+        records[record.sop_uid] = (member, _instance_item(report, record, member, data_offset))
+        if first_record is None:
+            first_record = replace(record, header={})
+    return records, headers, first_record
+
+
+def _check_manifest(part: Part, report: IngestReport) -> None:
+    """Note (do not fail on) disagreements between the manifest and the zip's directory."""
+    instances = part.manifest.get("instances")
+    if not isinstance(instances, list):
+        return
+    listed = {str(e.get("member")) for e in instances if isinstance(e, dict)}
+    present = {m.name for m in part.members}
+    missing = sorted(listed - present)
+    if missing:
+        report.notes.append(f"{len(missing)} member(s) listed in manifest.json are missing from the zip")
+    unlisted = present - listed
+    if unlisted:
+        report.notes.append(f"{len(unlisted)} member(s) are not listed in manifest.json")
+
+
 def _same_uid_twice(report: IngestReport, sop_uid: str, first: Member, second: Member) -> None:
-    if first.fingerprint == second.fingerprint:
+    if second.same_bytes(first.fingerprint, first.crc_fingerprint):
         report.duplicate.append(sop_uid)
     else:
         report.conflict.append(
-            {"sop_instance_uid": sop_uid, "kept_member": first.name, "member": second.name}
+            {
+                "sop_instance_uid": sop_uid,
+                "kept_part": report.part_id,
+                "kept_member": first.name,
+                "kept_fingerprint": first.fingerprint,
+                "member": second.name,
+                "fingerprint": second.fingerprint,
+            }
         )
 
 
-def _instance_item(report: IngestReport, record: InstanceRecord, member: Member) -> dict[str, Any]:
+def _instance_item(
+    report: IngestReport, record: InstanceRecord, member: Member, data_offset: int
+) -> dict[str, Any]:
     number = record.value(record.instance, "InstanceNumber")
     return {
         "pk": keys.study_pk(record.study_uid),
@@ -195,6 +325,13 @@ def _instance_item(report: IngestReport, record: InstanceRecord, member: Member)
         "object_key": report.key,
         "member": member.name,
         "fingerprint": member.fingerprint,
+        "member_crc32": member.crc_fingerprint,
+        # Where the member's bytes are: one ranged GET fetches them (WADO-RS retrieval).
+        "member_offset": member.header_offset,
+        "member_data_offset": data_offset,
+        "member_compressed_size": member.compressed_size,
+        "member_size": member.size,
+        "member_compress_type": member.compress_type,
     }
 
 

@@ -1,0 +1,26 @@
+"""Test helpers for ingest: an in-memory S3 client answering ranged GETs (no moto, no network)."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from ingest.s3_reader import S3RangeReader
+
+
+class BytesS3:
+    """Just enough of an S3 client for ``S3RangeReader``: ranged ``get_object`` over bytes."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.requests = 0
+
+    def get_object(self, *, Bucket: str, Key: str, Range: str, **_: Any) -> dict[str, Any]:
+        start_s, end_s = Range.removeprefix("bytes=").split("-")
+        start, end = int(start_s), min(int(end_s), len(self.data) - 1)
+        self.requests += 1
+        return {"Body": io.BytesIO(self.data[start : end + 1])}
+
+
+def reader_over(data: bytes) -> S3RangeReader:
+    return S3RangeReader(BytesS3(data), "bucket", "key", len(data))  # type: ignore[arg-type]
