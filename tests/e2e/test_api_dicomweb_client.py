@@ -1,15 +1,16 @@
 """The `dicomweb-client` package (a DICOMweb client nobody here wrote) against the local stand-in's API.
 
-Store (STOW-RS) -> ingest -> search (QIDO-RS) -> metadata and retrieve (WADO-RS).
-To add a call (e.g. rendered), add one step to ``test_dicomweb_client_round_trip``.
+Store (STOW-RS) -> ingest -> search (QIDO-RS) -> metadata, retrieve and rendered (WADO-RS).
 """
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import pytest
 from dicomweb_client.api import DICOMwebClient
+from PIL import Image
 from requests.exceptions import HTTPError
 
 from tests.dicom_factory import series_from
@@ -42,7 +43,7 @@ def test_dicomweb_client_round_trip(stack: Stack) -> None:
     found = wait_for(indexed, 60, "the stored series indexed")
     assert len(found) == 3
 
-    # AND search, metadata and retrieve answer it
+    # AND search, metadata, retrieve and rendered answer it
     studies = client.search_for_studies(search_filters={"PatientID": "DWC-1"})
     assert [s["0020000D"]["Value"][0] for s in studies] == [study_uid]
     all_series = client.search_for_series(search_filters={"Modality": "CT", "PatientID": "DWC-1"})
@@ -54,3 +55,8 @@ def test_dicomweb_client_round_trip(stack: Stack) -> None:
     assert instance.pixel_array.shape == series[1].pixel_array.shape
     retrieved = client.retrieve_series(study_uid, series_uid)
     assert sorted(ds.SOPInstanceUID for ds in retrieved) == sorted(ds.SOPInstanceUID for ds in series)
+    png = client.retrieve_instance_rendered(
+        study_uid, series_uid, series[0].SOPInstanceUID, media_types=("image/png",)
+    )
+    image = Image.open(io.BytesIO(png))
+    assert (image.format, image.size) == ("PNG", (series[0].Columns, series[0].Rows))
