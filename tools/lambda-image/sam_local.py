@@ -83,8 +83,10 @@ def up(image: str) -> None:
         "BUCKET_NAME": BUCKET,
         "TABLE_NAME": TABLE,
     }
+    # `sam local start-api` skips JWT authorizers: without claims the query function must run open.
+    query_env = {**function_env, "REQUIRE_AUTH": "false"}
     (STATE / "sam-env.json").write_text(
-        json.dumps({"IngestFunction": function_env, "QueryFunction": function_env}, indent=2)
+        json.dumps({"IngestFunction": function_env, "QueryFunction": query_env}, indent=2)
     )
     print(f"moto server {ENDPOINT} (functions: http://{CONTAINER}:5000 on network {NETWORK})")
     print(f"--env-vars {STATE / 'sam-env.json'}")
