@@ -280,8 +280,11 @@ def test_search_open_a_series_and_step_through_it_in_chromium(stack: Stack, sent
     ct_card = driver.find_element(By.CSS_SELECTOR, f'[data-series="{ct.SeriesInstanceUID}"]')
     assert ct_card.find_element(By.CSS_SELECTOR, ".modality").text == "CT"
     assert ct_card.find_element(By.CSS_SELECTOR, ".instance-count").text == "5"
-    location = ct_card.find_element(By.CSS_SELECTOR, ".download code").get_attribute("data-location")
-    assert location.startswith(f"s3://{stack.bucket}/incoming/{sent.study}/{ct.SeriesInstanceUID}/")
+    link = ct_card.find_element(By.CSS_SELECTOR, ".download a")
+    href = link.get_attribute("href")
+    assert f"/{stack.bucket}/incoming/{sent.study}/{ct.SeriesInstanceUID}/" in href
+    with urllib.request.urlopen(href, timeout=30) as response:  # noqa: S310 - presigned link to the local S3
+        assert response.read(4) == b"PK\x03\x04"  # the series zip itself
     wait_for(
         lambda: driver.execute_script(
             "return [...arguments[0]].every(i => i.complete && i.naturalWidth > 0)",

@@ -98,16 +98,10 @@ function element(tag, props = {}, ...children) {
 
 // ---- Download link: the one place that knows where a series zip comes from ------------------------
 
-// Until the API has a download-link route this shows the S3 location from the series summary.
-// To switch: return the presigned URLs of GET /api/studies/{study}/series/{series}/download.
-export async function downloadLinks(study, series, summary) {
-  return (summary?.parts ?? []).map((part) => ({ label: part.object, href: null }));
-}
-
-function shortS3(uri) {
-  // s3://bucket/incoming/<study>/<series>/<part>.zip is long: show bucket and part, the rest on hover.
-  const match = /^s3:\/\/([^/]+)\/.*\/([^/]+)$/.exec(uri);
-  return match ? `s3://${match[1]}/…/${match[2]}` : uri;
+// Time-limited links to the series' original zip(s), one per part.
+export async function downloadLinks(study, series) {
+  const answer = await apiJson(`/api/studies/${enc(study)}/series/${enc(series)}/download`);
+  return (answer.parts ?? []).map((part) => ({ label: `${part.part_id}.zip`, href: part.url }));
 }
 
 // ---- Search and results -------------------------------------------------------------------------
@@ -196,10 +190,8 @@ function seriesCard(study, series) {
     .then(async (summary) => {
       status.textContent = summary.ingest_status || "unknown";
       status.classList.add(summary.ingest_status === "indexed" ? "status-indexed" : "status-other");
-      const links = await downloadLinks(study, uid, summary);
-      download.replaceChildren(...links.map((link) => link.href
-        ? element("a", { href: link.href, download: "", text: link.label || "download" })
-        : element("code", { text: shortS3(link.label), title: link.label, dataset: { location: link.label } })));
+      const links = await downloadLinks(study, uid);
+      download.replaceChildren(...links.map((link) => element("a", { href: link.href, download: "", text: link.label })));
     })
     .catch((error) => { status.textContent = error.message; download.textContent = ""; });
   return card;
