@@ -66,7 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"\nReady. Send DICOM:  storescu -aec {c.ae_title} {c.host} {c.dicom_port} +sd <dir>\n"
             f"Query:  curl {cloud.api_url}/dicomweb/studies\n"
-            f"S3:     aws --endpoint-url {cloud.endpoint} s3 ls s3://{c.bucket}/incoming/ --recursive\n"
+            f"Browse: {cloud.api_url}/ui   (API description: {cloud.api_url}/swagger)\n"
+            f"S3:     AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x .venv/bin/aws --region {c.region} "
+            f"--endpoint-url {cloud.endpoint} "
+            f"s3 ls s3://{c.bucket} --recursive\n"
             "Ctrl-C stops everything.\n",
             file=sys.stderr,
             flush=True,
