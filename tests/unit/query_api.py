@@ -8,9 +8,14 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from ingest.process import ingest_object
+from pydicom.dataset import Dataset
+
 from local_cloud.api_server import http_api_event
 from local_cloud.lambda_context import LocalLambdaContext
 from tests.conftest import Aws
+from tests.dicom_factory import series_from
+from tests.unit.test_ingest import put_part
 
 
 @dataclass
@@ -55,3 +60,18 @@ def make_api(aws: Aws) -> Api:
     dependencies.objects._client = aws.s3
     dependencies.objects._bucket = aws.bucket
     return Api(aws)
+
+
+def index_two_patients(aws: Aws, ct_instances: int) -> tuple[list[Dataset], list[Dataset]]:
+    """Index a CT series of Müller^Hans (PID-1, 2024) and an MR instance of Doe^Jane (PID-2, 2023)."""
+    ct = series_from("CT_small.dcm", ct_instances)
+    mr = series_from("MR_small.dcm", 1)
+    for series, name, pid, date in (
+        (ct, "Müller^Hans", "PID-1", "20240105"),
+        (mr, "Doe^Jane", "PID-2", "20230301"),
+    ):
+        for ds in series:
+            ds.PatientName, ds.PatientID, ds.StudyDate = name, pid, date
+    for i, series in enumerate((ct, mr)):
+        ingest_object(aws.s3, aws.dynamodb, aws.table, aws.bucket, put_part(aws, series, f"p{i}"))
+    return ct, mr

@@ -3,31 +3,18 @@
 from __future__ import annotations
 
 import pytest
-from ingest.process import ingest_object
 from query.errors import BadRequest
 from query.matching import date_range, match_name
 from query.search import StudyFilter, find_studies
 from query.store import IndexStore
 
 from tests.conftest import Aws
-from tests.dicom_factory import series_from
-from tests.unit.test_ingest import put_part
+from tests.unit.query_api import index_two_patients
 
 
 @pytest.fixture
 def indexed(aws: Aws) -> Aws:
-    ct = series_from("CT_small.dcm", 2)
-    mr = series_from("MR_small.dcm", 1)
-    for ds in ct:
-        ds.PatientName = "Müller^Hans"
-        ds.PatientID = "PID-1"
-        ds.StudyDate = "20240105"
-    for ds in mr:
-        ds.PatientName = "Doe^Jane"
-        ds.PatientID = "PID-2"
-        ds.StudyDate = "20230301"
-    for i, series in enumerate((ct, mr)):
-        ingest_object(aws.s3, aws.dynamodb, aws.table, aws.bucket, put_part(aws, series, f"p{i}"))
+    index_two_patients(aws, ct_instances=2)
     return aws
 
 

@@ -11,8 +11,7 @@ from pydicom import dcmread
 
 from tests.conftest import Aws
 from tests.dicom_factory import encode, series_from
-from tests.unit.query_api import Api, make_api
-from tests.unit.test_ingest import put_part
+from tests.unit.query_api import Api, index_two_patients, make_api
 
 SOP = "00080018"
 STUDY = "0020000D"
@@ -21,18 +20,7 @@ SERIES = "0020000E"
 
 @pytest.fixture
 def api(aws: Aws) -> Api:
-    ct = series_from("CT_small.dcm", 3)
-    mr = series_from("MR_small.dcm", 1)
-    for ds in ct:
-        ds.PatientName = "Müller^Hans"
-        ds.PatientID = "PID-1"
-        ds.StudyDate = "20240105"
-    for ds in mr:
-        ds.PatientName = "Doe^Jane"
-        ds.PatientID = "PID-2"
-        ds.StudyDate = "20230301"
-    for i, series in enumerate((ct, mr)):
-        ingest_object(aws.s3, aws.dynamodb, aws.table, aws.bucket, put_part(aws, series, f"p{i}"))
+    ct, mr = index_two_patients(aws, ct_instances=3)
     client = make_api(aws)
     client.ct, client.mr = ct, mr  # type: ignore[attr-defined]
     return client
