@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -303,3 +305,144 @@ def start_gateway_fixture(aws: Aws, tmp_path: Path) -> Iterator[GatewayFactory]:
     yield start
     for gateway in started:
         gateway.stop()
+
+
+@dataclass
+class ProxiedUpload:
+    """One PUT of an object body under ``incoming/`` (a whole object or one multipart part)."""
+
+    request_line: str
+    length: int
+    forwarded: int = 0
+
+    @property
+    def path(self) -> str:
+        """``/<bucket>/incoming/...zip``, without the query (uploadId, partNumber)."""
+        return self.request_line.split(" ")[1].split("?")[0]
+
+    @property
+    def in_progress(self) -> bool:
+        return 0 < self.forwarded < self.length
+
+
+class TrickleProxy:
+    """A TCP proxy in front of an S3 endpoint that trickles PUT bodies under ``incoming/``.
+
+    It reads the client's byte stream as HTTP/1.1 requests with Content-Length bodies (what
+    boto3 sends), forwards everything else at once, and sends upload bodies in 16 KB slices
+    at ``rate`` bytes/s while ``slow`` is set, so a test can watch an upload in progress
+    (``uploads``) and act while it is half-way. Responses are passed back untouched.
+    """
+
+    SLICE = 16 * 1024
+
+    def __init__(self, upstream_port: int, rate: int) -> None:
+        self.upstream_port = upstream_port
+        self.rate = rate
+        self.slow = threading.Event()
+        self.slow.set()
+        self.uploads: list[ProxiedUpload] = []
+        self.progress = threading.Condition()
+        self._sockets: list[socket.socket] = []
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(16)
+        self.port = int(self._listener.getsockname()[1])
+        threading.Thread(target=self._accept, name="trickle-accept", daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_for_upload(self, at_least: int, timeout: float) -> ProxiedUpload:
+        """An upload body in progress with at least ``at_least`` bytes through (not all of them)."""
+        deadline = time.monotonic() + timeout
+        with self.progress:
+            while True:
+                for upload in reversed(self.uploads):
+                    if upload.in_progress and upload.forwarded >= at_least:
+                        return upload
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no upload in progress past {at_least} bytes in {timeout:.0f} s")
+                self.progress.wait(left)
+
+    def completed(self, path: str) -> int:
+        """How many PUT bodies to ``path`` went through completely."""
+        with self.progress:
+            return sum(1 for u in self.uploads if u.path == path and u.forwarded == u.length)
+
+    def close(self) -> None:
+        self._listener.close()
+        for sock in list(self._sockets):
+            _close(sock)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            except OSError:
+                _close(client)
+                continue
+            self._sockets += [client, upstream]
+            threading.Thread(target=self._requests, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._responses, args=(upstream, client), daemon=True).start()
+
+    def _responses(self, upstream: socket.socket, client: socket.socket) -> None:
+        try:
+            while chunk := upstream.recv(65536):
+                client.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            _close(client)
+
+    def _requests(self, client: socket.socket, upstream: socket.socket) -> None:
+        buffer = b""
+        try:
+            while True:
+                while b"\r\n\r\n" not in buffer:
+                    chunk = client.recv(65536)
+                    if not chunk:
+                        return
+                    buffer += chunk
+                head, _, buffer = buffer.partition(b"\r\n\r\n")
+                upstream.sendall(head + b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:])}
+                remaining = int(headers.get("content-length", "0"))
+                upload = None
+                if lines[0].startswith("PUT ") and "/incoming/" in lines[0] and remaining:
+                    upload = ProxiedUpload(lines[0], remaining)
+                    with self.progress:
+                        self.uploads.append(upload)
+                while remaining:
+                    if not buffer:
+                        buffer = client.recv(65536)
+                        if not buffer:
+                            return  # the client went away mid-body
+                    slow = upload is not None and self.slow.is_set()
+                    size = min(remaining, len(buffer), self.SLICE if slow else len(buffer))
+                    piece, buffer = buffer[:size], buffer[size:]
+                    if slow:
+                        time.sleep(size / self.rate)
+                    upstream.sendall(piece)
+                    remaining -= size
+                    if upload is not None:
+                        with self.progress:
+                            upload.forwarded += size
+                            self.progress.notify_all()
+        except OSError:
+            pass
+        finally:
+            _close(upstream)
+
+
+def _close(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
