@@ -36,11 +36,6 @@ _TEXT_MULTI = frozenset({"SH", "LO", "UC"})
 _TEXT_SINGLE = frozenset({"ST", "LT", "UT"})
 
 
-# "GGGGEEEE" per tag, formatted once: the same few hundred tags recur in every header of a part.
-_KEYS: dict[int, str] = {}
-_MAX_KEYS = 65536
-
-
 class _Fallback(Exception):
     """This element is left to pydicom."""
 
@@ -67,11 +62,8 @@ def to_json_dict(
     codec = encodings[0] if len(encodings) == 1 and _SIMPLE_CODECS.match(encodings[0]) else None
     little = bool(getattr(ds, "is_little_endian", True) if ds.is_little_endian is not None else True)
     out: DicomJson = {}
-    keys = _KEYS
     for tag, elem in ds._dict.items():
-        key = keys.get(tag)
-        if key is None:
-            key = keys.setdefault(int(tag), f"{tag:08X}") if len(keys) < _MAX_KEYS else f"{tag:08X}"
+        key = f"{tag:08X}"
         try:
             if codec is None or not isinstance(elem, RawDataElement):
                 raise _Fallback
