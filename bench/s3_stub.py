@@ -148,11 +148,15 @@ def make_handler(
     return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver listens with a backlog of 5: 32 clients connecting at once lose SYNs and wait
+    # for the kernel's 1 s retransmit (bimodal wall times). S3 accepts them all.
+    request_queue_size = 256
+
+
 def serve(root: Path, port: int, latency_ms: float, mbps: float) -> ThreadingHTTPServer:
     stats = Stats()
-    server = ThreadingHTTPServer(
-        ("127.0.0.1", port), make_handler(root, latency_ms / 1000, mbps * 1e6, stats)
-    )
+    server = _Server(("127.0.0.1", port), make_handler(root, latency_ms / 1000, mbps * 1e6, stats))
     server.daemon_threads = True
     return server
 

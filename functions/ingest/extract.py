@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
+import struct
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from ingest.zip_part import MAX_HEADER_BYTES, HeaderTooLarge, MemberError, Membe
 
 # Elements longer than this are not copied into the JSON header; they are bulk data.
 BULK_DATA_THRESHOLD = 1024
+DEFLATED_UID_BYTES = DeflatedExplicitVRLittleEndian.encode()
 REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
 # pydicom's warnings can quote element values (names, dates): they never reach the logs.
 logging.getLogger("pydicom").setLevel(logging.CRITICAL)
@@ -137,6 +139,38 @@ def _plausible_start(first: bytes) -> bool:
     return any(0x0002 <= g <= 0x0010 and g % 2 == 0 for g in groups)
 
 
+# The pixel data tags pydicom stops before (``stop_before_pixels``), as they appear in the file.
+_PIXEL_TAGS = frozenset(
+    struct.pack(order + "HH", 0x7FE0, element) for order in "<>" for element in (0x0008, 0x0009, 0x0010)
+)
+# A parse that ends this far inside the buffer cannot have read past its end (pydicom only
+# seeks back a few bytes: the tag, VR and length it just read).
+_BUFFER_MARGIN = 64
+
+
+def _read_buffered(head: bytes) -> Dataset | None:
+    """The header parsed from the bytes already in memory, when they provably hold all of it.
+
+    The usual case (one ranged GET covers the header): pydicom reads a ``BytesIO``
+    several times faster than a Python file object. The result is only kept when
+    the parse stopped at the pixel data well inside ``head``, i.e. no read went
+    past its end; anything else (no pixel data, a longer header, deflated data
+    sets, files pydicom refuses) returns None and takes the full path, which
+    checks and reports everything.
+    """
+    if DEFLATED_UID_BYTES in head:
+        return None
+    bio = io.BytesIO(head)
+    try:
+        ds = pydicom.dcmread(bio, stop_before_pixels=True)
+    except Exception:
+        return None
+    pos = bio.tell()
+    if pos + _BUFFER_MARGIN > len(head) or head[pos : pos + 4] not in _PIXEL_TAGS:
+        return None
+    return ds
+
+
 def read_header(fp: IO[bytes]) -> Dataset:
     """Parse a DICOM header, stopping before the pixel data.
 
@@ -144,6 +178,13 @@ def read_header(fp: IO[bytes]) -> Dataset:
     and then must still carry the UIDs that make them indexable. A header cut
     short, or larger than the budget, is rejected.
     """
+    head = fp.buffered_head() if isinstance(fp, MemberStream) else None
+    if head is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = _read_buffered(head)
+        if ds is not None:
+            return ds
     # A member stream notes short reads itself; any other file gets the (slower) watcher.
     watch: _Watch | MemberStream = fp if isinstance(fp, MemberStream) else _Watch(fp)
     with warnings.catch_warnings():

@@ -30,6 +30,12 @@ _SIMPLE_CODECS = re.compile(r"^(iso8859(_\d+)?|latin_1|utf_8|tis_620|ascii)$")
 _INT = re.compile(r"^[+-]?\d+$")
 _DS = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 _NUMBERS = {"US": "H", "SS": "h", "UL": "L", "SL": "l", "FL": "f", "FD": "d", "UV": "Q", "SV": "q"}
+_NUMERIC_TEXT: dict[str, tuple[Callable[[str], float], re.Pattern[str]]] = {
+    "DS": (float, _DS),
+    "IS": (int, _INT),
+}
+_ONE_LITTLE = {vr: struct.Struct("<" + fmt) for vr, fmt in _NUMBERS.items()}
+_ONE_BIG = {vr: struct.Struct(">" + fmt) for vr, fmt in _NUMBERS.items()}
 _BINARY = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})
 _ASCII_MULTI = frozenset({"AS", "CS", "DA", "DT", "TM"})
 _TEXT_MULTI = frozenset({"SH", "LO", "UC"})
@@ -98,13 +104,27 @@ def _raw_to_json(  # noqa: PLR0911, PLR0912 - one branch per VR family reads bes
         return {"vr": vr, "InlineBinary": base64.b64encode(value).decode()}
     fmt = _NUMBERS.get(vr)
     if fmt is not None:
-        size = struct.calcsize("<" + fmt)
-        if len(value) % size:
+        one = (_ONE_LITTLE if little else _ONE_BIG)[vr]
+        if len(value) == one.size:  # the usual case: a single value, a precompiled struct
+            return {"vr": vr, "Value": list(one.unpack(value))}
+        count, rest = divmod(len(value), one.size)
+        if rest:
             raise _Fallback
-        count = len(value) // size
-        numbers = list(struct.unpack(f"{'<' if little else '>'}{count}{fmt}", value))
-        return {"vr": vr, "Value": [float(n) for n in numbers] if fmt in "fd" else numbers}
+        # struct gives int for the integer VRs and float for FL/FD, as pydicom's JSON does.
+        return {"vr": vr, "Value": list(struct.unpack(f"{'<' if little else '>'}{count}{fmt}", value))}
     try:
+        numeric = _NUMERIC_TEXT.get(vr)  # DS, IS: the most frequent text VRs of image headers
+        if numeric is not None:
+            number, pattern = numeric
+            if b"\\" not in value:
+                text = value.decode("latin_1").strip(" \x00")
+                if not pattern.match(text):
+                    raise _Fallback
+                return {"vr": vr, "Value": [number(text)]}
+            texts = [s.strip(" \x00") for s in value.decode("latin_1").split("\\")]
+            if not all(pattern.match(t) for t in texts):
+                raise _Fallback
+            return {"vr": vr, "Value": [number(t) for t in texts]}
         if vr == "AE":
             items = [s.strip() for s in value.decode("latin_1").split("\\")]
         elif vr in _ASCII_MULTI:
@@ -115,16 +135,6 @@ def _raw_to_json(  # noqa: PLR0911, PLR0912 - one branch per VR family reads bes
             items = [s.rstrip("\x00 ") for s in value.decode(codec).split("\\")]
         elif vr in _TEXT_SINGLE:
             items = [value.decode(codec).rstrip("\x00 ")]
-        elif vr == "IS":
-            texts = [s.strip(" \x00") for s in value.decode("latin_1").split("\\")]
-            if not all(_INT.match(t) for t in texts):
-                raise _Fallback
-            return {"vr": vr, "Value": [int(t) for t in texts]}
-        elif vr == "DS":
-            texts = [s.strip(" \x00") for s in value.decode("latin_1").split("\\")]
-            if not all(_DS.match(t) for t in texts):
-                raise _Fallback
-            return {"vr": vr, "Value": [float(t) for t in texts]}
         else:
             raise _Fallback
     except UnicodeDecodeError:

@@ -293,6 +293,12 @@ class MemberStream(io.RawIOBase):
         self.budget_exceeded = False
         self.truncated = False
 
+    def buffered_head(self) -> bytes | None:
+        """The member's first bytes already in memory (STORED, nothing read yet), else None."""
+        if self._stored and self._buf_start == 0 and self._pos == 0 and self._buf:
+            return self._buf
+        return None
+
     @property
     def data_offset(self) -> int:
         """Offset in the object of the member's (possibly compressed) data."""
