@@ -20,7 +20,6 @@ a zip bomb nor a member claiming gigabytes costs memory.
 
 from __future__ import annotations
 
-import io
 import json
 import struct
 import zipfile
@@ -28,7 +27,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from ingest.s3_reader import S3RangeReader
+from ingest.s3_reader import S3RangeReader, SeekableReader
 
 MANIFEST_NAME = "manifest.json"
 MAX_MEMBERS = 20_000
@@ -255,7 +254,7 @@ def _manifest_digests(manifest: dict[str, Any]) -> dict[str, str]:
     return digests
 
 
-class MemberStream(io.RawIOBase):
+class MemberStream(SeekableReader):
     """The uncompressed bytes of one member, readable and seekable, read lazily and bounded.
 
     STORED members are random access over ranged reads; DEFLATED members are
@@ -304,28 +303,8 @@ class MemberStream(io.RawIOBase):
         """Offset in the object of the member's (possibly compressed) data."""
         return int(self._data_start)
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_SET:
-            pos = offset
-        elif whence == io.SEEK_CUR:
-            pos = self._pos + offset
-        elif whence == io.SEEK_END:
-            pos = self.member.size + offset
-        else:
-            raise ValueError(f"invalid whence: {whence}")
-        if pos < 0:
-            raise OSError("negative seek position")
-        self._pos = pos
-        return pos
+    def _length(self) -> int:
+        return self.member.size
 
     def read(self, size: int | None = -1) -> bytes:
         """Fast path for pydicom's many small reads (served from the buffer); notes short reads."""
