@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -102,7 +101,8 @@ def test_unwritable_spool_answers_out_of_resources_then_recovers(
     files = write_files(tmp_path / "ct", series_from("CT_small.dcm", 2))
     gateway = start_gateway()
     tmp_dir = gateway.spool.path("tmp")
-    shutil.rmtree(tmp_dir)
+    # Moved away in one step: the coordinator keeps writing its status file through tmp/.
+    os.rename(tmp_dir, tmp_path / "old-spool-tmp")
     tmp_dir.write_text("in the way")
 
     # WHEN an instance is sent
