@@ -110,12 +110,9 @@ def study_with_series(study_uid: str) -> dict[str, Any]:
 def header_attribute(study_uid: str, series_uid: str, sop_uid: str, tag: str) -> dict[str, Any]:
     """One attribute of an instance's stored header, by tag (``0010,0010``/``00100010``) or keyword."""
     wanted = tag_of(tag)
-    _visible(study_uid)
-    check_uid(series_uid, "SeriesInstanceUID")
-    check_uid(sop_uid, "SOPInstanceUID")
-    item = store.get(keys.study_pk(study_uid), keys.instance_sk(series_uid, sop_uid))
-    if item is None:
-        raise NotFound("instance not found")
+    from query.routes.qido import visible_instance
+
+    item = visible_instance(study_uid, series_uid, sop_uid)
     metadata_key = keys.metadata_key(study_uid, series_uid, str(item["part_id"]))
     for header in objects.metadata(metadata_key):
         if ((header.get("00080018") or {}).get("Value") or [""])[0] == sop_uid:

@@ -130,6 +130,17 @@ def visible_study(study_uid: str) -> Item:
     return study
 
 
+def visible_instance(study_uid: str, series_uid: str, sop_uid: str) -> Item:
+    """The instance item if its study is visible to the caller, else 404."""
+    visible_study(study_uid)
+    check_uid(series_uid, "SeriesInstanceUID")
+    check_uid(sop_uid, "SOPInstanceUID")
+    item = store.get(keys.study_pk(study_uid), keys.instance_sk(series_uid, sop_uid))
+    if item is None:
+        raise NotFound("instance not found")
+    return item
+
+
 def _with_study(level: DicomJson, study: Item) -> DicomJson:
     """Series and instance results repeat their study's attributes, as PS3.18 10.6.3 lists."""
     study_level: DicomJson = json.loads(study["json"])

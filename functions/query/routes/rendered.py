@@ -22,7 +22,7 @@ from common import keys
 from query.dependencies import settings, store
 from query.errors import BadRequest, NotFound, StoreError
 from query.matching import check_uid
-from query.routes.qido import visible_study
+from query.routes.qido import visible_instance, visible_study
 from query.store import Item
 
 if TYPE_CHECKING:
@@ -129,16 +129,6 @@ def instance_bytes(s3: S3Client, bucket: str, instance: Item) -> bytes:
     return _read_from_directory(s3, bucket, key, member)
 
 
-def _instance(study_uid: str, series_uid: str, sop_uid: str) -> Item:
-    visible_study(study_uid)
-    check_uid(series_uid, "SeriesInstanceUID")
-    check_uid(sop_uid, "SOPInstanceUID")
-    instance = store.get(keys.study_pk(study_uid), keys.instance_sk(series_uid, sop_uid))
-    if instance is None:
-        raise NotFound("instance not found")
-    return instance
-
-
 def _picture(instance: Item, media_type: str, **options: Any) -> Response[Any]:
     from query import rendering
 
@@ -188,7 +178,7 @@ def rendered_instance(study_uid: str, series_uid: str, sop_uid: str) -> Response
         raise BadRequest(f"bad rendering parameter: {exc}") from exc
     if not 1 <= quality <= 100:
         raise BadRequest("quality must be 1..100")
-    instance = _instance(study_uid, series_uid, sop_uid)
+    instance = visible_instance(study_uid, series_uid, sop_uid)
     return _picture(instance, media_type, window=window, quality=quality, viewport=viewport)
 
 

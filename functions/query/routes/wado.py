@@ -23,7 +23,7 @@ from common.dicom_json import DicomJson
 from query.dependencies import objects, settings, store
 from query.errors import NotAcceptable, NotFound
 from query.matching import check_uid
-from query.routes.qido import visible_study
+from query.routes.qido import visible_instance, visible_study
 from query.store import Item
 
 router = APIGatewayHttpRouter()
@@ -45,15 +45,10 @@ def _series_items(study_uid: str, series_uid: str | None) -> list[Item]:
 
 
 def _instances(study_uid: str, series_uid: str | None, sop_uid: str | None) -> list[Item]:
-    visible_study(study_uid)
     if sop_uid is not None:
         assert series_uid is not None
-        check_uid(series_uid, "SeriesInstanceUID")
-        check_uid(sop_uid, "SOPInstanceUID")
-        item = store.get(keys.study_pk(study_uid), keys.instance_sk(series_uid, sop_uid))
-        if item is None:
-            raise NotFound("instance not found")
-        return [item]
+        return [visible_instance(study_uid, series_uid, sop_uid)]
+    visible_study(study_uid)
     found: list[Item] = []
     for series in _series_items(study_uid, series_uid):
         found.extend(store.study_children(study_uid, keys.instance_prefix(str(series["series_uid"]))))
