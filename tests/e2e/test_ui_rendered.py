@@ -381,6 +381,9 @@ def test_search_by_patient_id_and_study_date_range(stack: Stack, sent: Sent, bro
 
     # pydicom's CT and MR files were acquired in 2004
     assert search("2004-01-01", "2004-12-31") == "1 study"
-    assert browser.find_elements(By.CSS_SELECTOR, f'[data-study="{sent.study}"]')
+    # The count message can come a moment before the study's card is in the page.
+    wait_for(
+        lambda: browser.find_elements(By.CSS_SELECTOR, f'[data-study="{sent.study}"]'), 20, "the study card"
+    )
     assert search("2005-01-01", "") == "No study matches."
     assert search("", "2003-12-31") == "No study matches."
