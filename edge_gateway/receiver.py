@@ -13,14 +13,18 @@ import socket
 import ssl
 import threading
 from collections.abc import Callable
-from typing import Any
+from io import BytesIO
+from typing import Any, cast
 
 from pynetdicom import AE, _config, evt
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import AssociationServer, ThreadedAssociationServer
 
 from edge_gateway.config import GatewayConfig
-from edge_gateway.dicom_peek import Undecodable, routing_uids
+from edge_gateway.dicom_peek import RoutingUids, Undecodable, routing_uids
+from edge_gateway.part10 import file_header
+from edge_gateway.reactor_waits import install as install_reactor_waits
 from edge_gateway.spool import Spool, SpoolFull
 
 log = logging.getLogger(__name__)
@@ -38,16 +42,25 @@ _config.LOG_HANDLER_LEVEL = "none"
 
 
 def handle_store(event: evt.Event, spool: Spool, on_stored: StoredCallback) -> int:
+    request = cast(C_STORE, event.request)
+    syntax = str(event.context.transfer_syntax)
+    dataset = cast(BytesIO, request.DataSet).getbuffer()  # the received bytes, not copied
     try:
-        meta = event.file_meta
-        raw = event.encoded_dataset(include_meta=False)
-        uids = routing_uids(raw, str(meta.TransferSyntaxUID))
-        data = event.encoded_dataset(include_meta=True)
-    except Undecodable as exc:
-        log.warning("C-STORE refused: %s", exc)
+        uids = routing_uids(dataset, syntax)
+        header = file_header(str(request.AffectedSOPClassUID), str(request.AffectedSOPInstanceUID), syntax)
+        return _store(spool, on_stored, uids, header, dataset)
+    except (Undecodable, UnicodeError) as exc:
+        log.warning("C-STORE refused: %s", exc if isinstance(exc, Undecodable) else "UID is not ASCII")
         return CANNOT_UNDERSTAND
+    finally:
+        dataset.release()
+
+
+def _store(
+    spool: Spool, on_stored: StoredCallback, uids: RoutingUids, header: bytes, dataset: memoryview
+) -> int:
     try:
-        stored = spool.store(uids.study_uid, uids.series_uid, uids.sop_uid, data)
+        stored = spool.store(uids.study_uid, uids.series_uid, uids.sop_uid, header, dataset)
     except SpoolFull as exc:
         log.error("C-STORE refused, spool full (%s): the sender will retry", exc.strerror)
         return OUT_OF_RESOURCES
@@ -58,7 +71,7 @@ def handle_store(event: evt.Event, spool: Spool, on_stored: StoredCallback) -> i
         log.error("C-STORE refused, spool unwritable: %s", exc)
         return OUT_OF_RESOURCES
     if stored:
-        on_stored(uids.study_uid, uids.series_uid, len(data))
+        on_stored(uids.study_uid, uids.series_uid, len(header) + len(dataset))
     else:
         log.info("duplicate instance in an open series kept once", extra={"sop": uids.sop_uid})
     return SUCCESS
@@ -108,6 +121,7 @@ def peer_filter(networks: tuple[str, ...]) -> Callable[[Any, Any], bool]:
 
 
 def build_ae(config: GatewayConfig) -> AE:
+    install_reactor_waits()
     ae = AE(ae_title=config.ae_title)
     ae.maximum_associations = config.max_associations
     ae.maximum_pdu_size = config.max_pdu
