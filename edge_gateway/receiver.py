@@ -28,6 +28,7 @@ from edge_gateway.dispatch import CLOSED, Dispatcher, Handoff, receive_connectio
 from edge_gateway.part10 import file_header
 from edge_gateway.reactor_waits import install as install_reactor_waits
 from edge_gateway.spool import Spool, SpoolFull
+from edge_gateway.store_responses import install as install_store_responses
 
 log = logging.getLogger(__name__)
 # Told of each newly stored instance: (study UID, series UID, bytes).
@@ -124,6 +125,7 @@ def peer_filter(networks: tuple[str, ...]) -> Callable[[Any, Any], bool]:
 
 def build_ae(config: GatewayConfig) -> AE:
     install_reactor_waits()
+    install_store_responses()
     ae = AE(ae_title=config.ae_title)
     ae.maximum_associations = config.max_associations
     ae.maximum_pdu_size = config.max_pdu
