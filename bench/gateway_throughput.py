@@ -166,14 +166,15 @@ MAX_PDU = {
 
 
 @contextmanager
-def receiver(name: str, work: Path, multi: bool) -> Iterator[int]:
+def receiver(name: str, work: Path, multi: bool) -> Iterator[tuple[int, int]]:
+    """The receiver's port and PID, while it runs."""
     store = Path(tempfile.mkdtemp(prefix="recv-", dir=work))
     port = free_port()
     process = RECEIVERS[name](store, port, multi)
     try:
         wait_listening(port, process)
         time.sleep(0.5)  # Orthanc listens before it is ready for associations
-        yield port
+        yield port, process.pid
     finally:
         process.terminate()
         try:
@@ -207,9 +208,34 @@ def measure(name: str, work: Path, files: list[Path], senders: int, nodelay: boo
     shares = [files[i::senders] for i in range(senders)]
     best = 0.0
     for _ in range(repeat):
-        with receiver(name, work, senders > 1) as port:
+        with receiver(name, work, senders > 1) as (port, _pid):
             best = max(best, len(files) / send(port, shares, nodelay))
     return best
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def idle_cost(name: str, work: Path, associations: int = 4, seconds: float = 10.0) -> float:
+    """Percent of a core the receiver burns while ``associations`` open associations stay idle."""
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+    with receiver(name, work, False) as (port, pid):
+        ae = AE(ae_title="BENCH")
+        ae.add_requested_context(Verification)
+        open_ = [ae.associate("127.0.0.1", port, ae_title="EDGE") for _ in range(associations)]
+        try:
+            assert all(a.is_established for a in open_), "association refused"
+            time.sleep(1.0)
+            before, started = cpu_seconds(pid), time.monotonic()
+            time.sleep(seconds)
+            return 100 * (cpu_seconds(pid) - before) / (time.monotonic() - started)
+        finally:
+            for assoc in open_:
+                assoc.release()
 
 
 def table(title: str, rates: dict[str, float]) -> None:
@@ -249,6 +275,11 @@ def main() -> int:
             n: measure(n, work, files, 1, False, 1) for n in ("edge gateway", "dcmtk storescp") if n in names
         }
         table("one association, sender at its default (Nagle on)", default)
+        idle = {n: idle_cost(n, work) for n in ("edge gateway", "pynetdicom storescp") if n in names}
+        print("\n4 associations open and idle for 10 s: receiver CPU, % of one core")
+        print("| receiver | CPU % |\n| --- | ---: |")
+        for name, percent in idle.items():
+            print(f"| {name} | {percent:.1f} |")
     return 0
 
 

@@ -36,7 +36,7 @@ class GatewayConfig:
     allowed_peer_networks: tuple[str, ...] = ()
     max_pdu: int = 262_144
     max_associations: int = 16
-    # Receiver processes sharing the port (SO_REUSEPORT); 1 = the coordinator process only.
+    # Processes serving the port (each connection goes to the least busy); 1 = the coordinator only.
     # pynetdicom needs ~4 ms of CPU per 0.5 MB instance and holds the GIL: processes scale it.
     receivers: int = 1
     # DICOM TLS: a PEM certificate (chain) and key turn it on; tls_client_ca makes a

@@ -19,6 +19,7 @@ from botocore.config import Config
 from edge_gateway import receiver
 from edge_gateway.assembler import Assembler
 from edge_gateway.config import GatewayConfig
+from edge_gateway.dispatch import Dispatcher
 from edge_gateway.packager import Packager
 from edge_gateway.receivers import USAGE_EVERY, ReceiverPool, pool_for
 from edge_gateway.shipped import ShippedRecord
@@ -84,11 +85,13 @@ class Gateway:
         return int(self._server.server_address[1])
 
     def start(self) -> None:
-        multi = self.config.receivers > 1
-        _, self._server = receiver.start(self.config, self.spool, self.assembler.stored, reuse_port=multi)
-        if multi:
+        dispatcher = Dispatcher() if self.config.receivers > 1 else None
+        _, self._server = receiver.start(
+            self.config, self.spool, self.assembler.stored, dispatcher=dispatcher
+        )
+        if dispatcher is not None:
             self.spool.publish_usage()
-            self._pool = pool_for(self.config, self.port)
+            self._pool = pool_for(self.config, self.port, dispatcher)
             self._pool.start()
         for name, loop in (("assemble", self._assemble_loop), ("upload", self._upload_loop)):
             thread = threading.Thread(target=self._guarded(loop), name=f"edge-{name}", daemon=True)

@@ -7,21 +7,28 @@ Zipping and uploading happen in the coordinator, never on the association thread
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import socket
 import ssl
 import threading
 from collections.abc import Callable
-from typing import Any
+from io import BytesIO
+from typing import Any, cast
 
 from pynetdicom import AE, _config, evt
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import AssociationServer, ThreadedAssociationServer
 
 from edge_gateway.config import GatewayConfig
-from edge_gateway.dicom_peek import Undecodable, routing_uids
+from edge_gateway.dicom_peek import RoutingUids, Undecodable, routing_uids
+from edge_gateway.dispatch import CLOSED, Dispatcher, Handoff, receive_connection
+from edge_gateway.part10 import file_header
+from edge_gateway.reactor_waits import install as install_reactor_waits
 from edge_gateway.spool import Spool, SpoolFull
+from edge_gateway.store_responses import install as install_store_responses
 
 log = logging.getLogger(__name__)
 # Told of each newly stored instance: (study UID, series UID, bytes).
@@ -38,16 +45,25 @@ _config.LOG_HANDLER_LEVEL = "none"
 
 
 def handle_store(event: evt.Event, spool: Spool, on_stored: StoredCallback) -> int:
+    request = cast(C_STORE, event.request)
+    syntax = str(event.context.transfer_syntax)
+    dataset = cast(BytesIO, request.DataSet).getbuffer()  # the received bytes, not copied
     try:
-        meta = event.file_meta
-        raw = event.encoded_dataset(include_meta=False)
-        uids = routing_uids(raw, str(meta.TransferSyntaxUID))
-        data = event.encoded_dataset(include_meta=True)
-    except Undecodable as exc:
-        log.warning("C-STORE refused: %s", exc)
+        uids = routing_uids(dataset, syntax)
+        header = file_header(str(request.AffectedSOPClassUID), str(request.AffectedSOPInstanceUID), syntax)
+        return _store(spool, on_stored, uids, header, dataset)
+    except (Undecodable, UnicodeError) as exc:
+        log.warning("C-STORE refused: %s", exc if isinstance(exc, Undecodable) else "UID is not ASCII")
         return CANNOT_UNDERSTAND
+    finally:
+        dataset.release()
+
+
+def _store(
+    spool: Spool, on_stored: StoredCallback, uids: RoutingUids, header: bytes, dataset: memoryview
+) -> int:
     try:
-        stored = spool.store(uids.study_uid, uids.series_uid, uids.sop_uid, data)
+        stored = spool.store(uids.study_uid, uids.series_uid, uids.sop_uid, header, dataset)
     except SpoolFull as exc:
         log.error("C-STORE refused, spool full (%s): the sender will retry", exc.strerror)
         return OUT_OF_RESOURCES
@@ -58,7 +74,7 @@ def handle_store(event: evt.Event, spool: Spool, on_stored: StoredCallback) -> i
         log.error("C-STORE refused, spool unwritable: %s", exc)
         return OUT_OF_RESOURCES
     if stored:
-        on_stored(uids.study_uid, uids.series_uid, len(data))
+        on_stored(uids.study_uid, uids.series_uid, len(header) + len(dataset))
     else:
         log.info("duplicate instance in an open series kept once", extra={"sop": uids.sop_uid})
     return SUCCESS
@@ -108,6 +124,8 @@ def peer_filter(networks: tuple[str, ...]) -> Callable[[Any, Any], bool]:
 
 
 def build_ae(config: GatewayConfig) -> AE:
+    install_reactor_waits()
+    install_store_responses()
     ae = AE(ae_title=config.ae_title)
     ae.maximum_associations = config.max_associations
     ae.maximum_pdu_size = config.max_pdu
@@ -125,60 +143,105 @@ class GatewayServer(ThreadedAssociationServer):
     - The TLS handshake runs in the connection's own thread (on its first read), not in the
       accepting thread: pynetdicom's ``get_request`` handshakes while accepting, so one
       silent peer would block every other association.
-    - Optionally SO_REUSEPORT, so that several receiver processes share one port.
+    - With a ``dispatcher`` (``receivers = N``), an accepted connection may be handed to a
+      receiver process instead of being served here.
     """
 
-    reuse_port = False
-
-    def server_bind(self) -> None:
-        assert self.socket is not None
-        if self.reuse_port:
-            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        super().server_bind()
+    dispatcher: Dispatcher | None = None
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         assert self.socket is not None
-        client_socket, address = self.socket.accept()
+        return self.socket.accept()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if self.dispatcher is not None and self.dispatcher.route(request, client_address):
+            request.close()  # this process's descriptor only: the receiver serves the connection
+            return
         if self.ssl_context:
-            client_socket = self.ssl_context.wrap_socket(
-                client_socket, server_side=True, do_handshake_on_connect=False
-            )
-        return client_socket, address
+            request = self.ssl_context.wrap_socket(request, server_side=True, do_handshake_on_connect=False)
+        super().process_request(request, client_address)
 
 
-class ReusePortServer(GatewayServer):
-    reuse_port = True
+class HandoffServer(GatewayServer):
+    """In a receiver process: serves the connections the coordinator hands over its channel."""
+
+    handoff: Handoff
+
+    def server_bind(self) -> None:
+        """Nothing to bind: connections arrive over the channel."""
+
+    def server_activate(self) -> None:
+        assert self.socket is not None
+        self.socket.close()
+        self.socket = self.handoff.channel  # serve_forever() now waits on the channel
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        handed = receive_connection(self.handoff.channel)
+        if handed is None:
+            self.handoff.done.set()
+            raise CoordinatorGone("the coordinator closed the channel")
+        return handed
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.exception("receiver failed to start an association")
+
+
+class CoordinatorGone(OSError):
+    """The coordinator closed the hand-off channel: this receiver has nothing left to do."""
+
+
+def _tell_coordinator(_event: evt.Event, channel: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # the coordinator is gone: nobody is counting any more
+        channel.send(CLOSED)
+
+
+def _count_local_close(_event: evt.Event, dispatcher: Dispatcher) -> None:
+    dispatcher.local_closed()
 
 
 def start(
-    config: GatewayConfig, spool: Spool, on_stored: StoredCallback, *, reuse_port: bool = False
+    config: GatewayConfig,
+    spool: Spool,
+    on_stored: StoredCallback,
+    *,
+    dispatcher: Dispatcher | None = None,
+    handoff: Handoff | None = None,
 ) -> tuple[AE, AssociationServer]:
+    """Serve C-STORE/C-ECHO: listening on the configured port, or (``handoff``) in a receiver process."""
     ae = build_ae(config)
     handlers: list[Any] = [
         (evt.EVT_C_STORE, handle_store, [spool, on_stored]),
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_CONN_OPEN, _set_nodelay),
     ]
+    server_class: type[GatewayServer] = GatewayServer
+    if handoff is not None:
+        handlers.append((evt.EVT_CONN_CLOSE, _tell_coordinator, [handoff.channel]))
+        server_class = type("ReceiverServer", (HandoffServer,), {"handoff": handoff})
+    elif dispatcher is not None:
+        handlers.append((evt.EVT_CONN_CLOSE, _count_local_close, [dispatcher]))
+        server_class = type("DispatchingServer", (GatewayServer,), {"dispatcher": dispatcher})
     server = ae.make_server(
         (config.host, config.port),
         evt_handlers=handlers,
         ssl_context=tls_context(config),
-        server_class=ReusePortServer if reuse_port else GatewayServer,
+        server_class=server_class,
     )
-    thread = threading.Thread(target=server.serve_forever, name="edge-dicom-listener", daemon=True)
-    thread.start()
-    ae._servers.append(server)  # so that ae.shutdown() stops it too
     assert server is not None  # non-blocking start always returns the server
     if config.allowed_peer_networks:
         # socketserver closes the connection before any DICOM byte when this says False.
         server.verify_request = peer_filter(config.allowed_peer_networks)  # type: ignore[method-assign,assignment]
-    log.info(
-        "DICOM listener on %s:%d%s, AE title %s, calling AE titles: %s, peer networks: %s",
-        config.host,
-        server.server_address[1],
-        " (TLS)" if config.tls_cert else "",
-        config.ae_title,
-        ", ".join(config.allowed_calling_aets) or "any",
-        ", ".join(config.allowed_peer_networks) or "any",
-    )
+    thread = threading.Thread(target=server.serve_forever, name="edge-dicom-listener", daemon=True)
+    thread.start()
+    ae._servers.append(server)  # so that ae.shutdown() stops it too
+    if handoff is None:
+        log.info(
+            "DICOM listener on %s:%d%s, AE title %s, calling AE titles: %s, peer networks: %s",
+            config.host,
+            server.server_address[1],
+            " (TLS)" if config.tls_cert else "",
+            config.ae_title,
+            ", ".join(config.allowed_calling_aets) or "any",
+            ", ".join(config.allowed_peer_networks) or "any",
+        )
     return ae, server

@@ -1,13 +1,14 @@
-"""Extra receiver processes sharing the DICOM port (SO_REUSEPORT); they only write to the spool.
+"""Extra receiver processes for the DICOM port; they only write to the spool.
 
-pynetdicom spends about 4 ms of CPU per 0.5 MB instance under the GIL, so one
-process tops out whatever the number of associations. With ``receivers = N`` the
-coordinator process listens too and starts N-1 receiver processes on the same
-port; the kernel spreads new connections over them. A receiver does nothing but
-the C-STORE path (peek UIDs, write, fsync, link into the series folder), which is
-safe across processes: the series folder is flocked and closed by rename. The
-coordinator finds their instances on disk (series sizes are read from the folder)
-and publishes the spool usage in ``usage.json`` for their limit checks.
+pynetdicom's C-STORE path runs under the GIL, so one process tops out whatever the
+number of associations. With ``receivers = N`` the coordinator accepts every
+connection and serves it itself or hands it to one of N-1 receiver processes,
+whichever has the fewest open associations (``dispatch.py``). A receiver does
+nothing but the C-STORE path (peek UIDs, write, fsync, link into the series
+folder), which is safe across processes: the series folder is flocked and closed
+by rename. The coordinator finds their instances on disk (series sizes are read
+from the folder) and publishes the spool usage in ``usage.json`` for their limit
+checks.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ import logging
 import multiprocessing
 import os
 import signal
-import threading
+import socket
 from dataclasses import replace
 from multiprocessing.process import BaseProcess
 from typing import Any
 
 from edge_gateway import receiver
 from edge_gateway.config import GatewayConfig
+from edge_gateway.dispatch import Dispatcher, Handoff
 from edge_gateway.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -38,31 +40,32 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def receiver_main(config: GatewayConfig, parent_pid: int) -> None:
+def receiver_main(config: GatewayConfig, parent_pid: int, channel: socket.socket) -> None:
     _die_with_parent()
     if os.getppid() != parent_pid:  # the coordinator died before prctl took effect
         return
     from edge_gateway.cli import configure_logging
 
     configure_logging(config)
-    stop = threading.Event()
+    handoff = Handoff(channel)
 
     def on_signal(_signum: int, _frame: Any) -> None:
-        stop.set()
+        handoff.done.set()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the coordinator decides
     spool = Spool(config.spool_dir, config.max_spool_bytes)
-    ae, _server = receiver.start(config, spool, lambda *_: None, reuse_port=True)
-    while not stop.wait(USAGE_EVERY):
+    ae, _server = receiver.start(config, spool, lambda *_: None, handoff=handoff)
+    while not handoff.done.wait(USAGE_EVERY):
         spool.adopt_usage()
     ae.shutdown()
 
 
 class ReceiverPool:
-    def __init__(self, config: GatewayConfig, count: int) -> None:
+    def __init__(self, config: GatewayConfig, count: int, dispatcher: Dispatcher) -> None:
         self._config = config
         self._count = count
+        self._dispatcher = dispatcher
         self._context = multiprocessing.get_context("spawn")
         self._processes: list[BaseProcess] = []
         self._stopping = False
@@ -70,13 +73,15 @@ class ReceiverPool:
     def start(self) -> None:
         for _ in range(self._count):
             self._processes.append(self._spawn())
-        log.info("%d extra receiver processes share port %d", self._count, self._config.port)
+        log.info("%d extra receiver processes serve port %d", self._count, self._config.port)
 
     def _spawn(self) -> BaseProcess:
+        channel = self._dispatcher.attach()
         process = self._context.Process(
-            target=receiver_main, args=(self._config, os.getpid()), name="edge-receiver", daemon=True
+            target=receiver_main, args=(self._config, os.getpid(), channel), name="edge-receiver", daemon=True
         )
         process.start()
+        channel.close()  # the child has its own descriptor now
         return process
 
     def check(self) -> None:
@@ -103,6 +108,6 @@ class ReceiverPool:
                 process.join()
 
 
-def pool_for(config: GatewayConfig, port: int) -> ReceiverPool:
-    """N-1 extra receivers on the port the coordinator actually bound (port 0 picks one)."""
-    return ReceiverPool(replace(config, port=port), config.receivers - 1)
+def pool_for(config: GatewayConfig, port: int, dispatcher: Dispatcher) -> ReceiverPool:
+    """N-1 extra receivers for the port the coordinator actually bound (port 0 picks one)."""
+    return ReceiverPool(replace(config, port=port), config.receivers - 1, dispatcher)

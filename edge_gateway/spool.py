@@ -78,6 +78,18 @@ def write_durably(path: Path, data: bytes, tmp_dir: Path) -> None:
     fsync_dir(path.parent)
 
 
+def _write_all(fd: int, chunks: tuple[bytes | memoryview, ...]) -> None:
+    """One writev for the header and the received dataset (no joined copy); loops on short writes."""
+    pending = [memoryview(chunk).cast("B") for chunk in chunks if len(chunk)]
+    while pending:
+        written = os.writev(fd, pending)
+        while pending and written >= len(pending[0]):
+            written -= len(pending[0])
+            pending.pop(0)
+        if pending and written:
+            pending[0] = pending[0][written:]
+
+
 def makedirs_durably(path: Path) -> None:
     """Create a folder and its missing parents, fsyncing each parent so the entry survives power loss."""
     missing: list[Path] = []
@@ -164,8 +176,9 @@ class Spool:
         with self._lock:
             self._used = max(0, self._used + delta)
 
-    def store(self, study_uid: str, series_uid: str, sop_uid: str, data: bytes) -> bool:
-        """Durably store one instance; False when this SOP Instance UID is already in the open series.
+    def store(self, study_uid: str, series_uid: str, sop_uid: str, *chunks: bytes | memoryview) -> bool:
+        """Durably store one instance (the concatenated chunks); False when this SOP Instance UID
+        is already in the open series.
 
         Raises SpoolFull when the limit or the disk is exhausted, ValueError for
         UIDs that cannot name a file, OSError for any other failure to persist.
@@ -173,20 +186,23 @@ class Spool:
         for uid in (study_uid, series_uid, sop_uid):
             if not UID_SAFE.match(uid):
                 raise ValueError("UID unusable as a file name")
+        size = sum(len(chunk) for chunk in chunks)
         with self._lock:
-            if self._used + len(data) > self.max_bytes:
+            if self._used + size > self.max_bytes:
                 raise SpoolFull(errno.ENOSPC, "spool limit reached")
-            self._used += len(data)
-            self._mine += len(data)
+            self._used += size
+            self._mine += size
         tmp = self.root / TMP / f"{uuid.uuid4().hex}.tmp"
         try:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                _write_all(fd, chunks)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             return self._link_into_series(tmp, study_uid, series_uid, sop_uid)
         except OSError as exc:
-            self.account(-len(data))
+            self.account(-size)
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise SpoolFull(exc.errno, "disk full") from exc
             raise

@@ -86,7 +86,18 @@ def test_kill9_mid_upload_resends_the_same_part_once_and_loses_nothing(
             ds.Rows = ds.Columns = 512
             ds.PixelData = os.urandom(512 * 512 * 2)
         files = write_files(tmp_path / "series", instances)
-        assert send_files(port, files).statuses == [SUCCESS] * 30
+
+        # (in three batches, each once the previous one's part closed: the gateway takes 30
+        # instances faster than its 0.5 s limit check, which would make them a single part)
+        def closed_parts() -> int:
+            seen = {p.name for p in (spool / "parts").iterdir()}
+            seen |= {p.stem for p in (spool / "outbox").glob("*.zip")}
+            return len(seen | {Path(u.path).stem for u in proxy.uploads})
+
+        for batch in (files[:10], files[10:20], files[20:]):
+            before = closed_parts()
+            assert send_files(port, batch).statuses == [SUCCESS] * 10
+            wait_for(lambda before=before: closed_parts() > before, 30, "the batch's part to close")  # type: ignore[misc]
         everything = {p.stem for p in files}
 
         # WHEN the gateway is killed (SIGKILL) while a part's body is going to S3

@@ -1,7 +1,8 @@
-"""Several receiver processes sharing the port (``receivers = N``): same guarantees, one coordinator."""
+"""Several receiver processes behind one port (``receivers = N``): same guarantees, one coordinator."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -9,6 +10,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from tests.conftest import Aws
 from tests.dicom_factory import series_from
@@ -62,6 +65,47 @@ def test_three_receiver_processes_four_senders_two_interleaved_series(
         second[0].SeriesInstanceUID: {ds.SOPInstanceUID for ds in second},
     }
     assert set(Counter(s for v in found.values() for s in v).values()) == {1}
+
+
+def _server_side_owner(gateway_port: int, client_port: int, pids: list[int]) -> int | None:
+    """The PID holding the gateway's end of the TCP connection from ``client_port`` (Linux /proc)."""
+    inode = None
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local_port, remote_port = int(fields[1].split(":")[1], 16), int(fields[2].split(":")[1], 16)
+        if (local_port, remote_port) == (gateway_port, client_port):
+            inode = fields[9]
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                if os.readlink(fd) == f"socket:[{inode}]":
+                    return pid
+    return None
+
+
+def test_associations_are_spread_evenly_over_the_processes(start_gateway: GatewayFactory) -> None:
+    # GIVEN a gateway with 2 processes (the coordinator and one receiver)
+    gateway = start_gateway(receivers=2)
+    pids = gateway.status()["receiver_pids"]
+    [coordinator_pid, receiver_pid] = pids
+    assert coordinator_pid == os.getpid()  # the coordinator runs in this test process
+    # WHEN 4 associations are open at the same time
+    ae = AE(ae_title="PACS")
+    ae.add_requested_context(Verification)
+    associations = [ae.associate("127.0.0.1", gateway.port, ae_title="EDGE") for _ in range(4)]
+    try:
+        assert all(a.is_established for a in associations)
+        assert all(a.send_c_echo().Status == SUCCESS for a in associations)
+        owners = []
+        for assoc in associations:
+            sock = assoc.dul.socket
+            assert sock is not None and sock.socket is not None
+            owners.append(_server_side_owner(gateway.port, sock.socket.getsockname()[1], pids))
+    finally:
+        for assoc in associations:
+            assoc.release()
+    # THEN each process serves two of them (the kernel's SO_REUSEPORT hash often put 3 or 4 on one)
+    assert Counter(owners) == {coordinator_pid: 2, receiver_pid: 2}
 
 
 def test_a_receiver_process_that_dies_is_replaced(start_gateway: GatewayFactory, tmp_path: Path) -> None:

@@ -1,0 +1,93 @@
+"""C-STORE responses packed as bytes instead of through pynetdicom's message machinery.
+
+For each response pynetdicom builds a primitive (validating every value), converts it
+to a message and encodes the command set through pydicom: ~250 us per instance, about
+a quarter of the gateway's Python time per instance under load. A C-STORE-RSP command
+set is seven fixed elements (PS3.7 9.3.1.2, implicit VR little endian); packed here
+(same bytes as pynetdicom's, tested) and queued to the DUL as one P-DATA.
+
+``install()`` replaces ``StorageServiceClass.SCP`` in this process (pynetdicom 3.0,
+checked); the handler is still called through pynetdicom's event system.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import threading
+from typing import Any
+
+import pynetdicom
+from pynetdicom import evt
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.pdu_primitives import P_DATA
+from pynetdicom.presentation import PresentationContext
+from pynetdicom.service_class import StorageServiceClass
+
+log = logging.getLogger(__name__)
+C_STORE_RSP = 0x8001
+NO_DATASET = 0x0101
+PROCESSING_FAILURE = 0xC211
+COMMAND_LAST_FRAGMENT = b"\x03"  # message control header: command, last fragment
+_install_lock = threading.Lock()
+
+
+def _element(element: int, value: bytes) -> bytes:
+    return struct.pack("<HHI", 0x0000, element, len(value)) + value
+
+
+def _uid(value: str) -> bytes:
+    encoded = value.encode("ascii")
+    return encoded + b"\x00" if len(encoded) % 2 else encoded
+
+
+def store_response(sop_class_uid: str, sop_instance_uid: str, message_id: int, status: int) -> bytes:
+    """The encoded command set of a C-STORE-RSP."""
+    body = b"".join(
+        (
+            _element(0x0002, _uid(sop_class_uid)),
+            _element(0x0100, struct.pack("<H", C_STORE_RSP)),
+            _element(0x0120, struct.pack("<H", message_id)),
+            _element(0x0800, struct.pack("<H", NO_DATASET)),
+            _element(0x0900, struct.pack("<H", status)),
+            _element(0x1000, _uid(sop_instance_uid)),
+        )
+    )
+    return _element(0x0000, struct.pack("<I", len(body))) + body
+
+
+def _storage_scp(self: StorageServiceClass, req: C_STORE, context: PresentationContext) -> None:
+    """StorageServiceClass.SCP: call the EVT_C_STORE handler, answer with a packed response."""
+    try:
+        status: Any = evt.trigger(self.assoc, evt.EVT_C_STORE, {"request": req, "context": context.as_tuple})
+    except Exception:
+        log.exception("C-STORE handler failed")
+        status = PROCESSING_FAILURE
+    if not self.assoc.is_established:
+        return
+    if not isinstance(status, int) or not 0 <= status <= 0xFFFF:
+        log.error("C-STORE handler returned an unusable status")
+        status = PROCESSING_FAILURE
+    command = store_response(
+        str(req.AffectedSOPClassUID), str(req.AffectedSOPInstanceUID), int(req.MessageID or 0), status
+    )
+    data = P_DATA()
+    # pynetdicom's annotation says tuples, its setter checks for lists.
+    pdv = [int(context.context_id or 0), COMMAND_LAST_FRAGMENT + command]
+    data.presentation_data_value_list = [pdv]  # type: ignore[list-item]
+    self.dimse.dul.send_pdu(data)
+
+
+def install() -> bool:
+    """Use the packed responses in this process; False (and a warning) on another pynetdicom."""
+    with _install_lock:
+        if StorageServiceClass.SCP is _storage_scp:
+            return True
+        if not pynetdicom.__version__.startswith("3.0."):
+            log.warning(
+                "pynetdicom %s: packed C-STORE responses not installed (written for 3.0)",
+                pynetdicom.__version__,
+            )
+            return False
+        StorageServiceClass.SCP = _storage_scp  # type: ignore[method-assign]
+        return True
