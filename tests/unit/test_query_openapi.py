@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from local_cloud.api_server import http_api_event
 from local_cloud.lambda_context import LocalLambdaContext
 from tests.conftest import Aws
-from tests.unit.query_api import make_api
+from tests.unit.query_api import index_two_patients, make_api
 
 REASONS = {
     200: "OK",
@@ -66,7 +66,9 @@ def schema(aws: Aws) -> Any:
     return schemathesis.openapi.from_wsgi("/openapi.json", wsgi_app)
 
 
-def test_no_input_gives_a_server_error(schema: Any) -> None:
+def _fuzz(schema: Any, uids: dict[str, list[str]] | None = None) -> tuple[list[int], list[str]]:
+    """Run every operation's generated cases; with ``uids``, every other case names indexed objects
+    (the generated path parameters are random strings that would never reach stored data)."""
     failures: list[str] = []
     statuses: list[int] = []
     for operation in schema.get_all_operations():
@@ -75,12 +77,38 @@ def test_no_input_gives_a_server_error(schema: Any) -> None:
         @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         @given(case=op.as_strategy())
         def check(case: Any) -> None:
+            if uids and case.path_parameters and len(statuses) % 2:
+                for name in case.path_parameters:
+                    if name in uids:
+                        choices = uids[name]
+                        case.path_parameters[name] = choices[len(statuses) % len(choices)]
             response = case.call()
             statuses.append(response.status_code)
             if response.status_code >= 500:
                 failures.append(f"{case.method} {case.formatted_path} {case.query} -> {response.status_code}")
 
         check()
+    return statuses, failures
+
+
+def test_no_input_gives_a_server_error(schema: Any) -> None:
+    statuses, failures = _fuzz(schema)
     assert len(statuses) > 100
     assert {400, 404} <= set(statuses)
+    assert failures == []
+
+
+def test_no_input_gives_a_server_error_with_indexed_data(schema: Any, aws: Aws) -> None:
+    # GIVEN two indexed patients (a 3-instance CT series and an MR instance)
+    ct, mr = index_two_patients(aws, 3)
+    uids = {
+        "study_uid": [ct[0].StudyInstanceUID, mr[0].StudyInstanceUID],
+        "series_uid": [ct[0].SeriesInstanceUID, mr[0].SeriesInstanceUID],
+        "sop_uid": [ds.SOPInstanceUID for ds in ct] + [mr[0].SOPInstanceUID],
+    }
+    # WHEN schemathesis sends generated queries, half of them naming those objects in the path
+    statuses, failures = _fuzz(schema, uids)
+    # THEN stored data was reached (not only errors), and no request got a 5xx
+    assert len(statuses) > 100
+    assert 200 in statuses
     assert failures == []
