@@ -116,7 +116,7 @@ def apply(environ: dict[str, str] | None = None) -> str:
         return MISMATCH
     stock = DynamoDBBackend.transact_write_items
     transact_write_items.__wrapped_stock__ = stock  # type: ignore[attr-defined]
-    DynamoDBBackend.transact_write_items = transact_write_items
+    DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
     log.info("moto %s: TransactWriteItems rolls back per item (local_cloud.moto_patches)", MOTO_VERSION)
     return APPLIED
 
@@ -127,7 +127,7 @@ def remove() -> None:
 
     stock = getattr(DynamoDBBackend.transact_write_items, "__wrapped_stock__", None)
     if stock is not None:
-        DynamoDBBackend.transact_write_items = stock
+        DynamoDBBackend.transact_write_items = stock  # type: ignore[method-assign]
 
 
 def _primary_key(table: Any, op_type: str, op: dict[str, Any]) -> tuple[Any, Any]:
