@@ -19,7 +19,6 @@ from moto import mock_aws
 from local_cloud import moto_patches
 from tests.transaction_scenarios import SCENARIOS, Outcome, create_table, index_keys, run, seed
 
-
 EXPECTED_CODES = {
     "succeeding": "",
     "failing_condition": "TransactionCanceledException",
