@@ -8,6 +8,7 @@ moto, patched moto) and the outcomes must be identical.
 from __future__ import annotations
 
 import copy
+import random
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +18,7 @@ import pytest
 from moto import mock_aws
 
 from local_cloud import moto_patches
+from local_cloud.template import load_template, table_definition
 from tests.transaction_scenarios import SCENARIOS, Outcome, create_table, index_keys, run, seed
 
 EXPECTED_CODES = {
@@ -74,7 +76,8 @@ def test_the_patch_is_not_applied_when_the_stock_function_changed(
 
     original = DynamoDBBackend.transact_write_items
     # GIVEN a stock function whose source is not the one the patch copied
-    monkeypatch.setattr(moto_patches, "STOCK_SOURCE_SHA256", "0" * 64)
+    changed = {**moto_patches.STOCK_SOURCE_SHA256, "Table.query": "0" * 64}
+    monkeypatch.setattr(moto_patches, "STOCK_SOURCE_SHA256", changed)
     # WHEN the patch is applied
     # THEN it is not
     assert moto_patches.apply(environ={}) == moto_patches.MISMATCH
@@ -120,3 +123,102 @@ def test_the_patched_rollback_copies_items_not_tables(stock: None, monkeypatch: 
     assert outcome.item("new") is None
     assert "Table" not in copied
     assert copied.count("Item") >= 3  # counted, doomed, taken (existing items it addressed)
+
+
+def _query_table(client: Any) -> None:
+    """Items shaped like the index table's: partitions with sort keys, two GSIs, gaps."""
+    client.create_table(**table_definition(load_template(), "q"))
+    rng = random.Random(5)  # noqa: S311 - reproducible test data
+    for n in range(300):
+        item: dict[str, Any] = {
+            "pk": {"S": f"STUDY#{n % 23:02d}"},
+            "sk": {"S": rng.choice(["SERIES#", "INSTANCE#", "PART#", "#STUDY"]) + f"{n:04d}"},
+            "n": {"N": str(rng.randint(0, 20))},
+        }
+        if n % 3:
+            item["gsi1pk"] = {"S": f"site#NAME#{rng.choice('abc')}"}
+            item["gsi1sk"] = {"S": f"{rng.randint(1990, 2024)}#{n:04d}"}
+        if n % 4 == 0:
+            item["gsi2pk"] = {"S": "site"}
+            item["gsi2sk"] = {"S": f"{rng.randint(19900101, 20241231)}#{n:04d}"}
+        client.put_item(TableName="q", Item=item)
+
+
+QUERIES: list[dict[str, Any]] = [
+    {"KeyConditionExpression": "pk = :p", "ExpressionAttributeValues": {":p": {"S": "STUDY#07"}}},
+    {"KeyConditionExpression": "pk = :p", "ExpressionAttributeValues": {":p": {"S": "STUDY#99"}}},
+    {
+        "KeyConditionExpression": "pk = :p AND begins_with(sk, :s)",
+        "ExpressionAttributeValues": {":p": {"S": "STUDY#03"}, ":s": {"S": "INSTANCE#"}},
+        "ScanIndexForward": False,
+    },
+    {
+        "KeyConditionExpression": "pk = :p AND sk BETWEEN :a AND :b",
+        "ExpressionAttributeValues": {":p": {"S": "STUDY#11"}, ":a": {"S": "P"}, ":b": {"S": "T"}},
+        "FilterExpression": "n > :five",
+        "ProjectionExpression": "pk, sk, n",
+    },
+    {"KeyConditionExpression": "pk = :p", "ExpressionAttributeValues": {":p": {"S": "STUDY#01"}}, "Limit": 4},
+    {
+        "IndexName": "ByLookup",
+        "KeyConditionExpression": "gsi1pk = :g",
+        "ExpressionAttributeValues": {":g": {"S": "site#NAME#b"}},
+        "Limit": 9,
+    },
+    {
+        "IndexName": "ByLookup",
+        "KeyConditionExpression": "gsi1pk = :g AND begins_with(gsi1sk, :y)",
+        "ExpressionAttributeValues": {":g": {"S": "site#NAME#a"}, ":y": {"S": "20"}},
+        "ScanIndexForward": False,
+    },
+    {
+        "IndexName": "BySiteDate",
+        "KeyConditionExpression": "gsi2pk = :s AND gsi2sk BETWEEN :a AND :b",
+        "ExpressionAttributeValues": {":s": {"S": "site"}, ":a": {"S": "2000"}, ":b": {"S": "2015~"}},
+        "Limit": 5,
+    },
+    {
+        "IndexName": "BySiteDate",
+        "KeyConditionExpression": "gsi2pk = :s",
+        "ExpressionAttributeValues": {":s": {"S": "nowhere"}},
+    },
+]
+
+
+def _pages(client: Any, request: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every page of a Query (or a Scan when no key condition), following LastEvaluatedKey."""
+    pages, start = [], None
+    values = dict(request.get("ExpressionAttributeValues", {}))
+    if "FilterExpression" in request:
+        values[":five"] = {"N": "5"}
+    while True:
+        kwargs = {**request, "TableName": "q"}
+        if values:
+            kwargs["ExpressionAttributeValues"] = values
+        if start:
+            kwargs["ExclusiveStartKey"] = start
+        page = client.query(**kwargs) if "KeyConditionExpression" in kwargs else client.scan(**kwargs)
+        page.pop("ResponseMetadata", None)
+        pages.append(page)
+        start = page.get("LastEvaluatedKey")
+        if not start:
+            return pages
+
+
+def _all_answers() -> list[list[dict[str, Any]]]:
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        _query_table(client)
+        return [_pages(client, q) for q in [*QUERIES, {"Limit": 50}]]
+
+
+def test_patched_query_answers_page_by_page_as_stock_moto_does(stock: None) -> None:
+    # GIVEN every page of base-table and index Queries (ranges, filters, limits, reverse order) on stock moto
+    expected = _all_answers()
+    assert sum(len(p["Items"]) for p in expected[0]) > 5  # the queries do find items
+    assert len(expected[5]) > 1  # and some answers come in several pages
+    # WHEN the same requests run on patched moto
+    assert moto_patches.apply(environ={}) == moto_patches.APPLIED
+    actual = _all_answers()
+    # THEN items, order, counts and LastEvaluatedKey are identical (and Scan, which is not patched, too)
+    assert actual == expected
