@@ -2,7 +2,7 @@
 
 Both keep moto's answers exactly as they are and change only how much work moto does
 to find them. They are installed by ``local_cloud.moto_launcher`` (how ``MotoServer``
-starts moto) and measured with ``bench/moto_ingest_cost.py`` and ``bench/query_latency.py``.
+starts moto) and measured with ``bench/moto_cost.py`` and ``bench/query_latency.py``.
 
 1. TransactWriteItems rolls back per item. moto 5.2.5
    ``DynamoDBBackend.transact_write_items`` backs up its tables with
