@@ -1,6 +1,6 @@
 """Query latency on the local stand-in (p50/p99 over HTTP), next to Orthanc on the same data.
 
-    .venv/bin/python bench/query_latency.py [--studies 200 --series 2 --instances 25 --repeat 30]
+    .venv/bin/python bench/query_latency.py [--studies 200 --series 2 --instances 25 --repeat 100]
 
 Builds ``studies x series x instances`` small synthetic instances (16x16 pixels,
 made-up names, no PHI), ships each series as one part zip into ``incoming/`` of
@@ -363,7 +363,7 @@ def main() -> int:
     parser.add_argument("--studies", type=int, default=200)
     parser.add_argument("--series", type=int, default=2)
     parser.add_argument("--instances", type=int, default=25, help="instances per series")
-    parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument("--repeat", type=int, default=100, help="timed runs per query (after one warm-up)")
     parser.add_argument("--no-orthanc", action="store_true")
     parser.add_argument("--in-namespace", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -45,6 +45,7 @@ matches, so a moto upgrade has to come with a review of this file.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import inspect
 import logging
@@ -192,7 +193,7 @@ class _QueryContext:
 def _query(self: Any, *args: Any, **kwargs: Any) -> Any:
     """``Table.query`` with ``all_items`` answering candidates for this call (see the module doc)."""
     stock = getattr(_query, _STOCK_ATTRIBUTE)
-    bound = inspect.signature(stock).bind(self, *args, **kwargs)
+    bound = _signature(stock).bind(self, *args, **kwargs)
     index_name = bound.arguments.get("index_name")
     if index_name:
         conditions = bound.arguments.get("hash_key_conditions") or []
@@ -208,6 +209,11 @@ def _query(self: Any, *args: Any, **kwargs: Any) -> Any:
         return stock(self, *args, **kwargs)
     finally:
         _query_context.value = previous
+
+
+@functools.cache
+def _signature(function: Callable[..., Any]) -> inspect.Signature:
+    return inspect.signature(function)
 
 
 def _all_items(self: Any) -> Any:
