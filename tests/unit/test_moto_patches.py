@@ -8,6 +8,7 @@ moto, patched moto) and the outcomes must be identical.
 from __future__ import annotations
 
 import copy
+import logging
 import random
 from collections.abc import Iterator
 from typing import Any
@@ -18,6 +19,7 @@ import pytest
 from moto import mock_aws
 
 from local_cloud import moto_patches
+from local_cloud.moto_server import MotoServer
 from local_cloud.template import load_template, table_definition
 from tests.transaction_scenarios import SCENARIOS, Outcome, create_table, index_keys, run, seed
 
@@ -222,3 +224,21 @@ def test_patched_query_answers_page_by_page_as_stock_moto_does(stock: None) -> N
     actual = _all_answers()
     # THEN items, order, counts and LastEvaluatedKey are identical (and Scan, which is not patched, too)
     assert actual == expected
+
+
+def test_the_launchers_lines_reach_the_stand_ins_log_at_their_level(caplog: pytest.LogCaptureFixture) -> None:
+    server = MotoServer("127.0.0.1", 1)
+    caplog.set_level(logging.INFO, logger="local_cloud.moto")
+    # GIVEN the lines the moto launcher prints, among moto's request log
+    lines = [
+        "local_cloud.moto_patches WARNING not patching moto (moto 5.9.0 is installed)",
+        "local_cloud.moto_patches STATUS mismatch",
+        '127.0.0.1 - - [22/Nov/2026 23:00:00] "POST / HTTP/1.1" 200 -',
+    ]
+    # WHEN MotoServer reads them
+    handled = [server._launcher_line(line) for line in lines]
+    # THEN its own lines are taken (the warning at WARNING level, the status remembered), moto's are not
+    assert handled == [True, True, False]
+    assert server.patch_status == moto_patches.MISMATCH
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert [r.getMessage() for r in warnings] == ["not patching moto (moto 5.9.0 is installed)"]
