@@ -378,6 +378,11 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="query-bench-"))
     processes: list[subprocess.Popen[bytes]] = []
     try:
+        print(
+            f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}, {os.cpu_count()} cores, "
+            f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
+            flush=True,
+        )
         started = time.monotonic()
         data = build(args.studies, args.series, args.instances)
         print(
@@ -391,7 +396,8 @@ def main() -> int:
             process, orthanc = start_orthanc(workdir)
             processes.append(process)
             upload_to_orthanc(orthanc, data)
-        print(f"\n{total} instances, {args.studies} studies, {args.repeat} runs each")
+        load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+        print(f"\n{total} instances, {args.studies} studies, {args.repeat} runs each (load average {load})")
         report(api, orthanc, data[len(data) // 2], args.repeat)
         return 0
     finally:
