@@ -1,6 +1,6 @@
 """Query latency on the local stand-in (p50/p99 over HTTP), next to Orthanc on the same data.
 
-    .venv/bin/python bench/query_latency.py [--studies 200 --series 2 --instances 25 --repeat 30]
+    .venv/bin/python bench/query_latency.py [--studies 200 --series 2 --instances 25 --repeat 100]
 
 Builds ``studies x series x instances`` small synthetic instances (16x16 pixels,
 made-up names, no PHI), ships each series as one part zip into ``incoming/`` of
@@ -10,6 +10,12 @@ the real S3 -> SQS -> ingest path), uploads the same files to Orthanc (Debian
 
 Orthanc binds every interface, so the whole benchmark re-runs itself inside a
 private network namespace (``unshare -n``, loopback only) when Orthanc is used.
+
+The stand-in runs with ``--server-timing``: each of our responses says how long the
+query handler ran and how much of that was spent in AWS calls (botocore hooks; see
+``local_cloud/aws_timing.py``), and of that how long it waited for the moto server.
+Those medians are printed next to the end-to-end figures, so that the part that
+measures the emulator (moto, in-memory Python) can be told from the function's own code.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import argparse
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -105,13 +112,27 @@ def part_zip(members: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
-def http(url: str, data: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+Response = tuple[int, bytes, dict[str, str]]
+
+
+def http(url: str, data: bytes | None = None, headers: dict[str, str] | None = None) -> Response:
     request = urllib.request.Request(url, data=data, headers=headers or {})  # noqa: S310
     try:
         with urllib.request.urlopen(request, timeout=120) as response:  # noqa: S310
-            return response.status, response.read()
+            return response.status, response.read(), dict(response.headers.items())
     except urllib.error.HTTPError as error:
-        return error.code, error.read()
+        return error.code, error.read(), dict(error.headers.items())
+
+
+def server_timing(headers: dict[str, str]) -> dict[str, tuple[float, str]]:
+    """``Server-Timing`` as {name: (ms, desc)}; a quoted desc may hold commas."""
+    out = {}
+    for metric in re.split(r",\s*(?=[\w-]+;)", headers.get("Server-Timing", "")):
+        name, *params = metric.split(";")
+        values = dict(p.split("=", 1) for p in params if "=" in p)
+        if name:
+            out[name.strip()] = (float(values.get("dur", 0)), values.get("desc", "").strip('"'))
+    return out
 
 
 def wait(probe: Callable[[], bool], timeout: float, what: str, interval: float = 0.5) -> None:
@@ -133,8 +154,8 @@ def start_stack(workdir: Path) -> tuple[subprocess.Popen[bytes], str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     log = open(workdir / "stack.log", "wb")  # noqa: SIM115 - lives as long as the process
     process = subprocess.Popen(
-        [sys.executable, "-m", "local_cloud", "run", "--no-gateway", "--moto-port", str(moto_port),
-         "--api-port", str(api_port), "--data-dir", str(workdir / "run")],
+        [sys.executable, "-m", "local_cloud", "run", "--no-gateway", "--server-timing",
+         "--moto-port", str(moto_port), "--api-port", str(api_port), "--data-dir", str(workdir / "run")],
         stdout=log, stderr=subprocess.STDOUT, env=env,
     )  # fmt: skip
     wait(lambda: listening(moto_port) and listening(api_port), 90, "the local stand-in")
@@ -161,18 +182,41 @@ def start_orthanc(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     return process, f"http://127.0.0.1:{port}"
 
 
-def timed(call: Callable[[], tuple[int, bytes]], repeat: int) -> tuple[float, float, int]:
-    """(p50 ms, p99 ms, last status) over ``repeat`` calls after one warm-up call."""
-    call()
-    samples = []
-    status = 0
-    for _ in range(repeat):
-        started = time.perf_counter()
-        status, _ = call()
-        samples.append((time.perf_counter() - started) * 1000)
-    samples.sort()
-    p99 = samples[min(len(samples) - 1, round(0.99 * (len(samples) - 1)))]
-    return statistics.median(samples), p99, status
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+class Timed:
+    """End-to-end samples of one query, plus our Server-Timing split when the server sent it."""
+
+    def __init__(self, call: Callable[[], Response], repeat: int) -> None:
+        call()  # warm-up
+        self.samples: list[float] = []
+        self.splits: list[dict[str, tuple[float, str]]] = []
+        self.status = 0
+        for _ in range(repeat):
+            started = time.perf_counter()
+            self.status, _, headers = call()
+            self.samples.append((time.perf_counter() - started) * 1000)
+            self.splits.append(server_timing(headers))
+
+    @property
+    def p50(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def p99(self) -> float:
+        return percentile(self.samples, 0.99)
+
+    def split(self, name: str) -> float:
+        return statistics.median(s.get(name, (0.0, ""))[0] for s in self.splits)
+
+    def own_code(self) -> float:
+        return statistics.median(s["handler"][0] - s["aws"][0] for s in self.splits if "handler" in s)
+
+    def calls(self) -> str:
+        return self.splits[-1].get("aws", (0.0, ""))[1] if self.splits else ""
 
 
 def ingest_into_stack(moto: str, api: str, data: list[dict[str, Any]], studies: int, total: int) -> None:
@@ -184,28 +228,68 @@ def ingest_into_stack(moto: str, api: str, data: list[dict[str, Any]], studies: 
         s3.put_object(
             Bucket="dicom-local", Key=key, Body=part_zip(entry["members"]), Metadata={"gateway-id": "bench"}
         )
+    uploaded = time.monotonic() - started
 
     def indexed() -> bool:
-        status, body = http(f"{api}/dicomweb/studies?limit=1000&PatientName=bench*")
+        status, body, _ = http(f"{api}/dicomweb/studies?limit=1000&PatientName=bench*")
         if status != 200:
             return False
         counts = [int(s["00201208"]["Value"][0]) for s in json.loads(body)]
         return len(counts) == studies and sum(counts) == total
 
     # Polled slowly: each probe reads every study, and moto serves ingest too.
-    wait(indexed, 3600, f"{total} instances indexed", interval=10)
-    print(f"ingested through S3 -> ingest: {time.monotonic() - started:.1f} s", flush=True)
+    wait(indexed, 3600, f"{total} instances indexed", interval=5)
+    seconds = time.monotonic() - started
+    print(
+        f"ingested {total} instances ({len(data)} parts) through S3 -> SQS -> ingest: {seconds:.1f} s "
+        f"({total / seconds:.0f} instances/s; the part uploads took {uploaded:.1f} s of it)",
+        flush=True,
+    )
+    report_part_times(s3, len(data))
+
+
+def report_part_times(s3: Any, parts: int) -> None:
+    """The ingest handler's own time per part (``seconds`` in each ingest report), early vs late parts."""
+    seconds: list[tuple[str, float]] = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket="dicom-local", Prefix="reports/"):
+        for obj in page.get("Contents", []):
+            report = json.loads(s3.get_object(Bucket="dicom-local", Key=obj["Key"])["Body"].read())
+            seconds.append((report["part_id"], float(report["seconds"])))
+    seconds.sort()  # part ids are bench00000.. in upload order
+    values = [s for _, s in seconds]
+    if len(values) < 10:
+        return
+    tenth = max(1, len(values) // 10)
+    median, first, last = (statistics.median(v) for v in (values, values[:tenth], values[-tenth:]))
+    print(
+        f"ingest handler time per part ({len(values)} of {parts} reports): median {median:.2f} s,"
+        f" p90 {percentile(values, 0.9):.2f} s, max {max(values):.2f} s; first 10% of parts median "
+        f"{first:.2f} s, last 10% median {last:.2f} s",
+        flush=True,
+    )
 
 
 def upload_to_orthanc(orthanc: str, data: list[dict[str, Any]]) -> None:
     started = time.monotonic()
+    count = 0
     for entry in data:
         for member in entry["members"].values():
-            http(f"{orthanc}/instances", member, {"Content-Type": "application/dicom"})
-    print(f"uploaded to Orthanc: {time.monotonic() - started:.1f} s", flush=True)
+            status, body, _ = http(f"{orthanc}/instances", member, {"Content-Type": "application/dicom"})
+            if status != 200:
+                raise SystemExit(f"Orthanc refused an instance: HTTP {status} {body[:200]!r}")
+            count += 1
+    seconds = time.monotonic() - started
+    _, body, _ = http(f"{orthanc}/statistics")
+    stats = json.loads(body)
+    print(
+        f"uploaded {count} instances to Orthanc (REST POST /instances, one at a time): {seconds:.1f} s "
+        f"({count / seconds:.0f} instances/s); Orthanc counts {stats['CountInstances']} instances, "
+        f"{stats['CountStudies']} studies",
+        flush=True,
+    )
 
 
-Case = tuple[str, str, "Callable[[], tuple[int, bytes]] | None", bool]
+Case = tuple[str, str, "Callable[[], Response] | None", bool]
 
 
 def cases(api: str, orthanc: str, probe: dict[str, Any]) -> list[Case]:
@@ -219,36 +303,57 @@ def cases(api: str, orthanc: str, probe: dict[str, Any]) -> list[Case]:
 
     dates = "20240301-20240331"
     return [
-        ("studies by PatientID", f"/studies?PatientID={pid}", find("Study", {"PatientID": pid}), False),
-        ("studies by PatientName prefix", f"/studies?PatientName={name}",
+        ("studies by PatientID", f"/dicomweb/studies?PatientID={pid}",
+         find("Study", {"PatientID": pid}), False),
+        ("studies by PatientName prefix", f"/dicomweb/studies?PatientName={name}",
          find("Study", {"PatientName": name}), False),
-        ("studies by StudyDate range", f"/studies?StudyDate={dates}",
+        ("studies by StudyDate range", f"/dicomweb/studies?StudyDate={dates}",
          find("Study", {"StudyDate": dates}), False),
-        ("series of a study", f"/studies/{study}/series", find("Series", {"StudyInstanceUID": study}), False),
-        ("instances of a series", f"/studies/{study}/series/{series}/instances",
+        ("series of a study", f"/dicomweb/studies/{study}/series",
+         find("Series", {"StudyInstanceUID": study}), False),
+        ("instances of a series", f"/dicomweb/studies/{study}/series/{series}/instances",
          find("Instance", {"SeriesInstanceUID": series}), False),
-        ("series metadata", f"/studies/{study}/series/{series}/metadata", None, False),
-        ("retrieve one instance", f"/studies/{study}/series/{series}/instances/{sop}", None, True),
+        ("series metadata", f"/dicomweb/studies/{study}/series/{series}/metadata", None, False),
+        ("retrieve one instance", f"/dicomweb/studies/{study}/series/{series}/instances/{sop}", None, True),
+        ("patients by ID (JSON)", f"/api/patients?id={pid}", find("Patient", {"PatientID": pid}), False),
+        ("series summary (JSON)", f"/api/studies/{study}/series/{series}", None, False),
     ]  # fmt: skip
 
 
 def report(api: str, orthanc: str, probe: dict[str, Any], repeat: int) -> None:
     dicom = {"Accept": 'multipart/related; type="application/dicom"'}
-    print(f"{'query':32} {'ours p50/p99 ms':>18} {'Orthanc DICOMweb':>18} {'Orthanc /tools/find':>20}")
+    print(
+        f"{'query':30} {'ours p50/p99':>15} | {'handler':>7} {'own':>6} {'AWS':>6} {'moto':>6} | "
+        f"{'Orthanc DICOMweb':>16} {'/tools/find':>13} | ours/DICOMweb p50; AWS calls per request"
+    )
     for label, path, orthanc_find, binary in cases(api, orthanc, probe):
         headers = dicom if binary else {}
-        ours = timed(lambda p=path, h=headers: http(f"{api}/dicomweb{p}", None, h), repeat)  # type: ignore[misc]
-        row = f"{label:32} {ours[0]:8.1f}/{ours[1]:<8.1f}"
-        if ours[2] != 200:
-            row += f" (HTTP {ours[2]})"
-        if orthanc:
-            web = timed(lambda p=path, h=headers: http(f"{orthanc}/dicom-web{p}", None, h), repeat)  # type: ignore[misc]
-            row += f" {web[0]:8.1f}/{web[1]:<8.1f}"
-            if orthanc_find is not None:
-                tools = timed(orthanc_find, repeat)
-                row += f" {tools[0]:9.1f}/{tools[1]:<9.1f}"
-            row += f"  ratio ours/DICOMweb p50 {ours[0] / web[0]:.2f}"
-        print(row, flush=True)
+        ours = Timed(lambda p=path, h=headers: http(f"{api}{p}", None, h), repeat)  # type: ignore[misc]
+        row = f"{label:30} {ours.p50:7.1f}/{ours.p99:<7.1f} | "
+        row += f"{ours.split('handler'):7.1f} {ours.own_code():6.1f} {ours.split('aws'):6.1f} "
+        row += f"{ours.split('aws-wait'):6.1f} | "
+        if ours.status != 200:
+            row = f"{row} (HTTP {ours.status}) "
+        web_p50 = 0.0
+        if orthanc and path.startswith("/dicomweb/"):
+            web = Timed(lambda p=path, h=headers: http(f"{orthanc}/dicom-web{p[9:]}", None, h), repeat)  # type: ignore[misc]
+            web_p50 = web.p50
+            row += f"{web.p50:7.1f}/{web.p99:<8.1f} "
+        else:
+            row += f"{'-':>16} "
+        if orthanc and orthanc_find is not None:
+            tools = Timed(orthanc_find, repeat)
+            row += f"{tools.p50:5.1f}/{tools.p99:<7.1f} | "
+        else:
+            row += f"{'-':>13} | "
+        row += f"{ours.p50 / web_p50:5.1f}x; " if web_p50 else "    -; "
+        print(row + ours.calls(), flush=True)
+    print(
+        "ms. ours: end to end over HTTP; handler = lambda_handler wall time; own = handler minus AWS calls "
+        "(the function's code); AWS = time inside botocore calls; moto = of which waiting for the moto "
+        "server's HTTP answer (Server-Timing medians, local_cloud/aws_timing.py).",
+        flush=True,
+    )
 
 
 def main() -> int:
@@ -258,7 +363,7 @@ def main() -> int:
     parser.add_argument("--studies", type=int, default=200)
     parser.add_argument("--series", type=int, default=2)
     parser.add_argument("--instances", type=int, default=25, help="instances per series")
-    parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument("--repeat", type=int, default=100, help="timed runs per query (after one warm-up)")
     parser.add_argument("--no-orthanc", action="store_true")
     parser.add_argument("--in-namespace", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -273,6 +378,11 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="query-bench-"))
     processes: list[subprocess.Popen[bytes]] = []
     try:
+        print(
+            f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}, {os.cpu_count()} cores, "
+            f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
+            flush=True,
+        )
         started = time.monotonic()
         data = build(args.studies, args.series, args.instances)
         print(
@@ -286,7 +396,8 @@ def main() -> int:
             process, orthanc = start_orthanc(workdir)
             processes.append(process)
             upload_to_orthanc(orthanc, data)
-        print(f"\n{total} instances, {args.studies} studies, {args.repeat} runs each")
+        load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+        print(f"\n{total} instances, {args.studies} studies, {args.repeat} runs each (load average {load})")
         report(api, orthanc, data[len(data) // 2], args.repeat)
         return 0
     finally:

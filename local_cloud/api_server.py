@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from local_cloud.aws_timing import AwsCallTimer
 from local_cloud.dev_token import authorizer_context, verify
 from local_cloud.lambda_context import LocalLambdaContext
 
@@ -76,9 +77,18 @@ def http_api_event(
 
 
 class ApiServer:
-    def __init__(self, host: str, port: int, handler: LambdaHandler, dev_secret: str | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        handler: LambdaHandler,
+        dev_secret: str | None = None,
+        timer: AwsCallTimer | None = None,
+    ) -> None:
         self._handler = handler
         self._dev_secret = dev_secret
+        # With a timer, each response says where the handler's time went (see local_cloud.aws_timing).
+        self._timer = timer
         outer = self
 
         class RequestHandler(BaseHTTPRequestHandler):
@@ -136,6 +146,8 @@ class ApiServer:
             request.end_headers()
             request.wfile.write(body)
             return
+        if self._timer is not None:
+            self._timer.start()
         try:
             result = self._handler(event, LocalLambdaContext(function_name="QueryFunction"))
             status = int(result.get("statusCode", 200))
@@ -148,6 +160,8 @@ class ApiServer:
             log.exception("query handler failed")
             status, headers, cookies = 500, {"content-type": "application/json"}, []
             body = b'{"message":"Internal Server Error"}'
+        if self._timer is not None:
+            headers["Server-Timing"] = self._timer.stop().header()
         request.send_response(status)
         for name, value in headers.items():
             request.send_header(name, str(value))

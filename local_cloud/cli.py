@@ -35,6 +35,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--auth", action="store_true", help="require a development JWT on the API (printed at start)"
     )
+    run.add_argument(
+        "--server-timing",
+        action="store_true",
+        help="add a Server-Timing header to API responses: handler time vs time in AWS calls",
+    )
     return parser
 
 
@@ -51,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         data_dir=args.data_dir,
         with_gateway=not args.no_gateway,
         dev_secret=new_secret() if args.auth else None,
+        server_timing=args.server_timing,
     )
     stopping = threading.Event()
 

@@ -13,10 +13,12 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from typing import IO, Any
 
 import boto3
 
+from local_cloud.moto_launcher import STATUS_PREFIX
 from local_cloud.template import ingest_filter, load_template, table_definition
 
 log = logging.getLogger("local_cloud.moto")
@@ -24,13 +26,18 @@ log = logging.getLogger("local_cloud.moto")
 ACCOUNT = "123456789012"
 
 
-def pipe_log(stream: IO[bytes], logger: logging.Logger) -> threading.Thread:
-    """Forward a child's output to a logger, line by line, so one terminal stays readable."""
+def pipe_log(
+    stream: IO[bytes], logger: logging.Logger, own: Callable[[str], bool] | None = None
+) -> threading.Thread:
+    """Forward a child's output to a logger, line by line, so one terminal stays readable.
+
+    Lines for which ``own`` returns True were handled by it (the launcher's status lines).
+    """
 
     def forward() -> None:
         for raw in iter(stream.readline, b""):
             line = raw.decode(errors="replace").rstrip()
-            if line:
+            if line and not (own is not None and own(line)):
                 logger.info(line)
 
     thread = threading.Thread(target=forward, daemon=True, name=f"log-{logger.name}")
@@ -39,10 +46,14 @@ def pipe_log(stream: IO[bytes], logger: logging.Logger) -> threading.Thread:
 
 
 class MotoServer:
+    """moto's server, started through ``local_cloud.moto_launcher`` (see ``local_cloud.moto_patches``)."""
+
     def __init__(self, host: str, port: int) -> None:
         self.host = host
         self.port = port
         self.process: subprocess.Popen[bytes] | None = None
+        # What the launcher reported: moto_patches.APPLIED, DISABLED or MISMATCH ("" until it has).
+        self.patch_status = ""
 
     @property
     def url(self) -> str:
@@ -50,14 +61,14 @@ class MotoServer:
 
     def start(self, timeout: float = 60) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
+            [sys.executable, "-m", "local_cloud.moto_launcher", "-H", self.host, "-p", str(self.port)],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
         assert self.process.stdout is not None
         quiet = logging.getLogger("local_cloud.moto.requests")
         quiet.setLevel(logging.WARNING)  # one line per HTTP request is noise in `make run`
-        pipe_log(self.process.stdout, quiet)
+        pipe_log(self.process.stdout, quiet, self._launcher_line)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -69,6 +80,19 @@ class MotoServer:
             except OSError:
                 time.sleep(0.2)
         raise RuntimeError(f"moto server did not answer on {self.url} within {timeout:.0f} s")
+
+    def _launcher_line(self, line: str) -> bool:
+        """The launcher's own lines ("<logger> <LEVEL> <message>") go to our log at their level."""
+        if not line.startswith(STATUS_PREFIX):
+            return False
+        _name, _, rest = line.partition(" ")
+        level, _, message = rest.partition(" ")
+        if level == "STATUS":
+            self.patch_status = message
+        else:
+            known = level in ("INFO", "WARNING", "ERROR")
+            log.log(logging.getLevelName(level) if known else logging.INFO, message)
+        return True
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -54,6 +54,8 @@ class LocalCloudConfig:
     with_gateway: bool = True
     # None: the API runs open. A secret: only requests with a dev token signed by it (see dev_token).
     dev_secret: str | None = None
+    # Server-Timing header on API responses: the handler's time vs its AWS calls (local_cloud.aws_timing).
+    server_timing: bool = False
 
 
 class LocalCloud:
@@ -113,6 +115,12 @@ class LocalCloud:
         self.moto.start()
         queues = create_resources(self.endpoint, cfg.region, cfg.bucket, cfg.table, cfg.queue)
 
+        timer = None
+        if cfg.server_timing:
+            from local_cloud.aws_timing import AwsCallTimer
+
+            timer = AwsCallTimer()
+            timer.install_on_default_session()  # before the functions create their clients
         # Imported only now: like a Lambda cold start, they read the environment at import.
         from common.observability import logger as function_logger
         from ingest.handler import lambda_handler as ingest_handler
@@ -123,7 +131,7 @@ class LocalCloud:
         adopt_powertools(function_logger)
         self.dispatcher = Dispatcher(self.sqs(), queues["queue_url"], ingest_handler)
         self.dispatcher.start()
-        self.api = ApiServer(cfg.host, cfg.api_port, query_handler, dev_secret=cfg.dev_secret)
+        self.api = ApiServer(cfg.host, cfg.api_port, query_handler, dev_secret=cfg.dev_secret, timer=timer)
         self.api.start()
         log.info("API on %s (DICOMweb under /dicomweb)", self.api_url)
         if cfg.dev_secret:
