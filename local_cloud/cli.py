@@ -11,7 +11,7 @@ from typing import Any
 
 from local_cloud import logs
 from local_cloud.dev_token import new_secret
-from local_cloud.stack import LocalCloud, LocalCloudConfig
+from local_cloud.stack import LocalCloud, LocalCloudConfig, PortInUse
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,7 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     cloud = LocalCloud(config)
     try:
-        cloud.start()
+        try:
+            cloud.start()
+        except PortInUse as exc:
+            print(f"local-cloud: {exc}", file=sys.stderr)
+            return 2
         c = cloud.config
         print(
             f"\nReady. Send DICOM:  storescu -aec {c.ae_title} {c.host} {c.dicom_port} +sd <dir>\n"

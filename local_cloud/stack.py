@@ -31,10 +31,43 @@ if TYPE_CHECKING:
 log = logging.getLogger("local_cloud")
 
 
+def forget_earlier_shipments(spool_dir: Path) -> int:
+    """Drop the gateway's records of instances shipped in earlier runs; how many series had one.
+
+    The stand-in's moto keeps S3 and DynamoDB in memory, so every run starts with an empty
+    bucket, while the spool on disk survives. Its shipped record would make the gateway drop
+    instances sent again as "already shipped" to a bucket that no longer has them.
+    """
+    from edge_gateway.spool import SHIPPED
+
+    records = list((spool_dir / SHIPPED).glob("*.jsonl")) if (spool_dir / SHIPPED).is_dir() else []
+    for record in records:
+        record.unlink()
+    return len(records)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+class PortInUse(RuntimeError):
+    """A port the stand-in needs is taken (often: another `make run` is still going)."""
+
+
+def check_ports_free(host: str, ports: dict[str, int]) -> None:
+    """Fail before starting anything, with the port's role, rather than half-start next to another run."""
+    for role, port in ports.items():
+        if not port:
+            continue  # 0: a free port is picked
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError as exc:
+                raise PortInUse(
+                    f"{role} port {host}:{port} is in use ({exc.strerror}): is another `make run` going?"
+                ) from exc
 
 
 @dataclass
@@ -67,6 +100,7 @@ class LocalCloud:
         self.api: ApiServer | None = None
         self.dispatcher: Dispatcher | None = None
         self.gateway: Gateway | None = None
+        self._stopped = False
 
     @property
     def endpoint(self) -> str:
@@ -111,6 +145,8 @@ class LocalCloud:
 
     def _start(self) -> LocalCloud:
         cfg = self.config
+        ports = {"moto": cfg.moto_port, "API": cfg.api_port}
+        check_ports_free(cfg.host, {**ports, "DICOM": cfg.dicom_port} if cfg.with_gateway else ports)
         os.environ.update(self.environment())
         self.moto.start()
         queues = create_resources(self.endpoint, cfg.region, cfg.bucket, cfg.table, cfg.queue)
@@ -147,6 +183,13 @@ class LocalCloud:
         from edge_gateway.gateway import Gateway
 
         cfg = self.config
+        forgotten = forget_earlier_shipments(cfg.data_dir / "spool")
+        if forgotten:
+            log.info(
+                "moto starts empty: forgot the shipped-instance records of %d series from earlier runs "
+                "(unfinished work in the spool is kept and goes to the new bucket)",
+                forgotten,
+            )
         config = load(
             overrides={
                 "host": cfg.host,
@@ -167,6 +210,9 @@ class LocalCloud:
         return gateway
 
     def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
         if self.gateway is not None:
             self.gateway.stop()
         if self.api is not None:
