@@ -26,11 +26,13 @@ class _Receiver:
     channel: socket.socket
     open: int = 0
     alive: bool = True
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class Dispatcher:
-    """In the coordinator: route each accepted connection to the least-busy process."""
+    """In the coordinator: route each accepted connection to the least-busy process.
+
+    ``route`` runs in the accepting thread only; close counts arrive on one thread per receiver.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -60,8 +62,7 @@ class Dispatcher:
             best.open += 1
         try:
             message = json.dumps(list(address[:2])).encode()
-            with best.lock:
-                socket.send_fds(best.channel, [message], [connection.fileno()])
+            socket.send_fds(best.channel, [message], [connection.fileno()])
             return True
         except OSError as exc:  # the receiver died: serve it here
             log.warning("receiver process unreachable (%s); serving the connection here", exc.strerror)

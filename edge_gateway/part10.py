@@ -20,7 +20,7 @@ def _element(element: int, vr: bytes, value: bytes) -> bytes:
     return struct.pack("<HH2sH", 0x0002, element, vr, len(value)) + value
 
 
-def _padded(text: str, pad: bytes) -> bytes:
+def padded(text: str, pad: bytes) -> bytes:
     """ASCII value padded to even length; a UnicodeEncodeError (a ValueError) for anything else."""
     value = text.encode("ascii")
     return value + pad if len(value) % 2 else value
@@ -31,11 +31,11 @@ def file_header(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str)
     body = b"".join(
         (
             _element(0x0001, b"OB", b"\x00\x01"),
-            _element(0x0002, b"UI", _padded(sop_class_uid, b"\x00")),
-            _element(0x0003, b"UI", _padded(sop_instance_uid, b"\x00")),
-            _element(0x0010, b"UI", _padded(transfer_syntax, b"\x00")),
-            _element(0x0012, b"UI", _padded(PYNETDICOM_IMPLEMENTATION_UID, b"\x00")),
-            _element(0x0013, b"SH", _padded(PYNETDICOM_IMPLEMENTATION_VERSION, b" ")),
+            _element(0x0002, b"UI", padded(sop_class_uid, b"\x00")),
+            _element(0x0003, b"UI", padded(sop_instance_uid, b"\x00")),
+            _element(0x0010, b"UI", padded(transfer_syntax, b"\x00")),
+            _element(0x0012, b"UI", padded(PYNETDICOM_IMPLEMENTATION_UID, b"\x00")),
+            _element(0x0013, b"SH", padded(PYNETDICOM_IMPLEMENTATION_VERSION, b" ")),
         )
     )
     return PREAMBLE + _element(0x0000, b"UL", struct.pack("<I", len(body))) + body

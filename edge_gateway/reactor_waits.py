@@ -16,8 +16,8 @@ arrives (so a lying PDU length cannot make it allocate gigabytes), and asks for
 immediate ACKs: with fewer reads, delayed ACKs would stall senders that keep Nagle's
 algorithm on (measured: 100-180 instances/s without, ~400 with).
 
-``install()`` patches the process once; it is written for pynetdicom 3.0 and leaves
-pynetdicom untouched (slower, still correct) on any other version.
+``install()`` patches the process; ``receiver.tune_pynetdicom`` calls it only on
+pynetdicom 3.0, the version it was written for.
 """
 
 from __future__ import annotations
@@ -36,13 +36,11 @@ import weakref
 from types import ModuleType
 from typing import Any
 
-import pynetdicom
 from pynetdicom import association, dul, transport
 
 log = logging.getLogger(__name__)
 IDLE_TICK = 0.02
 RECV_CHUNK = 1 << 20
-_install_lock = threading.Lock()
 
 
 class _WakingQueue(queue.Queue):  # type: ignore[type-arg]
@@ -160,17 +158,8 @@ _DUL_LOOP = dul.DULServiceProvider.run_reactor.__code__
 _ASSOCIATION_LOOP = association.Association._run_reactor.__code__
 
 
-def install() -> bool:
-    """Patch this process's pynetdicom; False (and a warning) on a version it was not written for."""
-    with _install_lock:
-        if isinstance(vars(dul).get("time"), _ReactorTime):
-            return True
-        if not pynetdicom.__version__.startswith("3.0."):
-            log.warning(
-                "pynetdicom %s: reactor waits not installed (written for 3.0)", pynetdicom.__version__
-            )
-            return False
-        vars(dul)["time"] = _ReactorTime(time)  # their module-level ``time`` name
-        vars(association)["time"] = _ReactorTime(time)
-        transport.AssociationSocket.recv = _recv  # type: ignore[method-assign]
-        return True
+def install() -> None:
+    """Patch this process's pynetdicom (``receiver.tune_pynetdicom`` checks the version)."""
+    vars(dul)["time"] = _ReactorTime(time)  # their module-level ``time`` name
+    vars(association)["time"] = _ReactorTime(time)
+    transport.AssociationSocket.recv = _recv  # type: ignore[method-assign]

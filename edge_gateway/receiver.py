@@ -17,18 +17,18 @@ from collections.abc import Callable
 from io import BytesIO
 from typing import Any, cast
 
+import pynetdicom
 from pynetdicom import AE, _config, evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import AssociationServer, ThreadedAssociationServer
 
+from edge_gateway import reactor_waits, store_responses
 from edge_gateway.config import GatewayConfig
 from edge_gateway.dicom_peek import RoutingUids, Undecodable, routing_uids
 from edge_gateway.dispatch import CLOSED, Dispatcher, Handoff, receive_connection
 from edge_gateway.part10 import file_header
-from edge_gateway.reactor_waits import install as install_reactor_waits
 from edge_gateway.spool import Spool, SpoolFull
-from edge_gateway.store_responses import install as install_store_responses
 
 log = logging.getLogger(__name__)
 # Told of each newly stored instance: (study UID, series UID, bytes).
@@ -123,9 +123,19 @@ def peer_filter(networks: tuple[str, ...]) -> Callable[[Any, Any], bool]:
     return verify_request
 
 
+def tune_pynetdicom() -> bool:
+    """Event-driven reactor waits and packed C-STORE responses, written against pynetdicom 3.0;
+    on any other version pynetdicom stays stock (slower, still correct) and a warning says so."""
+    if not pynetdicom.__version__.startswith("3.0."):
+        log.warning("pynetdicom %s: C-STORE path not tuned (written for 3.0)", pynetdicom.__version__)
+        return False
+    reactor_waits.install()
+    store_responses.install()
+    return True
+
+
 def build_ae(config: GatewayConfig) -> AE:
-    install_reactor_waits()
-    install_store_responses()
+    tune_pynetdicom()
     ae = AE(ae_title=config.ae_title)
     ae.maximum_associations = config.max_associations
     ae.maximum_pdu_size = config.max_pdu

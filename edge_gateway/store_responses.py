@@ -6,51 +6,45 @@ a quarter of the gateway's Python time per instance under load. A C-STORE-RSP co
 set is seven fixed elements (PS3.7 9.3.1.2, implicit VR little endian); packed here
 (same bytes as pynetdicom's, tested) and queued to the DUL as one P-DATA.
 
-``install()`` replaces ``StorageServiceClass.SCP`` in this process (pynetdicom 3.0,
-checked); the handler is still called through pynetdicom's event system.
+``install()`` replaces ``StorageServiceClass.SCP`` in this process (pynetdicom 3.0 only:
+see ``receiver.tune_pynetdicom``); the handler is still called through pynetdicom's events.
 """
 
 from __future__ import annotations
 
 import logging
 import struct
-import threading
 from typing import Any
 
-import pynetdicom
 from pynetdicom import evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.service_class import StorageServiceClass
 
+from edge_gateway.part10 import padded
+
 log = logging.getLogger(__name__)
 C_STORE_RSP = 0x8001
 NO_DATASET = 0x0101
 PROCESSING_FAILURE = 0xC211
 COMMAND_LAST_FRAGMENT = b"\x03"  # message control header: command, last fragment
-_install_lock = threading.Lock()
 
 
 def _element(element: int, value: bytes) -> bytes:
     return struct.pack("<HHI", 0x0000, element, len(value)) + value
 
 
-def _uid(value: str) -> bytes:
-    encoded = value.encode("ascii")
-    return encoded + b"\x00" if len(encoded) % 2 else encoded
-
-
 def store_response(sop_class_uid: str, sop_instance_uid: str, message_id: int, status: int) -> bytes:
     """The encoded command set of a C-STORE-RSP."""
     body = b"".join(
         (
-            _element(0x0002, _uid(sop_class_uid)),
+            _element(0x0002, padded(sop_class_uid, b"\x00")),
             _element(0x0100, struct.pack("<H", C_STORE_RSP)),
             _element(0x0120, struct.pack("<H", message_id)),
             _element(0x0800, struct.pack("<H", NO_DATASET)),
             _element(0x0900, struct.pack("<H", status)),
-            _element(0x1000, _uid(sop_instance_uid)),
+            _element(0x1000, padded(sop_instance_uid, b"\x00")),
         )
     )
     return _element(0x0000, struct.pack("<I", len(body))) + body
@@ -78,16 +72,6 @@ def _storage_scp(self: StorageServiceClass, req: C_STORE, context: PresentationC
     self.dimse.dul.send_pdu(data)
 
 
-def install() -> bool:
-    """Use the packed responses in this process; False (and a warning) on another pynetdicom."""
-    with _install_lock:
-        if StorageServiceClass.SCP is _storage_scp:
-            return True
-        if not pynetdicom.__version__.startswith("3.0."):
-            log.warning(
-                "pynetdicom %s: packed C-STORE responses not installed (written for 3.0)",
-                pynetdicom.__version__,
-            )
-            return False
-        StorageServiceClass.SCP = _storage_scp  # type: ignore[method-assign]
-        return True
+def install() -> None:
+    """Use the packed responses in this process (``receiver.tune_pynetdicom`` checks the version)."""
+    StorageServiceClass.SCP = _storage_scp  # type: ignore[method-assign]
