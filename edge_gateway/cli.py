@@ -18,39 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from edge_gateway.config import ConfigError, GatewayConfig, load
+from edge_gateway.logs import configure_logging
 
 log = logging.getLogger("edge_gateway")
-
-
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        for key in ("series", "part", "sop", "aet"):
-            if hasattr(record, key):
-                entry[key] = getattr(record, key)
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
-def configure_logging(config: GatewayConfig) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if config.log_format == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
-        )
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(config.log_level)
-    # pynetdicom logs every association at INFO; keep its warnings only.
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
 
 
 def _parser() -> argparse.ArgumentParser:
