@@ -95,11 +95,10 @@ class Packager:
         for member in candidates:
             checked_uid(member.stem, "SOPInstanceUID")
         members, dropped, versions = self._to_ship(series_uid, candidates)
-        if dropped or versions:
-            bump_counters(self._spool.root, duplicates_dropped=dropped, versions_shipped=versions)
         if not members:
             log.info("part %s holds only instances already shipped with the same bytes: dropped", part_id)
             self._remove(part_dir)
+            bump_counters(self._spool.root, duplicates_dropped=dropped)
             return None
         tmp = self._spool.path(TMP) / f"{part_id}.zip"
         manifest_sha, records = self._write_zip(tmp, members, info)
@@ -120,6 +119,8 @@ class Packager:
         os.rename(tmp, zip_path)
         fsync_dir(outbox)
         self._remove(part_dir)
+        if dropped or versions:  # after the zip is in place: a crash before it zips (and counts) again
+            bump_counters(self._spool.root, duplicates_dropped=dropped, versions_shipped=versions)
         log.info(
             "part %s zipped: %d instances (%d new versions of shipped ones), %d bytes",
             part_id,
