@@ -92,6 +92,9 @@ def bump_counters(root: Path, **increments: int) -> None:
     Informational figures for ``edge-gateway status``: written under an flock,
     replaced by rename, not fsynced (a power cut may lose the last increments).
     """
+    increments = {name: amount for name, amount in increments.items() if amount}
+    if not increments:
+        return
     path = root / COUNTERS_FILE
     with open(root / f"{COUNTERS_FILE}.lock", "a") as lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
@@ -357,7 +360,8 @@ class Spool:
 
     def quarantine(self, entries: list[Path], reason: str) -> Path:
         """Move spool entries (files or folders, one piece of work) to ``quarantine/<id>/``
-        next to a ``reason.json``; return that folder.
+        next to a ``reason.json``; return that folder. Raises FileNotFoundError when the first
+        entry is gone meanwhile (nothing is then left in ``quarantine/``).
 
         The reason names what is wrong, never a UID value or PHI. The reason is written
         first: a crash before the move leaves a folder with nothing else, which
@@ -369,8 +373,14 @@ class Spool:
         folder.mkdir()
         source = entries[0].relative_to(self.root).parts[0]
         self.write_json(folder / REASON_FILE, {"reason": reason, "from": source, "at": time.time()})
-        for entry in entries:
-            os.rename(entry, folder / entry.name)
+        for moved, entry in enumerate(entries):
+            try:
+                os.rename(entry, folder / entry.name)
+            except FileNotFoundError:
+                if not moved:  # gone meanwhile (closed, uploaded, or quarantined by another process)
+                    (folder / REASON_FILE).unlink()
+                    folder.rmdir()
+                raise
             fsync_dir(entry.parent)
         fsync_dir(folder)
         fsync_dir(folder.parent)

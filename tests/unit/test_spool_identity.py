@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import zipfile
 from pathlib import Path
 
@@ -247,3 +248,42 @@ def test_a_full_disk_is_not_a_reason_to_quarantine(tmp_path: Path, monkeypatch: 
         packager.package(part)
     assert spool.quarantined() == []
     assert part.exists()
+
+
+# --- crash safety ---------------------------------------------------------------------------
+
+
+def test_a_crash_while_zipping_a_correction_zips_it_again_and_counts_it_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a shipped instance, then its correction closed into a part
+    spool, assembler, packager, uploader, s3 = make(tmp_path)
+    spool.store(STUDY, SERIES, f"{SERIES}.1", b"v1")
+    ship(spool, assembler, packager, uploader)
+    spool.store(STUDY, SERIES, f"{SERIES}.1", b"v2")
+    spool.store(STUDY, SERIES, f"{SERIES}.2", b"new")
+    [part] = close_all(spool, assembler)
+
+    # WHEN the process dies after the descriptor was written, before the zip was renamed
+    real_rename = os.rename
+
+    def die_at_zip_rename(src: object, dst: object, **kwargs: object) -> None:
+        if str(dst).endswith(".zip"):
+            raise SystemExit("killed")
+        real_rename(src, dst, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "rename", die_at_zip_rename)
+    with pytest.raises(SystemExit):
+        packager.package(part)
+    monkeypatch.setattr(os, "rename", real_rename)
+
+    # THEN after the restart the part is zipped once with both members, uploaded, counted once
+    spool.recover()
+    restarted = Packager(spool, ShippedRecord(spool.path(SHIPPED), 3600), "gw-test")
+    [entry] = [restarted.package(p) for p in restarted.pending()]
+    assert entry is not None
+    assert entry.descriptor["sop_instance_uids"] == [f"{SERIES}.1", f"{SERIES}.2"]
+    assert uploader.upload(entry)
+    assert len(s3.objects) == 2
+    assert read_counters(spool.root) == {"versions_shipped": 1}
+    assert restarted.outbox() == [] and restarted.pending() == []
