@@ -22,7 +22,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_gateway.spool import PARTS, OpenSeries, Spool, fsync_dir, locked_folder
+from edge_gateway.spool import PARTS, OpenSeries, Spool, UnsafeUid, fsync_dir, locked_folder
 
 log = logging.getLogger(__name__)
 PART_FILE = "part.json"
@@ -35,6 +35,8 @@ def entry_problem(exc: Exception) -> str | None:
     transient or spool-wide (a race with a receiver, a full or read-only disk: retry)."""
     if isinstance(exc, FileNotFoundError):
         return None
+    if isinstance(exc, UnsafeUid):
+        return str(exc)  # names the UID and the rule broken, never the value
     if isinstance(exc, OSError):
         if exc.errno in SPOOL_WIDE:
             return None

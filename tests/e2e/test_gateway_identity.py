@@ -31,14 +31,18 @@ pytestmark = pytest.mark.e2e
 SUCCESS = 0x0000
 
 
-def status_json(spool: Path, tmp_path: Path) -> dict[str, Any]:
+def status(spool: Path, tmp_path: Path, *extra: str) -> str:
     config = write_config(tmp_path / "status.toml", spool_dir=str(spool), bucket="unused")
     done = subprocess.run(
-        [sys.executable, "-m", "edge_gateway", "status", "--config", str(config), "--json"],
+        [sys.executable, "-m", "edge_gateway", "status", "--config", str(config), *extra],
         capture_output=True, text=True, timeout=60, env=gateway_env(), check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    result: dict[str, Any] = json.loads(done.stdout)
+    return done.stdout
+
+
+def status_json(spool: Path, tmp_path: Path) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(status(spool, tmp_path, "--json"))
     return result
 
 
@@ -118,3 +122,6 @@ def test_odd_uids_are_refused_and_a_bad_spool_entry_is_quarantined_without_stall
     assert entry["reason"] == "a file where a series folder should be"
     assert entry["from"] == "series"
     assert "1.2.3.4" not in json.dumps(entry)
+    text = status(spool, tmp_path)
+    assert "quarantined: 1" in text
+    assert f"quarantine/{entry['id']} (from series/): a file where a series folder should be" in text

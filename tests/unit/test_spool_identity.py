@@ -287,3 +287,17 @@ def test_a_crash_while_zipping_a_correction_zips_it_again_and_counts_it_once(
     assert len(s3.objects) == 2
     assert read_counters(spool.root) == {"versions_shipped": 1}
     assert restarted.outbox() == [] and restarted.pending() == []
+
+
+def test_a_part_left_by_an_older_version_with_a_uid_the_rule_refuses_is_quarantined(tmp_path: Path) -> None:
+    # GIVEN a part closed by a gateway that accepted letters in UIDs
+    spool, assembler, packager, _, _ = make(tmp_path)
+    spool.store(STUDY, SERIES, f"{SERIES}.1", b"one")
+    [part] = close_all(spool, assembler)
+    (part / f"{SERIES}.1.dcm").rename(part / "1.2.abc.dcm")
+    # WHEN it is packaged, THEN it is quarantined, the reason naming the rule and not the value
+    assert packager.package(part) is None
+    [quarantined] = spool.quarantined()
+    assert quarantined["reason"] == (
+        "part could not be zipped: SOPInstanceUID: UID is not dot-separated digits (PS3.5 9.1)"
+    )
