@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from tests.dicom_factory import series_from
 from tests.e2e.conftest import wait_for
 from tests.e2e.gateway_helpers import (  # noqa: F401 - start_gateway_fixture provides start_gateway
     GatewayFactory,
+    SendResult,
     bucket_members,
     dataset_bytes,
     gateway_env,
@@ -31,7 +33,7 @@ pytestmark = pytest.mark.e2e
 SUCCESS = 0x0000
 
 
-def status(spool: Path, tmp_path: Path, *extra: str) -> str:
+def run_status(spool: Path, tmp_path: Path, *extra: str) -> str:
     config = write_config(tmp_path / "status.toml", spool_dir=str(spool), bucket="unused")
     done = subprocess.run(
         [sys.executable, "-m", "edge_gateway", "status", "--config", str(config), *extra],
@@ -42,7 +44,7 @@ def status(spool: Path, tmp_path: Path, *extra: str) -> str:
 
 
 def status_json(spool: Path, tmp_path: Path) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads(status(spool, tmp_path, "--json"))
+    result: dict[str, Any] = json.loads(run_status(spool, tmp_path, "--json"))
     return result
 
 
@@ -122,6 +124,36 @@ def test_odd_uids_are_refused_and_a_bad_spool_entry_is_quarantined_without_stall
     assert entry["reason"] == "a file where a series folder should be"
     assert entry["from"] == "series"
     assert "1.2.3.4" not in json.dumps(entry)
-    text = status(spool, tmp_path)
+    text = run_status(spool, tmp_path)
     assert "quarantined: 1" in text
     assert f"quarantine/{entry['id']} (from series/): a file where a series folder should be" in text
+
+
+def test_duplicates_and_replaced_versions_are_counted_across_receiver_processes(
+    start_gateway: GatewayFactory, aws: Aws, tmp_path: Path
+) -> None:
+    # GIVEN a gateway with 2 receiver processes, and a series sent twice at the same time
+    # (two associations: one per process), then its first instance corrected, all while it is open
+    gateway = start_gateway(receivers=2, stable_after=3.0)
+    instances = series_from("CT_small.dcm", 3)
+    files = write_files(tmp_path / "first", instances)
+    results: list[SendResult] = []
+    senders = [
+        threading.Thread(target=lambda: results.append(send_files(gateway.port, files))) for _ in range(2)
+    ]
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join()
+    instances[0].PatientName = "Corrected^Name"
+    corrected = write_files(tmp_path / "corrected", instances[:1])
+    assert send_files(gateway.port, corrected).statuses == [SUCCESS]
+
+    # THEN every copy was acknowledged, and one part ships the three instances, the first corrected
+    assert [r.statuses for r in results] == [[SUCCESS] * 3] * 2
+    [(key, members)] = parts_holding(aws, 1).items()
+    assert sorted(members) == sorted(p.stem for p in files)
+    assert member_bytes(aws.s3, aws.bucket, key, files[0].stem).endswith(dataset_bytes(corrected[0]))
+    # AND the counters, kept on disk, hold what both processes dropped and replaced
+    status = status_json(tmp_path / "spool", tmp_path)
+    assert (status["duplicates_dropped"], status["versions_replaced"]) == (3, 1)
