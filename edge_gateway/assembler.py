@@ -12,7 +12,6 @@ fails to close is quarantined with its reason (``Spool.quarantine``).
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import secrets
@@ -22,28 +21,10 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_gateway.spool import PARTS, OpenSeries, Spool, UnsafeUid, fsync_dir, locked_folder
+from edge_gateway.spool import PARTS, OpenSeries, Spool, entry_problem, fsync_dir, locked_folder
 
 log = logging.getLogger(__name__)
 PART_FILE = "part.json"
-# Failures that concern the whole spool, not one entry: retried, never a reason to quarantine.
-SPOOL_WIDE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
-
-
-def entry_problem(exc: Exception) -> str | None:
-    """Why ``exc`` makes one spool entry unusable (a reason without PHI), or None when it is
-    transient or spool-wide (a race with a receiver, a full or read-only disk: retry)."""
-    if isinstance(exc, FileNotFoundError):
-        return None
-    if isinstance(exc, UnsafeUid):
-        return str(exc)  # names the UID and the rule broken, never the value
-    if isinstance(exc, OSError):
-        if exc.errno in SPOOL_WIDE:
-            return None
-        return f"unreadable entry ({type(exc).__name__}, {errno.errorcode.get(exc.errno or 0, 'no errno')})"
-    if isinstance(exc, (ValueError, KeyError, TypeError)):
-        return f"unusable entry ({type(exc).__name__})"
-    return None
 
 
 def new_part_id(now: float | None = None) -> str:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_gateway.assembler import PART_FILE, entry_problem
+from edge_gateway.assembler import PART_FILE
 from edge_gateway.shipped import ShippedRecord, Versions
 from edge_gateway.spool import (
     OUTBOX,
@@ -36,6 +36,7 @@ from edge_gateway.spool import (
     Spool,
     bump_counters,
     checked_uid,
+    entry_problem,
     file_sha256,
     fsync_dir,
 )
@@ -101,7 +102,8 @@ class Packager:
             bump_counters(self._spool.root, duplicates_dropped=dropped)
             return None
         tmp = self._spool.path(TMP) / f"{part_id}.zip"
-        manifest_sha, records = self._write_zip(tmp, members, info)
+        records: list[dict[str, Any]] = []  # the manifest's, with each member's SHA-256
+        manifest_sha = self._write_zip(tmp, members, info, records)
         self._spool.account(tmp.stat().st_size)
         descriptor = {
             "part_id": part_id,
@@ -155,10 +157,10 @@ class Packager:
         return members, dropped, versions
 
     def _write_zip(
-        self, path: Path, members: list[Path], info: dict[str, Any]
-    ) -> tuple[str, list[dict[str, Any]]]:
-        """Write and fsync the zip; return the SHA-256 of its manifest and the manifest's records."""
-        records: list[dict[str, Any]] = []
+        self, path: Path, members: list[Path], info: dict[str, Any], records: list[dict[str, Any]]
+    ) -> str:
+        """Write and fsync the zip; return the SHA-256 of its manifest, whose per-member records
+        are appended to ``records``."""
         with zipfile.ZipFile(path, "w", compression=self._compression, allowZip64=True) as zf:
             for member in members:
                 stat = member.stat()
@@ -194,7 +196,7 @@ class Packager:
             zf.writestr(MANIFEST_NAME, manifest, compress_type=zipfile.ZIP_DEFLATED)
         with open(path, "rb+") as fh:
             os.fsync(fh.fileno())
-        return hashlib.sha256(manifest).hexdigest(), records
+        return hashlib.sha256(manifest).hexdigest()
 
     def outbox_versions(self, series_uid: str) -> Versions:
         """SHA-256 of each instance of this series already zipped in the outbox, not yet confirmed

@@ -67,6 +67,26 @@ class Stored(enum.IntEnum):
     REPLACED = 2  # different bytes under a SOP Instance UID of the open series: the latest replaced it
 
 
+# Failures that concern the whole spool, not one entry: retried, never a reason to quarantine.
+SPOOL_WIDE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
+def entry_problem(exc: Exception) -> str | None:
+    """Why ``exc`` makes one spool entry unusable (a reason without PHI), or None when it is
+    transient or spool-wide (a race with a receiver, a full or read-only disk: retry)."""
+    if isinstance(exc, FileNotFoundError):
+        return None
+    if isinstance(exc, UnsafeUid):
+        return str(exc)  # names the UID and the rule broken, never the value
+    if isinstance(exc, OSError):
+        if exc.errno in SPOOL_WIDE:
+            return None
+        return f"unreadable entry ({type(exc).__name__}, {errno.errorcode.get(exc.errno or 0, 'no errno')})"
+    if isinstance(exc, (ValueError, KeyError, TypeError)):
+        return f"unusable entry ({type(exc).__name__})"
+    return None
+
+
 def checked_uid(value: str, role: str) -> str:
     """``value`` without its padding, after the one UID rule; raises :class:`UnsafeUid` naming ``role``."""
     uid = strip_padding(value)
