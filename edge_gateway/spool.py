@@ -88,7 +88,8 @@ def entry_problem(exc: Exception) -> str | None:
 
 
 def checked_uid(value: str, role: str) -> str:
-    """``value`` without its padding, after the one UID rule; raises :class:`UnsafeUid` naming ``role``."""
+    """``value`` without its padding (PS3.5 6.2), after the one UID rule (PS3.5 9.1, ``common.uids``);
+    raises :class:`UnsafeUid` naming ``role`` (e.g. ``"StudyInstanceUID"``) and the rule, never the value."""
     uid = strip_padding(value)
     problem = uid_problem(uid)
     if problem is not None:
@@ -351,6 +352,10 @@ class Spool:
         os.fsync(folder_fd)
         self.account(-earlier)
         bump_counters(self.root, versions_replaced=1)
+        log.info(
+            "new bytes under a SOP Instance UID of the open series replaced the earlier copy",
+            extra={"sop": name.removesuffix(".dcm")},
+        )
         return Stored.REPLACED
 
     def open_series(self) -> Iterator[OpenSeries]:
