@@ -28,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in (
         ("run", "run the gateway"),
-        ("status", "show spool, outbox and last upload"),
+        ("status", "show spool, outbox, last upload, duplicates and quarantine"),
         ("import", "spool existing DICOM files (a folder, recursively) for upload"),
     ):
         cmd = sub.add_parser(name, help=text)
@@ -96,7 +96,7 @@ def run(config: GatewayConfig) -> int:
 
 def status(config: GatewayConfig, as_json: bool) -> int:
     from edge_gateway.gateway import STATUS_FILE, spool_status
-    from edge_gateway.spool import Spool
+    from edge_gateway.spool import Spool, read_counters
 
     spool = Spool(config.spool_dir, config.max_spool_bytes)
     result: dict[str, Any] = spool_status(spool)
@@ -112,7 +112,13 @@ def status(config: GatewayConfig, as_json: bool) -> int:
             "written_at",
         ):
             result[key] = last.get(key)
+    counters = read_counters(spool.root)
+    for key in ("duplicates_dropped", "versions_replaced", "versions_shipped"):
+        result[key] = counters.get(key, 0)
+    quarantined = spool.quarantined()
+    result["quarantined"] = len(quarantined)
     if as_json:
+        result["quarantine"] = quarantined
         print(json.dumps(result, indent=1))
         return 0
     for key, value in result.items():
@@ -120,6 +126,8 @@ def status(config: GatewayConfig, as_json: bool) -> int:
         if key.endswith(("_at", "_upload")) and isinstance(value, int | float):
             shown = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
         print(f"{key:>16}: {shown}")
+    for entry in quarantined:  # reasons name what is wrong, never a UID or PHI
+        print(f"{'':>16}  quarantine/{entry['id']} (from {entry.get('from', '?')}/): {entry.get('reason')}")
     return 0
 
 
@@ -132,14 +140,20 @@ def import_command(config: GatewayConfig, folder: Path) -> int:
     result = import_folder(config, folder)
     print(f"stored {result.stored} instances ({result.nbytes / 1e6:.1f} MB) in {config.spool_dir}")
     if result.duplicates:
-        print(f"{result.duplicates} already in an open series (kept once)")
+        print(f"{result.duplicates} already in an open series with the same bytes (dropped)")
+    if result.already_shipped:
+        print(f"{result.already_shipped} already shipped with the same bytes (dropped)")
+    if result.versions:
+        print(f"{result.versions} changed since spooled or shipped (stored as a new version)")
     for reason, count in sorted(result.skipped.items()):
         print(f"skipped {count}: {reason}")
+    for path, reason in result.refused:
+        print(f"refused {path}: {reason}")
     if result.stopped:
         print(f"stopped: {result.stopped}", file=sys.stderr)
         return 3
     print("the gateway closes, zips and uploads them after the quiet period (now, or at its next start)")
-    return 0
+    return 1 if result.refused else 0
 
 
 def main(argv: list[str] | None = None) -> int:
