@@ -30,7 +30,17 @@ def _parser() -> argparse.ArgumentParser:
         default=defaults.stable_after,
         help="quiet seconds that close a series (production default: 60)",
     )
-    run.add_argument("--data-dir", type=Path, default=defaults.data_dir, help="gateway spool lives here")
+    run.add_argument(
+        "--data-dir",
+        type=Path,
+        default=defaults.data_dir,
+        help="the gateway's spool, the saved bucket and index, and logs live here",
+    )
+    run.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start with an empty bucket and index (deletes the ones saved by earlier runs)",
+    )
     run.add_argument("--no-gateway", action="store_true", help="cloud side only")
     run.add_argument(
         "--auth", action="store_true", help="require a development JWT on the API (printed at start)"
@@ -45,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logs.configure()
+    logs.configure(log_dir=args.data_dir / "logs")
     config = LocalCloudConfig(
         host=args.host,
         moto_port=args.moto_port,
@@ -54,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         ae_title=args.ae_title,
         stable_after=args.stable_after,
         data_dir=args.data_dir,
+        fresh=args.fresh,
         with_gateway=not args.no_gateway,
         dev_secret=new_secret() if args.auth else None,
         server_timing=args.server_timing,
@@ -72,22 +83,37 @@ def main(argv: list[str] | None = None) -> int:
         except PortInUse as exc:
             print(f"local-cloud: {exc}", file=sys.stderr)
             return 2
-        c = cloud.config
-        print(
-            f"\nReady. Send DICOM:  storescu -aec {c.ae_title} {c.host} {c.dicom_port} +sd <dir>\n"
-            f"Query:  curl {cloud.api_url}/dicomweb/studies\n"
-            f"Browse: {cloud.api_url}/ui   (API description: {cloud.api_url}/swagger)\n"
-            f"S3:     AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x .venv/bin/aws --region {c.region} "
-            f"--endpoint-url {cloud.endpoint} "
-            f"s3 ls s3://{c.bucket} --recursive\n"
-            "Ctrl-C stops everything.\n",
-            file=sys.stderr,
-            flush=True,
-        )
+        print(ready_banner(cloud), file=sys.stderr, flush=True)
         stopping.wait()
     finally:
+        if stopping.is_set():
+            print("\nstopping: saving the bucket and index ...", file=sys.stderr, flush=True)
         cloud.stop()
+    print(
+        f"stopped; data kept in {config.data_dir} (`make run` goes on with it, --fresh starts empty)",
+        file=sys.stderr,
+    )
     return 0
+
+
+def ready_banner(cloud: LocalCloud) -> str:
+    """What to do next, with this run's ports: send a folder, query, browse, look at S3."""
+    c = cloud.config
+    send = (
+        f"  dcmsend -aec {c.ae_title} {c.host} {c.dicom_port} --scan-directories --recurse -nh <folder>"
+        "     # dcmtk\n"
+        f"  .venv/bin/edge-gateway import --spool-dir {c.data_dir / 'spool'} <folder>"
+        "   # no network: straight into the spool\n"
+    )
+    return (
+        f"\nReady. Send a folder of DICOM files (compressed ones too; other files are skipped):\n{send}"
+        f"Query:  curl {cloud.api_url}/dicomweb/studies\n"
+        f"Browse: {cloud.api_url}/ui   (API description: {cloud.api_url}/swagger)\n"
+        f"S3:     AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x .venv/bin/aws --region {c.region} "
+        f"--endpoint-url {cloud.endpoint} s3 ls s3://{c.bucket} --recursive\n"
+        f"Logs:   {c.data_dir / 'logs'} (metrics.log: EMF metrics, warnings.log: pydicom's warnings)\n"
+        "Ctrl-C stops everything; the next `make run` has the same data.\n"
+    )
 
 
 if __name__ == "__main__":
