@@ -99,11 +99,14 @@ def main(argv: list[str] | None = None) -> int:
 def ready_banner(cloud: LocalCloud) -> str:
     """What to do next, with this run's ports: send a folder, query, browse, look at S3."""
     c = cloud.config
+    # edge-gateway status/import find .local-run/edge-gateway.toml by themselves; elsewhere, say where.
+    config_file = c.data_dir / "edge-gateway.toml"
+    gateway_flags = "" if c.data_dir == Path(".local-run") else f" --config {config_file}"
     send = (
         f"  dcmsend -aec {c.ae_title} {c.host} {c.dicom_port} --scan-directories --recurse -nh <folder>"
-        "     # dcmtk\n"
-        f"  .venv/bin/edge-gateway import --spool-dir {c.data_dir / 'spool'} <folder>"
-        "   # no network: straight into the spool\n"
+        "    # dcmtk\n"
+        f"  .venv/bin/edge-gateway import{gateway_flags} <folder>    # no network: straight into the spool\n"
+        f"  .venv/bin/edge-gateway status{gateway_flags}\n"
     )
     return (
         f"\nReady. Send a folder of DICOM files (compressed ones too; other files are skipped):\n{send}"

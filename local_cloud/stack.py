@@ -8,6 +8,7 @@ DICOM 127.0.0.1:11112 -> edge gateway -> S3 incoming/
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -225,21 +226,7 @@ class LocalCloud:
                     "(unfinished work in the spool is kept and goes to the bucket)",
                     forgotten,
                 )
-        config = load(
-            overrides={
-                "host": cfg.host,
-                "port": cfg.dicom_port,
-                "ae_title": cfg.ae_title,
-                "allowed_calling_aets": (),  # any calling AE title in local mode
-                "stable_after": cfg.stable_after,
-                "spool_dir": cfg.data_dir / "spool",
-                "bucket": cfg.bucket,
-                "region": cfg.region,
-                "endpoint_url": self.endpoint,
-                "gateway_id": cfg.gateway_id,
-            },
-            environ={},
-        )
+        config = load(self.write_gateway_config(), environ={})
         gateway = Gateway(config)
         gateway.start()
         return gateway
@@ -278,6 +265,34 @@ class LocalCloud:
             counts.items,
             snapshot.cloud_dir(cfg.data_dir),
         )
+
+    def write_gateway_config(self) -> Path:
+        """``<data_dir>/edge-gateway.toml``: the gateway's settings, where ``edge-gateway status``
+        and ``import`` find them (``.local-run/edge-gateway.toml`` is their default)."""
+        from edge_gateway.cli import LOCAL_RUN_CONFIG
+
+        cfg = self.config
+        settings: dict[str, str | float | int] = {
+            "host": cfg.host,
+            "port": cfg.dicom_port,
+            "ae_title": cfg.ae_title,
+            "stable_after": cfg.stable_after,
+            "spool_dir": str((cfg.data_dir / "spool").resolve()),
+            "bucket": cfg.bucket,
+            "region": cfg.region,
+            "endpoint_url": self.endpoint,
+            "gateway_id": cfg.gateway_id,
+        }
+        lines = [
+            "# Written by `make run` (local_cloud) at every start: the gateway it runs.",
+            "[gateway]",
+            "allowed_calling_aets = []  # any calling AE title in local mode",
+            *(f"{key} = {json.dumps(value)}" for key, value in settings.items()),
+        ]
+        path = cfg.data_dir / LOCAL_RUN_CONFIG.name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(lines) + "\n")
+        return path
 
     def stop(self) -> None:
         if self._stopped:
