@@ -46,6 +46,11 @@ def _parser() -> argparse.ArgumentParser:
         "--auth", action="store_true", help="require a development JWT on the API (printed at start)"
     )
     run.add_argument(
+        "--viewer-url",
+        default=defaults.viewer_url,
+        help="base URL of the OHIF viewer the /ui page links studies to (default: <API URL>/viewer)",
+    )
+    run.add_argument(
         "--server-timing",
         action="store_true",
         help="add a Server-Timing header to API responses: handler time vs time in AWS calls",
@@ -68,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         with_gateway=not args.no_gateway,
         dev_secret=new_secret() if args.auth else None,
         server_timing=args.server_timing,
+        viewer_url=args.viewer_url,
     )
     stopping = threading.Event()
 

@@ -93,6 +93,8 @@ class LocalCloudConfig:
     region: str = "us-east-1"
     gateway_id: str = "local-edge"
     with_gateway: bool = True
+    # Base URL of the OHIF viewer the /ui page links studies to; "" = <API>/viewer.
+    viewer_url: str = ""
     # Keep the bucket and index in <data_dir>/cloud between runs (local_cloud.snapshot).
     persist: bool = True
     # Start with an empty bucket and index (the saved ones are deleted).
@@ -204,6 +206,8 @@ class LocalCloud:
             log.info("%d saved parts were not indexed yet: ingesting them now", len(restored.to_ingest))
         self.api = ApiServer(cfg.host, cfg.api_port, query_handler, dev_secret=cfg.dev_secret, timer=timer)
         self.api.start()
+        # The /ui page reads it per request (query.routes.ui); the port is known only now.
+        os.environ["UI_VIEWER_URL"] = cfg.viewer_url or f"{self.api_url}/viewer"
         log.info("API on %s (DICOMweb under /dicomweb)", self.api_url)
         if cfg.dev_secret:
             from local_cloud.dev_token import issue
