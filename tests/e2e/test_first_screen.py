@@ -134,10 +134,12 @@ def test_readme_first_screen_on_a_fresh_clone(clone: Clone) -> None:
     first = MakeRun(clone, OUTPUT / "first-screen-run-1.log")
     try:
         # WHEN the README's second block runs as written (ports aside): send a folder, import it,
-        # ask the gateway, query
-        script = clone.localize(readme_blocks()[1])
+        # ask the gateway; then, once the series closed and were ingested, query
+        lines = clone.localize(readme_blocks()[1]).splitlines()
+        queries = [line for line in lines if line.startswith("curl ")]
+        assert queries, "the README's first screen has no query"
         done = subprocess.run(
-            ["bash", "-e", "-c", script],
+            ["bash", "-e", "-c", "\n".join(line for line in lines if line not in queries)],
             cwd=clone.path,
             capture_output=True,
             text=True,
@@ -148,11 +150,21 @@ def test_readme_first_screen_on_a_fresh_clone(clone: Clone) -> None:
         assert done.returncode == 0, done.stderr[-3000:]
         # THEN the folder's files that are not DICOM were skipped with a message, the rest sent
         assert "bad DICOM file" in done.stderr  # dcmsend, -nh: goes on past them
-        assert "skipped" in done.stdout and "stored" in done.stdout  # edge-gateway import
-        assert '"state": "running' in done.stdout  # edge-gateway status found make run's gateway
+        assert "skipped" in done.stdout  # edge-gateway import
+        assert "state: running" in done.stdout  # edge-gateway status found make run's gateway
         studies = wait_for(lambda: settled(clone), 180, "the folder's studies in the index")
         # pydicom's test files hold ~30 studies, compressed ones among them
         assert len(studies) >= 20
+        for query in queries:
+            answered = subprocess.run(
+                ["bash", "-e", "-o", "pipefail", "-c", query],
+                cwd=clone.path,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            )
+            assert all(uid in answered.stdout for uid in studies)
         # AND the console has one line per event: no EMF blobs, no pydicom warnings, no tracebacks
         console = first.text()
         assert '{"_aws"' not in console
