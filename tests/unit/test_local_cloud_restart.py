@@ -105,9 +105,15 @@ def test_a_second_save_links_unchanged_objects_instead_of_downloading(aws: Aws, 
     fill(aws)
     first = snapshot.save(aws.s3, aws.dynamodb, aws.bucket, aws.table, tmp_path)
     aws.s3.put_object(Bucket=aws.bucket, Key=incoming(LATE_PART), Body=b"PK changed")
+    failed = {"TagSet": [{"Key": "ingest-status", "Value": "failed"}]}
+    aws.s3.put_object_tagging(Bucket=aws.bucket, Key=incoming(INDEXED_PART), Tagging=failed)
     second = snapshot.save(aws.s3, aws.dynamodb, aws.bucket, aws.table, tmp_path)
     assert first.downloaded_bytes > 0
     assert second.downloaded_bytes == len(b"PK changed")  # only the object whose ETag changed
+    # ... but tags, which change without a new ETag, are read again
+    empty(aws)
+    snapshot.load(aws.s3, aws.dynamodb, aws.bucket, aws.table, tmp_path)
+    assert aws.s3.get_object_tagging(Bucket=aws.bucket, Key=incoming(INDEXED_PART))["TagSet"] == failed["TagSet"]
     folder = snapshot.cloud_dir(tmp_path)
     assert sorted(p.name for p in folder.iterdir()) == [snapshot.SNAPSHOT]  # no .new / .old left
 
