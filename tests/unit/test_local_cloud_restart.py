@@ -113,7 +113,8 @@ def test_a_second_save_links_unchanged_objects_instead_of_downloading(aws: Aws, 
     # ... but tags, which change without a new ETag, are read again
     empty(aws)
     snapshot.load(aws.s3, aws.dynamodb, aws.bucket, aws.table, tmp_path)
-    assert aws.s3.get_object_tagging(Bucket=aws.bucket, Key=incoming(INDEXED_PART))["TagSet"] == failed["TagSet"]
+    tags = aws.s3.get_object_tagging(Bucket=aws.bucket, Key=incoming(INDEXED_PART))["TagSet"]
+    assert tags == failed["TagSet"]
     folder = snapshot.cloud_dir(tmp_path)
     assert sorted(p.name for p in folder.iterdir()) == [snapshot.SNAPSHOT]  # no .new / .old left
 
