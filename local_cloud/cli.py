@@ -41,6 +41,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="start with an empty bucket and index (deletes the ones saved by earlier runs)",
     )
+    run.add_argument(
+        "--no-persist",
+        action="store_true",
+        help="neither load nor save the bucket and index (benchmarks, throw-away runs)",
+    )
     run.add_argument("--no-gateway", action="store_true", help="cloud side only")
     run.add_argument(
         "--auth", action="store_true", help="require a development JWT on the API (printed at start)"
@@ -70,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         stable_after=args.stable_after,
         data_dir=args.data_dir,
         fresh=args.fresh,
+        persist=not args.no_persist,
         with_gateway=not args.no_gateway,
         dev_secret=new_secret() if args.auth else None,
         server_timing=args.server_timing,
@@ -93,12 +99,13 @@ def main(argv: list[str] | None = None) -> int:
         stopping.wait()
     finally:
         if stopping.is_set():
-            print("\nstopping: saving the bucket and index ...", file=sys.stderr, flush=True)
+            saving = ": saving the bucket and index" if config.persist else ""
+            print(f"\nstopping{saving} ...", file=sys.stderr, flush=True)
         cloud.stop()
-    print(
-        f"stopped; data kept in {config.data_dir} (`make run` goes on with it, --fresh starts empty)",
-        file=sys.stderr,
-    )
+    kept = "the bucket and index were not saved (--no-persist)"
+    if config.persist:
+        kept = f"data kept in {config.data_dir} (`make run` goes on with it, --fresh starts empty)"
+    print(f"stopped; {kept}", file=sys.stderr)
     return 0
 
 
