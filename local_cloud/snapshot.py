@@ -78,6 +78,11 @@ def mark_stopped(data_dir: Path) -> None:
     (cloud_dir(data_dir) / RUNNING).unlink(missing_ok=True)
 
 
+def exists(data_dir: Path) -> bool:
+    """Whether a clean stop saved a bucket and index here."""
+    return (cloud_dir(data_dir) / SNAPSHOT / OBJECTS).is_file()
+
+
 def forget(data_dir: Path) -> bool:
     """Delete the saved bucket and index (``--fresh``); True when there was one."""
     folder = cloud_dir(data_dir) / SNAPSHOT

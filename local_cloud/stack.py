@@ -245,6 +245,8 @@ class LocalCloud:
             if snapshot.forget(cfg.data_dir):
                 log.info("--fresh: deleted the saved bucket and index")
             self._bucket_behind_spool = True
+        if not snapshot.exists(cfg.data_dir):  # first run, or the saved copy was deleted: empty bucket
+            self._bucket_behind_spool = True
         killed = snapshot.mark_running(cfg.data_dir)
         self._saving = True
         if killed and not cfg.fresh:

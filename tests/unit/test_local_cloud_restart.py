@@ -73,8 +73,10 @@ def keys(aws: Aws) -> set[str]:
 def test_bucket_and_index_come_back_after_a_restart(aws: Aws, tmp_path: Path) -> None:
     # GIVEN a bucket and an index, saved at a clean stop
     fill(aws)
+    assert not snapshot.exists(tmp_path)
     saved = snapshot.save(aws.s3, aws.dynamodb, aws.bucket, aws.table, tmp_path)
     assert (saved.objects, saved.items) == (4, 2)
+    assert snapshot.exists(tmp_path)
     items_before = aws.dynamodb.scan(TableName=aws.table)["Items"]
 
     # WHEN a new, empty moto is loaded from it
