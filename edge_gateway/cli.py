@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_gateway.config import ENV_PREFIX, ConfigError, GatewayConfig, load
+from edge_gateway.logs import configure_logging
 
 log = logging.getLogger("edge_gateway")
 
@@ -33,37 +34,6 @@ LOCAL_RUN_CONFIG = Path(".local-run") / "edge-gateway.toml"
 # status.json is rewritten every 2 s by a running gateway; older than this, it is not running.
 STALE_STATUS_SECONDS = 15.0
 SPOOL_ONLY = ("status", "import")
-
-
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        for key in ("series", "part", "sop", "aet"):
-            if hasattr(record, key):
-                entry[key] = getattr(record, key)
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
-def configure_logging(config: GatewayConfig) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if config.log_format == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
-        )
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(config.log_level)
-    # pynetdicom logs every association at INFO; keep its warnings only.
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
 
 
 def _parser() -> argparse.ArgumentParser:
