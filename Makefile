@@ -45,7 +45,7 @@ $(CHECK_STAMP):
 	$(CHECK_VENV)/bin/pip install -q checkov==3.3.30
 	touch $@
 
-## run: the whole system on this machine (moto server, ingest, API on :3000, gateway on :11112)
+## run: the whole system on this machine (moto server, ingest, API on :3000, gateway on :11112); its data stays in .local-run between runs (RUN_ARGS=--fresh starts empty)
 run: $(STAMP)
 	$(VENV)/bin/local-cloud run $(RUN_ARGS)
 
