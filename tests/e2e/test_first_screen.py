@@ -1,8 +1,10 @@
 """The README's first screen, as written, on a fresh clone: ``make run``, send a folder, look,
 Ctrl-C, ``make run`` again at once, the studies are still there.
 
-The clone reuses this checkout's ``.venv`` through a symlink (creating one takes minutes); the
-ports are free ones, given through ``RUN_ARGS`` and swapped into the README's commands.
+The clone reuses this checkout's ``.venv`` through a symlink (creating one takes minutes), so
+the Python code that runs is this checkout's (installed editable); the clone contributes the
+Makefile, the README and a working directory without ``.local-run``. The ports are free ones,
+given through ``RUN_ARGS`` and swapped into the README's commands.
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ class Clone:
 def clone(tmp_path: Path) -> Iterator[Clone]:
     require_tool(shutil.which("dcmsend") is not None and shutil.which("make") is not None, "dcmtk and make")
     require_tool((REPO / ".venv" / ".installed").exists(), "this checkout's .venv (make venv)")
+    require_tool((REPO / ".git").exists(), "a git checkout to clone")
     path = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(REPO), str(path)], check=True, timeout=120)
     (path / ".venv").symlink_to(REPO / ".venv")
