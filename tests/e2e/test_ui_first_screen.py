@@ -60,13 +60,15 @@ def test_recent_studies_are_listed_on_open_with_a_viewer_link(
     assert "most recent" in shown["message"]
     assert shown["dates"][shown["studies"].index(newest_study)] == "2099-12-31"
 
-    # AND each study links to the OHIF viewer under the stand-in's viewer base
+    # AND each study links to the OHIF viewer under the viewer base the page was given
+    base = browser.execute_script("return document.querySelector('meta[name=viewer-url]').content")
+    assert base.startswith("http://127.0.0.1:")
     link = browser.execute_script(
         "return document.querySelector(`article[data-study='${arguments[0]}'] a.open-viewer`).href",
         newest_study,
     )
     parsed = urllib.parse.urlsplit(link)
-    assert f"{parsed.scheme}://{parsed.netloc}{parsed.path}" == f"{stack.api}/viewer/viewer"
+    assert f"{parsed.scheme}://{parsed.netloc}{parsed.path}" == f"{base.rstrip('/')}/viewer"
     assert urllib.parse.parse_qs(parsed.query) == {"StudyInstanceUIDs": [newest_study]}
 
 
