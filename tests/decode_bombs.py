@@ -129,3 +129,14 @@ def rle_bomb(
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
+
+
+def large_native(rows: int, columns: int) -> bytes:
+    """Not a bomb: a real 16-bit native image of ``rows`` x ``columns`` (a ramp), within the limits."""
+    sop_uid = generate_uid()
+    pixels = (bytes(range(256)) * (rows * columns * 2 // 256 + 1))[: rows * columns * 2]
+    return part10(
+        identity(sop_uid) + image_pixel(rows, columns) + element(0x7FE0, 0x0010, b"OW", pixels),
+        EXPLICIT_LITTLE,
+        sop_uid,
+    )
