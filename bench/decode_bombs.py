@@ -88,9 +88,8 @@ def run(case: str, mode: str) -> dict[str, object]:
 
 
 def main() -> int:
-    print(
-        f"decode bombs, {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}; peak RSS above the baseline (MB)"
-    )
+    now = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    print(f"decode bombs, {now}; peak RSS above the baseline (MB)")
     print(f"{'case':<20} {'on wire':>9} {'bounded':>8} {'stock':>8} {'ratio':>6}  bounded outcome")
     worst = 0.0
     for case in CASES:
