@@ -23,6 +23,7 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 from common import decode_limits, keys
 
+from query import links
 from query.access import current_caller, require, write_scope
 from query.dependencies import objects, store
 from query.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
@@ -166,8 +167,7 @@ def _zip(
 
 
 def _base_url() -> str:
-    headers = router.current_event.headers
-    return f"{headers.get('x-forwarded-proto', 'https')}://{headers.get('host', 'localhost')}/dicomweb"
+    return links.dicomweb_base(router.current_event.raw_event)
 
 
 def _store(study_uid: str | None) -> Response[str]:
