@@ -125,7 +125,7 @@ def check_pixel_budget(
     """
     size = frame_bytes(header) * max(1, frames)
     if size > limit:
-        raise LimitExceeded(f"decoded pixel data of {size} bytes exceeds the limit of {limit} bytes")
+        raise LimitExceeded(f"decoded pixels: {size} bytes > limit {limit}")
     return size
 
 

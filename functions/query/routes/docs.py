@@ -56,6 +56,7 @@ ERRORS = {
     "403": "token lacks the scope",
     "404": "unknown study, series, instance or route",
     "405": "method not allowed",
+    "413": "over a request or decode limit (common.decode_limits)",
     "503": "index temporarily unavailable",
 }
 ERROR_SCHEMA = {
