@@ -26,7 +26,7 @@ import struct
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -198,6 +198,10 @@ class _Walker:
         self.limits = limits
         self.counts = Counts()
         self.image_pixel: dict[str, int] = {}
+        # Whether the walk stopped at the top-level pixel data (the whole header was seen).
+        self.at_pixels = False
+        # Bytes (from the start of the data set) an element read so far extends to, past the data.
+        self.wanted = 0
 
     def _tag(self, pos: int) -> int:
         group, element, _ = self.tag_length.unpack_from(self.data, pos)
@@ -229,9 +233,12 @@ class _Walker:
             if tag in (_ITEM, _SEQUENCE_END):
                 return pos  # malformed here: pydicom says so
             if stop_at_pixels and depth == 0 and tag in _PIXEL_TAGS:
+                self.at_pixels = True
                 return pos
             self._element()
             vr, length, start = self._header(pos, length, implicit)
+            if length != _UNDEFINED and start + length > self.end:
+                self.wanted = max(self.wanted, start + length)
             if start > end:
                 return end
             if depth == 0 and tag in _IMAGE_PIXEL_TAGS and length <= 16 and start + length <= end:
@@ -354,15 +361,7 @@ def _encoding(data: bytes, start: int, transfer_syntax: str | None) -> tuple[boo
     return False, int.from_bytes(data[start : start + 2], "little") < 1024
 
 
-def check_part10(data: bytes, *, stop_before_pixels: bool, limits: Limits = DEFAULT_LIMITS) -> dict[str, int]:
-    """Check a DICOM file (PS3.10; without preamble or meta too) against ``limits`` before parsing.
-
-    A deflated data set is inflated with a bound, then the encoded data set is walked by
-    :func:`check_structure`. Returns the top-level Image Pixel numbers found (keywords
-    ``Rows``, ``Columns``, ``SamplesPerPixel``, ``BitsAllocated``, ``NumberOfFrames``),
-    ready for :func:`check_pixel_budget`. Raises :class:`LimitExceeded` over a limit and
-    ``ValueError`` for a corrupt deflate stream; anything else is left for the parser.
-    """
+def _walk_part10(data: bytes, stop_before_pixels: bool, limits: Limits) -> _Walker:
     from pydicom.filereader import _read_file_meta_info, read_preamble
 
     fp = io.BytesIO(data)
@@ -382,7 +381,54 @@ def check_part10(data: bytes, *, stop_before_pixels: bool, limits: Limits = DEFA
         implicit, little = _encoding(data, start, transfer_syntax)
         walker = _Walker(memoryview(data)[start:], little, limits)
         _walk(walker, implicit, stop_before_pixels)
-    return walker.image_pixel
+    return walker
+
+
+def check_part10(data: bytes, *, stop_before_pixels: bool, limits: Limits = DEFAULT_LIMITS) -> dict[str, int]:
+    """Check a DICOM file (PS3.10; without preamble or meta too) against ``limits`` before parsing.
+
+    A deflated data set is inflated with a bound, then the encoded data set is walked by
+    :func:`check_structure`. Returns the top-level Image Pixel numbers found (keywords
+    ``Rows``, ``Columns``, ``SamplesPerPixel``, ``BitsAllocated``, ``NumberOfFrames``),
+    ready for :func:`check_pixel_budget`. Raises :class:`LimitExceeded` over a limit and
+    ``ValueError`` for a corrupt deflate stream; anything else is left for the parser.
+    """
+    return _walk_part10(data, stop_before_pixels, limits).image_pixel
+
+
+class Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+    def seek(self, offset: int, whence: int = 0, /) -> int: ...
+    def tell(self) -> int: ...
+
+
+def check_header_stream(
+    fp: Readable,
+    *,
+    limits: Limits = DEFAULT_LIMITS,
+    first_read: int = 64 * 1024,
+    max_bytes: int = MAX_INFLATED_BYTES,
+) -> dict[str, int]:
+    """:func:`check_part10` (stopping before the pixel data) of a file read only as far as its header.
+
+    Reads grow fourfold from ``first_read`` until the walk reaches the pixel data, the file
+    ends, or ``max_bytes`` were read; ``fp`` is left where it was. For readers that fetch
+    lazily (ingest's zip members): an element bomb is refused after its first megabytes.
+    """
+    start = fp.tell()
+    data = b""
+    want = first_read
+    try:
+        while True:
+            piece = fp.read(want - len(data))
+            data += piece
+            walker = _walk_part10(data, True, limits)
+            if walker.at_pixels or len(data) < want or want >= max_bytes or walker.wanted > max_bytes:
+                # Done, or an element longer than the budget: the parser refuses that one by size.
+                return walker.image_pixel
+            want = min(want * 4, max_bytes)
+    finally:
+        fp.seek(start)
 
 
 def read_part10(data: bytes, *, stop_before_pixels: bool, limits: Limits = DEFAULT_LIMITS) -> Dataset:

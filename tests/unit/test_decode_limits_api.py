@@ -69,3 +69,35 @@ def test_rendered_and_preview_of_an_rle_instance_declaring_8000_by_8000_are_413(
         assert reply.status == 413, path
         assert reply.json()["status"] == 413
         assert "decoded pixels: 128000000 bytes > limit 50331648" in reply.json()["error"]
+
+
+def test_ingest_rejects_element_and_item_bombs_by_count_and_indexes_the_rest(aws: Aws) -> None:
+    import tracemalloc
+
+    from tests.dicom_factory import zip_part
+
+    # GIVEN a part with a good instance, 1,000,000 empty elements and 1,000,000 empty items (8 MB each)
+    good = series_from("CT_small.dcm", 1)[0]
+    members = {
+        f"{good.SOPInstanceUID}.dcm": encode(good),
+        "elements.dcm": decode_bombs.element_bomb(1_000_000),
+        "items.dcm": decode_bombs.item_bomb(1_000_000),
+    }
+    key = f"incoming/{good.StudyInstanceUID}/{good.SeriesInstanceUID}/bombs.zip"
+    aws.s3.put_object(Bucket=aws.bucket, Key=key, Body=zip_part(members))
+    # WHEN it is ingested
+    tracemalloc.start()
+    try:
+        report = ingest_object(aws.s3, aws.dynamodb, aws.table, aws.bucket, key)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # THEN both bombs are rejected by count, the good instance indexed, and no bomb was parsed
+    reasons = {r["member"]: r["reason"] for r in report.rejected}
+    assert reasons == {
+        "elements.dcm": "more than 200000 data elements",
+        "items.dcm": "more than 50000 sequence items or fragments",
+    }
+    assert report.indexed == [good.SOPInstanceUID]
+    # (pydicom alone holds ~315 MB for the elements and ~660 MB for the items: see bench/decode_bombs.py)
+    assert peak < 150 * MIB
