@@ -88,7 +88,7 @@ class IndexWriter:
         self._call(
             "update_item",
             TableName=self._table,
-            Key=_item({"pk": keys.study_pk(record.study_uid), "sk": keys.STUDY_SK}),
+            Key=_item({"pk": keys.study_pk(self._site, record.study_uid), "sk": keys.STUDY_SK}),
             UpdateExpression=f"SET {assignments}",
             ExpressionAttributeNames=names,
             ExpressionAttributeValues=values,
@@ -121,7 +121,7 @@ class IndexWriter:
                 TableName=self._table,
                 Item=_item(
                     {
-                        "pk": keys.study_pk(study_uid),
+                        "pk": keys.study_pk(self._site, study_uid),
                         "sk": keys.lookup_sk(attr, value),
                         "study_uid": study_uid,
                         "StudyDate": study_date,
@@ -135,7 +135,7 @@ class IndexWriter:
         """Create the series item and count it in its study, once. True when created now."""
         modality = record.value(record.series, "Modality")
         series_item = {
-            "pk": keys.study_pk(record.study_uid),
+            "pk": keys.study_pk(self._site, record.study_uid),
             "sk": keys.series_sk(record.series_uid),
             "site": self._site,
             "study_uid": record.study_uid,
@@ -148,7 +148,7 @@ class IndexWriter:
         }
         study_update: dict[str, Any] = {
             "TableName": self._table,
-            "Key": _item({"pk": keys.study_pk(record.study_uid), "sk": keys.STUDY_SK}),
+            "Key": _item({"pk": keys.study_pk(self._site, record.study_uid), "sk": keys.STUDY_SK}),
             "UpdateExpression": "ADD series_count :one",
             "ExpressionAttributeValues": {":one": _av(1)},
         }
@@ -205,7 +205,7 @@ class IndexWriter:
             {
                 "Update": {
                     "TableName": self._table,
-                    "Key": _item({"pk": keys.study_pk(study_uid), "sk": sk}),
+                    "Key": _item({"pk": keys.study_pk(self._site, study_uid), "sk": sk}),
                     "UpdateExpression": "ADD instance_count :n",
                     "ExpressionAttributeValues": count,
                 }
@@ -243,7 +243,9 @@ class IndexWriter:
         response = self._call(
             "get_item",
             TableName=self._table,
-            Key=_item({"pk": keys.study_pk(study_uid), "sk": keys.instance_sk(series_uid, sop_uid)}),
+            Key=_item(
+                {"pk": keys.study_pk(self._site, study_uid), "sk": keys.instance_sk(series_uid, sop_uid)}
+            ),
             ProjectionExpression="#p, #f, #c, #m",
             ExpressionAttributeNames={
                 "#p": "part_id",
@@ -273,7 +275,7 @@ class IndexWriter:
         self._call(
             "update_item",
             TableName=self._table,
-            Key=_item({"pk": keys.study_pk(study_uid), "sk": keys.part_sk(series_uid, part_id)}),
+            Key=_item({"pk": keys.study_pk(self._site, study_uid), "sk": keys.part_sk(series_uid, part_id)}),
             UpdateExpression=f"SET {assignments}, last_delivery = :now ADD deliveries :one",
             ExpressionAttributeNames=names,
             ExpressionAttributeValues=values,
@@ -281,7 +283,7 @@ class IndexWriter:
         self._call(
             "update_item",
             TableName=self._table,
-            Key=_item({"pk": keys.study_pk(study_uid), "sk": keys.series_sk(series_uid)}),
+            Key=_item({"pk": keys.study_pk(self._site, study_uid), "sk": keys.series_sk(series_uid)}),
             UpdateExpression="ADD parts :p",
             ExpressionAttributeValues={":p": _av({part_id})},
         )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from typing import IO, TYPE_CHECKING, Any, cast
 
-from common import keys
+from common import keys, part_format
 from common.observability import logger, tracer
 
 from ingest.extract import InstanceRecord, RejectedMember, extract, read_header
@@ -29,8 +28,7 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_s3 import S3Client
 
-DEFAULT_SITE = "default"
-_SITE_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+DEFAULT_SITE = part_format.DEFAULT_SITE
 # Parallel ranged GETs per part (member first blocks). Chosen from bench/ingest_bench.py.
 DEFAULT_READ_CONCURRENCY = int(os.environ.get("INGEST_READ_CONCURRENCY", "32"))
 # The Lambda reads member headers through one presigned URL (see s3_reader.PresignedRangeFetcher).
@@ -101,7 +99,7 @@ def ingest_object(
     study_uid, series_uid, part_id = keys.parse_incoming_key(key)
     report = IngestReport(key=key, study_uid=study_uid, series_uid=series_uid, part_id=part_id)
     head = s3.head_object(Bucket=bucket, Key=key)
-    report.site = _site(head.get("Metadata", {}))
+    report.site = part_format.site_of({}, head.get("Metadata", {}))
     report.object_size = head["ContentLength"]
     version_id = head.get("VersionId")
     fetcher = (
@@ -113,19 +111,13 @@ def ingest_object(
     except RejectedPart as exc:
         report.status, report.reason = "rejected", str(exc)
     else:
-        report.site = _site({"gateway-id": str(part.manifest.get("gateway_id") or report.site)})
+        report.site = part_format.site_of(part.manifest, head.get("Metadata", {}))
         _index_part(s3, dynamodb, table_name, bucket, part, report, concurrency, refresh)
     report.bytes_fetched, report.requests = reader.bytes_fetched, reader.requests
     report.seconds = round(time.monotonic() - started, 3)
     _publish_report(s3, bucket, report)
     logger.info("part ingested", extra={"key": key, **report.summary()})
     return report
-
-
-def _site(metadata: dict[str, str]) -> str:
-    site = metadata.get("gateway-id") or DEFAULT_SITE
-    # The site ends up in index keys (``<site>#PID#...``): keep it to a safe alphabet.
-    return site if _SITE_RE.fullmatch(site) else DEFAULT_SITE
 
 
 def read_members(part: Part, concurrency: int) -> Iterator[tuple[Member, bytes]]:
@@ -311,7 +303,7 @@ def _instance_item(
 ) -> dict[str, Any]:
     number = record.value(record.instance, "InstanceNumber")
     return {
-        "pk": keys.study_pk(record.study_uid),
+        "pk": keys.study_pk(report.site, record.study_uid),
         "sk": keys.instance_sk(record.series_uid, record.sop_uid),
         "site": report.site,
         "study_uid": record.study_uid,

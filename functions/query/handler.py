@@ -84,4 +84,4 @@ def unknown_route(_: Exception) -> Response[dict[str, Any]]:
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     access.set_caller(access.caller_from_event(event))
-    return app.resolve(event, context)
+    return app.resolve(access.enter_partition(event), context)

@@ -27,6 +27,7 @@ def put_part(
     *,
     manifest: bool = False,
     names: list[str] | None = None,
+    site: str = "site-a",
 ) -> str:
     first = instances[0]
     key = keys.incoming_key(first.StudyInstanceUID, first.SeriesInstanceUID, part_id)
@@ -37,7 +38,7 @@ def put_part(
     if manifest:
         body = json.dumps(
             {
-                "gateway_id": "site-a",
+                "gateway_id": site,
                 "instances": [
                     {"member": n, "sha256": hashlib.sha256(data).hexdigest()} for n, data in members.items()
                 ],
@@ -45,6 +46,18 @@ def put_part(
         ).encode()
     aws.s3.put_object(Bucket=aws.bucket, Key=key, Body=zip_part(members, manifest=body))
     return key
+
+
+def study_pk(aws: Aws, study_uid: str) -> str:
+    """The study's partition: parts with a manifest come from site-a, the others from the default site."""
+    for site in ("site-a", "default"):
+        pk = keys.study_pk(site, study_uid)
+        found = aws.dynamodb.get_item(
+            TableName=aws.table, Key={"pk": {"S": pk}, "sk": {"S": keys.STUDY_SK}}, ConsistentRead=True
+        )
+        if "Item" in found:
+            return pk
+    raise AssertionError("study not indexed")
 
 
 def get(aws: Aws, pk: str, sk: str) -> dict[str, Any]:
@@ -55,19 +68,19 @@ def get(aws: Aws, pk: str, sk: str) -> dict[str, Any]:
 
 
 def study_counts(aws: Aws, study_uid: str) -> tuple[int, int, set[str]]:
-    study = get(aws, keys.study_pk(study_uid), keys.STUDY_SK)
+    study = get(aws, study_pk(aws, study_uid), keys.STUDY_SK)
     return int(study["series_count"]), int(study["instance_count"]), set(study.get("modalities", []))
 
 
 def series_count(aws: Aws, study_uid: str, series_uid: str) -> int:
-    return int(get(aws, keys.study_pk(study_uid), keys.series_sk(series_uid))["instance_count"])
+    return int(get(aws, study_pk(aws, study_uid), keys.series_sk(series_uid))["instance_count"])
 
 
 def instance_items(aws: Aws, study_uid: str) -> list[dict[str, Any]]:
     pages = aws.dynamodb.get_paginator("query").paginate(
         TableName=aws.table,
         KeyConditionExpression="pk = :pk AND begins_with(sk, :p)",
-        ExpressionAttributeValues={":pk": {"S": keys.study_pk(study_uid)}, ":p": {"S": "INSTANCE#"}},
+        ExpressionAttributeValues={":pk": {"S": study_pk(aws, study_uid)}, ":p": {"S": "INSTANCE#"}},
         ConsistentRead=True,
     )
     return [{k: next(iter(v.values())) for k, v in i.items()} for page in pages for i in page["Items"]]
@@ -160,7 +173,7 @@ def test_redelivery_changes_no_count_and_says_redelivered(aws: Aws) -> None:
     assert len(first.indexed) == 5
     assert study_counts(aws, instances[0].StudyInstanceUID) == (1, 5, {"CT"})
     part = get(
-        aws, keys.study_pk(instances[0].StudyInstanceUID), keys.part_sk(instances[0].SeriesInstanceUID, "p1")
+        aws, study_pk(aws, instances[0].StudyInstanceUID), keys.part_sk(instances[0].SeriesInstanceUID, "p1")
     )
     assert int(part["deliveries"]) == 3
 
@@ -257,7 +270,7 @@ def test_same_uid_with_different_bytes_is_a_conflict_and_the_first_copy_is_kept(
     assert report.status == "partial"
     kept = get(
         aws,
-        keys.study_pk(changed.StudyInstanceUID),
+        study_pk(aws, changed.StudyInstanceUID),
         keys.instance_sk(changed.SeriesInstanceUID, changed.SOPInstanceUID),
     )
     assert kept["part_id"] == "p1"
@@ -290,6 +303,6 @@ def test_crc_fingerprint_is_used_when_there_is_no_manifest(aws: Aws) -> None:
     instances = series_from("CT_small.dcm", 2)
     ingest(aws, put_part(aws, instances, "p1"))
     # The same bytes again, this time with a manifest: still a duplicate (CRC-32 compared across kinds).
-    report = ingest(aws, put_part(aws, instances, "p2", manifest=True))
+    report = ingest(aws, put_part(aws, instances, "p2", manifest=True, site="default"))
     assert sorted(report.duplicate) == sorted(ds.SOPInstanceUID for ds in instances)
     assert report.conflict == []

@@ -32,7 +32,7 @@ def get(aws: Aws, pk: str, sk: str) -> dict[str, Any]:
 
 
 def study_counts(aws: Aws, ds: Dataset) -> tuple[int, int]:
-    study = get(aws, keys.study_pk(ds.StudyInstanceUID), keys.STUDY_SK)
+    study = get(aws, keys.study_pk("default", ds.StudyInstanceUID), keys.STUDY_SK)
     return int(study["series_count"]), int(study["instance_count"])
 
 
@@ -63,7 +63,7 @@ def test_reindex_refreshes_items_written_by_an_older_version_without_counting(aw
     put_part(aws, ct, "p1")
     reindex(aws.s3, aws.dynamodb, aws.bucket, aws.table, "incoming/")
     key = {
-        "pk": {"S": keys.study_pk(ct[0].StudyInstanceUID)},
+        "pk": {"S": keys.study_pk("default", ct[0].StudyInstanceUID)},
         "sk": {"S": keys.instance_sk(ct[0].SeriesInstanceUID, ct[0].SOPInstanceUID)},
     }
     aws.dynamodb.update_item(

@@ -87,7 +87,7 @@ def study_with_series(study_uid: str) -> dict[str, Any]:
     study = _visible(study_uid)
     level: DicomJson = json.loads(study["json"])
     series = []
-    for item in store.study_children(study_uid, "SERIES#"):
+    for item in store.study_children(study, "SERIES#"):
         series_level: DicomJson = json.loads(item["json"])
         series.append(
             {
@@ -132,9 +132,9 @@ def header_attribute(study_uid: str, series_uid: str, sop_uid: str, tag: str) ->
 @router.get("/api/studies/<study_uid>/series/<series_uid>/download")
 def download_links(study_uid: str, series_uid: str) -> dict[str, Any]:
     """Presigned GET links (valid 15 minutes) to the original zip(s) of a series."""
-    _visible(study_uid)
+    study = _visible(study_uid)
     check_uid(series_uid, "SeriesInstanceUID")
-    parts = list(store.study_children(study_uid, keys.part_prefix(series_uid)))
+    parts = list(store.study_children(study, keys.part_prefix(series_uid)))
     if not parts:
         raise NotFound("series not found")
     return {
