@@ -59,7 +59,8 @@ class Progress:
         line = (
             f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} parts "
             f"{elapsed:.0f}s  indexed {counts['indexed']}  redelivered {counts['redelivered']}  "
-            f"duplicate {counts['duplicate']}  conflict {counts['conflict']}  rejected {counts['rejected']}"
+            f"duplicate {counts['duplicate']}  updated {counts['updated']}  "
+            f"conflict {counts['conflict']}  rejected {counts['rejected']}"
         )
         self.stream.write(("\r" + line) if self.tty else (line + "\n"))
         if self.tty and self.done == self.total:
@@ -93,7 +94,15 @@ def reindex(
             statuses["failed"] += 1
         else:
             summary = report.summary()
-            for name in ("indexed", "redelivered", "duplicate", "conflict", "rejected"):
+            for name in (
+                "indexed",
+                "redelivered",
+                "duplicate",
+                "updated",
+                "superseded",
+                "conflict",
+                "rejected",
+            ):
                 counts[name] += int(summary[name])
             counts["refreshed"] += report.refreshed
             statuses[report.status] += 1

@@ -59,6 +59,24 @@ def write_scope() -> str:
     return os.environ.get("WRITE_SCOPE", "dicom/write")
 
 
+def admin_scope() -> str:
+    """The scope of the administrator routes (``/api/admin/...``)."""
+    return os.environ.get("ADMIN_SCOPE", "dicom/admin")
+
+
+def admin_sites(store: IndexStore) -> list[str]:
+    """Sites an administrator may act on (checks the admin scope; the partition narrows them)."""
+    caller = require(admin_scope())
+    registered = store.sites()
+    sites = registered if caller.sites is None else [s for s in registered if s in caller.sites]
+    asked = partition()
+    if asked is not None:
+        if asked not in sites:
+            raise NotFound("no such partition")
+        sites = [asked]
+    return sites
+
+
 def _words(value: Any) -> list[str]:
     """A claim as API Gateway passes it: a list, or a string like ``a b``, ``a,b`` or ``[a b]``."""
     if isinstance(value, list | tuple):

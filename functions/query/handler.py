@@ -19,7 +19,7 @@ from query.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from query.routes import answers, docs, qido, rendered, stow, summary, ui, wado
+from query.routes import admin, answers, docs, qido, rendered, stow, summary, ui, versions, wado
 
 app = APIGatewayHttpResolver()
 app.include_router(qido.router)
@@ -30,6 +30,8 @@ app.include_router(rendered.router)
 app.include_router(ui.router)
 app.include_router(answers.router)
 app.include_router(docs.router)
+app.include_router(admin.router)
+app.include_router(versions.router)
 
 
 def _error(status: int, message: str) -> Response[dict[str, Any]]:

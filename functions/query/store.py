@@ -1,10 +1,13 @@
 """Read access to the index table: every read is a GetItem, BatchGetItem or Query on a key.
 
+The one write is an administrator resolving a patient conflict (``CONFLICTS#<site>`` items).
+
 No Scan anywhere: each search starts from a key or an index (see common.keys).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -139,6 +142,28 @@ class IndexStore:
     def in_study(self, owner: Item, sk: str) -> Item | None:
         """One item of the study that ``owner`` belongs to (same site, same study)."""
         return self.get(keys.study_pk(str(owner["site"]), str(owner["study_uid"])), sk)
+
+    def set_conflict_status(self, site: str, sk: str, status: str, by: str) -> Item | None:
+        """Resolve a patient conflict item (the only item the query function writes); None if absent."""
+        try:
+            response = self._db.update_item(
+                TableName=self._table,
+                Key=_key(keys.conflicts_pk(site), sk),
+                UpdateExpression="SET #s = :s, resolved_at = :now, resolved_by = :by",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={
+                    ":s": _serializer.serialize(status),
+                    ":now": _serializer.serialize(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())),
+                    ":by": _serializer.serialize(by),
+                },
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return None
+            raise StoreError(f"update_item failed: {exc}") from exc
+        return _plain(response["Attributes"])
 
     def sites(self) -> list[str]:
         return [str(item["sk"]) for item in self.query("pk", keys.SITES_PK)]

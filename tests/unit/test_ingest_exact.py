@@ -212,6 +212,8 @@ def test_two_parts_of_one_series_ingested_concurrently_count_exactly(aws: Aws) -
     # GIVEN two parts sharing 10 of their instances, plus a second series (MR) in the same study
     instances = series_from("CT_small.dcm", 60)
     other = series_from("MR_small.dcm", 7, study_uid=instances[0].StudyInstanceUID)
+    for ds in other:  # one patient per study (a second patient would be a conflict)
+        ds.PatientName, ds.PatientID = instances[0].PatientName, instances[0].PatientID
     keys_ = [
         put_part(aws, instances[:35], "p1"),
         put_part(aws, instances[25:], "p2"),
@@ -248,39 +250,43 @@ def test_two_parts_of_one_series_ingested_concurrently_count_exactly(aws: Aws) -
     assert len(instance_items(aws, study_uid)) == 67
 
 
-def test_same_uid_with_different_bytes_is_a_conflict_and_the_first_copy_is_kept(aws: Aws) -> None:
+def test_same_uid_with_different_bytes_is_a_new_version_and_the_first_copy_is_kept_in_history(
+    aws: Aws,
+) -> None:
     # GIVEN a first part, then a second part whose instance 0 has the same UID but other content
     instances = series_from("CT_small.dcm", 3)
     ingest(aws, put_part(aws, instances, "p1", manifest=True))
     changed = series_from("CT_small.dcm", 1)[0]
-    for attr in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+    for attr in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "PatientID", "PatientName"):
         setattr(changed, attr, getattr(instances[0], attr))
     changed.file_meta.MediaStorageSOPInstanceUID = instances[0].SOPInstanceUID
     changed.InstanceNumber = 99
     same = instances[1]
     # WHEN it is ingested
     report = ingest(aws, put_part(aws, [changed, same], "p2", manifest=True))
-    # THEN the changed copy is a conflict (both recorded), the identical one a duplicate
+    # THEN the changed copy is an update (latest received wins), the identical one a duplicate
     assert report.fingerprints == "sha256 (manifest)"
-    assert [c["sop_instance_uid"] for c in report.conflict] == [instances[0].SOPInstanceUID]
-    conflict = report.conflict[0]
-    assert conflict["kept_part"] == "p1" and conflict["kept_fingerprint"].startswith("sha256:")
-    assert conflict["fingerprint"] != conflict["kept_fingerprint"]
+    assert report.updated == [instances[0].SOPInstanceUID]
+    assert report.conflict == []
     assert report.duplicate == [same.SOPInstanceUID]
-    assert report.status == "partial"
-    kept = get(
-        aws,
-        study_pk(aws, changed.StudyInstanceUID),
-        keys.instance_sk(changed.SeriesInstanceUID, changed.SOPInstanceUID),
-    )
-    assert kept["part_id"] == "p1"
+    assert report.status == "indexed"
+    pk = study_pk(aws, changed.StudyInstanceUID)
+    current = get(aws, pk, keys.instance_sk(changed.SeriesInstanceUID, changed.SOPInstanceUID))
+    assert current["part_id"] == "p2" and "99" in current["json"]
+    previous = get(aws, pk, keys.version_sk(changed.SeriesInstanceUID, changed.SOPInstanceUID, "p1"))
+    assert previous["part_id"] == "p1" and previous["replaced_by"] == "p2"
     assert study_counts(aws, changed.StudyInstanceUID)[1] == 3
+    assert series_count(aws, changed.StudyInstanceUID, changed.SeriesInstanceUID) == 3
     stored = json.loads(
         aws.s3.get_object(
             Bucket=aws.bucket, Key=keys.report_key(changed.StudyInstanceUID, changed.SeriesInstanceUID, "p2")
         )["Body"].read()
     )
-    assert stored["conflict"][0]["kept_part"] == "p1"
+    assert stored["updated"] == [changed.SOPInstanceUID] and stored["summary"]["updated"] == 1
+    # AND redelivering either part changes nothing
+    again = ingest(aws, put_part(aws, [changed, same], "p2", manifest=True))
+    assert again.redelivered == [changed.SOPInstanceUID] and again.updated == []
+    assert study_counts(aws, changed.StudyInstanceUID)[1] == 3
 
 
 def test_same_uid_twice_inside_one_part_keeps_the_first_member(aws: Aws) -> None:

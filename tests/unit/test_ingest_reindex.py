@@ -40,6 +40,8 @@ def test_reindex_twice_counts_once_and_shows_progress(aws: Aws) -> None:
     # GIVEN two series of one study, a broken part and an object that is not a part, under incoming/
     ct = series_from("CT_small.dcm", 4)
     mr = series_from("MR_small.dcm", 3, study_uid=ct[0].StudyInstanceUID)
+    for ds in mr:  # one patient per study (a second patient would be a conflict)
+        ds.PatientName, ds.PatientID = ct[0].PatientName, ct[0].PatientID
     put_part(aws, ct, "p1")
     put_part(aws, mr, "p1")
     aws.s3.put_object(Bucket=aws.bucket, Key=keys.incoming_key("9.9", "9.9.9", "bad"), Body=b"not a zip")

@@ -9,39 +9,20 @@ B and for A+B.
 from __future__ import annotations
 
 import copy
-import hashlib
-import time
 from typing import Any
 
 import pytest
-from common import keys, part_format
+from common import keys
 from ingest.process import ingest_object
 from pydicom.dataset import Dataset
 
 from tests.conftest import Aws
-from tests.dicom_factory import encode, series_from, zip_part
+from tests.dicom_factory import encode, series_from
+from tests.part_support import put_site_part
 from tests.unit.query_api import Api, make_api
 
 READ_WRITE = ["dicom/read", "dicom/write"]
 SOP, STUDY, SERIES = "00080018", "0020000D", "0020000E"
-
-
-def put_site_part(aws: Aws, site: str, instances: list[Dataset], part_id: str) -> str:
-    """A part as the gateway of ``site`` writes it (common.part_format)."""
-    first = instances[0]
-    members = {f"{ds.SOPInstanceUID}.dcm": encode(ds) for ds in instances}
-    entries = [
-        part_format.instance_entry(
-            name.removesuffix(".dcm"), len(data), hashlib.sha256(data).hexdigest(), time.time()
-        )
-        for name, data in members.items()
-    ]
-    manifest = part_format.manifest_bytes(
-        site, part_id, first.StudyInstanceUID, first.SeriesInstanceUID, entries
-    )
-    key = part_format.object_key(first.StudyInstanceUID, first.SeriesInstanceUID, part_id)
-    aws.s3.put_object(Bucket=aws.bucket, Key=key, Body=zip_part(members, manifest=manifest))
-    return key
 
 
 class Sites:
