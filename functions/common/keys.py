@@ -67,6 +67,15 @@ def study_of(pk: str) -> tuple[str, str]:
     return site, uid
 
 
+# The layout before sites were partitions (``STUDY#<uid>``): only the migration reads it.
+LEGACY_STUDY_PREFIX = "STUDY#"
+
+
+def legacy_study_pk(study_uid: str) -> str:
+    """A study partition of the pre-partition layout, removed by ``dicom-reindex --drop-legacy``."""
+    return f"{LEGACY_STUDY_PREFIX}{study_uid}"
+
+
 def series_sk(series_uid: str) -> str:
     return f"SERIES#{series_uid}"
 

@@ -147,10 +147,17 @@ def _candidates(store: IndexStore, site: str, flt: StudyFilter) -> Iterator[Item
         forward=False,
     )
     # The index projects keys only: site and study UID are in the table key.
-    uids = list(
-        dict.fromkeys(uid for owner, uid in map(keys.study_of, (str(h["pk"]) for h in hits)) if owner == site)
-    )
+    uids = list(dict.fromkeys(uid for owner, uid in _studies_of(hits) if owner == site))
     yield from store.get_studies(site, uids)
+
+
+def _studies_of(hits: Iterable[Item]) -> Iterator[tuple[str, str]]:
+    """(site, study UID) of each lookup hit; lookups left by the pre-partition layout are skipped."""
+    for hit in hits:
+        try:
+            yield keys.study_of(str(hit["pk"]))
+        except ValueError:
+            continue
 
 
 def _lookup_key(flt: StudyFilter) -> tuple[str, str, str | None] | None:
