@@ -159,6 +159,10 @@ def test_a_multi_site_token_gets_results_tagged_with_their_partition(sites: Site
         series = api.get(url.removeprefix("http://testserver") + "/series").json()
         assert series[0]["00091001"]["Value"][0] == site
         assert series[0]["00201209"]["Value"][0] == (3 if site == "site-a" else 1)
+    # The JSON answers keep patients of two sites apart.
+    for pid, site in (("PID-A", "site-a"), ("PID-B", "site-b")):
+        [found] = api.get(f"/api/patients?id={pid}").json()["patients"]
+        assert found["site"] == site and [s["site"] for s in found["studies"]] == [site]
     # Without a partition, a UID two of the caller's sites hold is ambiguous: a 400 naming them.
     for path in read_paths(sites.study, sites.series, sites.a[0].SOPInstanceUID)[1:]:
         reply = api.get(path)

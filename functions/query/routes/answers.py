@@ -56,17 +56,19 @@ def patients() -> dict[str, Any]:
         query.update(PatientName=name, fuzzymatching="true")
     if patient_id:
         query["PatientID"] = patient_id
-    found: dict[tuple[str, str], dict[str, Any]] = {}
+    # A patient is per site: the same PatientID at two sites is two patients (sites are partitions).
+    found: dict[tuple[str, str, str], dict[str, Any]] = {}
     for index, study in enumerate(find_studies(store, allowed_sites(store), StudyFilter.from_params(query))):
         if index >= MAX_PATIENT_STUDIES:
             break
         level: DicomJson = json.loads(study["json"])
-        key = (first_text(level, "PatientID"), first_text(level, "PatientName"))
+        key = (str(study.get("site", "")), first_text(level, "PatientID"), first_text(level, "PatientName"))
         patient = found.setdefault(
             key,
             {
-                "patient_id": key[0],
-                "patient_name": key[1],
+                "site": key[0],
+                "patient_id": key[1],
+                "patient_name": key[2],
                 "birth_date": first_text(level, "PatientBirthDate"),
                 "sex": first_text(level, "PatientSex"),
                 "studies": [],
