@@ -96,13 +96,19 @@ def object_metadata(
     }
 
 
+class NotASite(ValueError):
+    """A part names a site outside ``common.keys.SITE_PATTERN`` (it would end up in keys)."""
+
+
 def site_of(manifest: Mapping[str, Any], metadata: Mapping[str, str]) -> str:
     """The part's site: the manifest's ``gateway_id``, else the object's ``gateway-id``, else the default.
 
-    A name outside ``common.keys.SITE_PATTERN`` (it would end up in keys) falls back to the default.
+    Raises NotASite for a malformed name: such a part is refused, never filed under another site.
     """
     site = str(manifest.get("gateway_id") or metadata.get("gateway-id") or DEFAULT_SITE)
-    return site if keys.is_site(site) else DEFAULT_SITE
+    if not keys.is_site(site):
+        raise NotASite("the part's site (gateway id) is not a valid site name")
+    return site
 
 
 def received_at(manifest: Mapping[str, Any]) -> dict[str, float]:

@@ -121,7 +121,10 @@ def ingest_object(
     study_uid, series_uid, part_id = keys.parse_incoming_key(key)
     report = IngestReport(key=key, study_uid=study_uid, series_uid=series_uid, part_id=part_id)
     head = s3.head_object(Bucket=bucket, Key=key)
-    report.site = part_format.site_of({}, head.get("Metadata", {}))
+    metadata = head.get("Metadata", {})
+    report.site = (
+        metadata.get("gateway-id", "") if keys.is_site(metadata.get("gateway-id", "")) else DEFAULT_SITE
+    )
     report.object_size = head["ContentLength"]
     version_id = head.get("VersionId")
     fetcher = (
@@ -130,15 +133,15 @@ def ingest_object(
     reader = S3RangeReader(s3, bucket, key, head["ContentLength"], version_id=version_id, fetcher=fetcher)
     try:
         part = open_part(reader)
-    except RejectedPart as exc:
+        report.site = part_format.site_of(part.manifest, metadata)
+    except (RejectedPart, part_format.NotASite) as exc:
         report.status, report.reason = "rejected", str(exc)
     else:
-        report.site = part_format.site_of(part.manifest, head.get("Metadata", {}))
         # Members the manifest gives no received_at were received when the object was written:
         # stable across redeliveries and re-index, unlike the time of ingest.
         last_modified = head.get("LastModified")
         written = last_modified.timestamp() if last_modified is not None else time.time()
-        _index_part(s3, dynamodb, table_name, bucket, part, report, concurrency, refresh, written)
+        _index_part(s3, dynamodb, table_name, bucket, part, report, concurrency, refresh, written, version_id)
     report.bytes_fetched, report.requests = reader.bytes_fetched, reader.requests
     report.seconds = round(time.monotonic() - started, 3)
     _publish_report(s3, bucket, report)
@@ -198,12 +201,15 @@ def _index_part(
     concurrency: int,
     refresh: bool = False,
     written: float = 0.0,
+    version_id: str | None = None,
 ) -> None:
     report.members = len(part.members) + len(part.rejected)
     report.fingerprints = "sha256 (manifest)" if any(m.sha256 for m in part.members) else "crc32+size"
     report.notes.extend(part.notes)
     report.rejected.extend({"member": m, "reason": r} for m, r in part.rejected.items())
-    records, headers, first_record = _read_records(part, report, concurrency, written or time.time())
+    records, headers, first_record = _read_records(
+        part, report, concurrency, written or time.time(), version_id
+    )
     _check_manifest(part, report)
     if not records or first_record is None:
         report.status = "rejected"
@@ -315,7 +321,7 @@ def _add_instances(writer: IndexWriter, report: IngestReport, records: Records, 
 
 
 def _read_records(
-    part: Part, report: IngestReport, concurrency: int, written: float
+    part: Part, report: IngestReport, concurrency: int, written: float, version_id: str | None = None
 ) -> tuple[Records, list[bytes], InstanceRecord | None]:
     """Every member's header: (member, index item, header-less record) per SOP UID, JSON texts, first."""
     # Per SOP Instance UID: the member, its index item and its levels, built as soon as it is read.
@@ -346,6 +352,8 @@ def _read_records(
             # The transfer syntax negotiated on the association (the gateway's manifest) is the truth.
             light = replace(light, transfer_syntax_uid=negotiated[member.name])
         item = _instance_item(report, light, member, data_offset)
+        # The object version the member offsets refer to (a versioned bucket keeps every upload).
+        item["object_version"] = version_id
         item["received_at"] = Decimal(str(received.get(member.name, written)))
         records[record.sop_uid] = (member, item, light)
         if first_record is None:

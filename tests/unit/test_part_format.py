@@ -7,6 +7,7 @@ import json
 import zipfile
 from pathlib import Path
 
+import pytest
 from common import keys, part_format
 from ingest.process import ingest_object
 from ingest.zip_part import open_part
@@ -18,6 +19,7 @@ from edge_gateway.spool import SHIPPED, Spool
 from tests.conftest import Aws
 from tests.dicom_factory import encode, series_from
 from tests.ingest_support import reader_over
+from tests.part_support import put_site_part
 
 STABLE = 10.0
 
@@ -66,7 +68,12 @@ def test_a_packaged_part_round_trips_through_the_ingest_reader_and_ingest(tmp_pa
     assert stored["site"] == "gw-north"
 
 
-def test_a_site_outside_the_key_alphabet_falls_back_to_the_default() -> None:
-    assert part_format.site_of({"gateway_id": "a#b"}, {}) == part_format.DEFAULT_SITE
+def test_a_site_outside_the_key_alphabet_is_refused_never_filed_elsewhere(aws: Aws) -> None:
+    with pytest.raises(part_format.NotASite):
+        part_format.site_of({"gateway_id": "a#b"}, {})
+    ds = series_from("CT_small.dcm", 1)
+    report = ingest_object(aws.s3, aws.dynamodb, aws.table, aws.bucket, put_site_part(aws, "a#b", ds, "p1"))
+    assert report.status == "rejected" and "not a valid site name" in report.reason
+    assert aws.dynamodb.scan(TableName=aws.table)["Count"] == 0
     assert part_format.site_of({}, {"gateway-id": "east"}) == "east"
     assert part_format.site_of({}, {}) == part_format.DEFAULT_SITE
