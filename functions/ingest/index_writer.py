@@ -85,8 +85,17 @@ class IndexWriter:
 
     def claim_study(self, record: InstanceRecord) -> StudyState:
         """The study's patient key, set from ``record`` if the study has none yet (one UpdateItem)."""
-        values = {":site": _av(self._site), ":uid": _av(record.study_uid)}
-        update = "SET site = if_not_exists(site, :site), study_uid = if_not_exists(study_uid, :uid)"
+        # The study-level JSON too, so that a reader never meets a study item without it.
+        values = {
+            ":site": _av(self._site),
+            ":uid": _av(record.study_uid),
+            ":json": _av(json.dumps(record.study, ensure_ascii=False)),
+        }
+        update = (
+            "SET site = if_not_exists(site, :site), study_uid = if_not_exists(study_uid, :uid), "
+            "#j = if_not_exists(#j, :json)"
+        )
+        names = {"#j": "json"}
         if record.patient:
             values[":p"] = _av(record.patient)
             update += ", patient_key = if_not_exists(patient_key, :p)"
@@ -95,6 +104,7 @@ class IndexWriter:
             TableName=self._table,
             Key=_item({"pk": keys.study_pk(self._site, record.study_uid), "sk": keys.STUDY_SK}),
             UpdateExpression=update,
+            ExpressionAttributeNames=names,
             ExpressionAttributeValues=values,
             ReturnValues="ALL_OLD",
         )
