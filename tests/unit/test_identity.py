@@ -17,6 +17,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from tests.conftest import Aws
 from tests.dicom_factory import encode, series_from
+from tests.ingest_support import Atomic
 from tests.part_support import put_site_part
 from tests.unit.query_api import Api, make_api
 
@@ -267,3 +268,51 @@ def test_the_recorded_transfer_syntax_is_the_file_metas_or_the_negotiated_one(aw
         f"/dicomweb/studies/{ds[0].StudyInstanceUID}/series/{ds[0].SeriesInstanceUID}/instances/{ds[0].SOPInstanceUID}"
     )
     assert f"transfer-syntax={ExplicitVRLittleEndian}" in reply.body.decode("latin-1")
+
+
+def test_two_patients_in_one_new_part_the_first_sets_the_study_patient(aws: Aws) -> None:
+    instances = series_from("CT_small.dcm", 3)
+    patient(instances[:2], "Alpha^Ann", "PID-A")
+    patient(instances[2:], "Beta^Bob", "PID-B")
+    report = ingest(aws, put_site_part(aws, SITE, instances, "p1"))
+    assert sorted(report.indexed) == sorted(ds.SOPInstanceUID for ds in instances[:2])
+    assert [c["sop_instance_uid"] for c in report.conflict] == [instances[2].SOPInstanceUID]
+    assert report.status == "partial" and counts(aws, instances[0]) == (1, 2)
+    api = make_api(aws)
+    assert api.get("/dicomweb/studies?PatientID=PID-B").status == 204
+    [study] = api.get("/dicomweb/studies?PatientID=PID-A").json()
+    assert study["00201208"]["Value"] == [2]
+
+
+def test_concurrent_new_versions_leave_one_current_and_the_rest_in_history(aws: Aws) -> None:
+    import threading
+
+    original = patient(series_from("CT_small.dcm", 1), "Same^Sam", "PID-S")
+    ingest(aws, put_site_part(aws, SITE, original, "p0", received_at=10.0))
+    keys_ = []
+    for n in range(1, 4):
+        version = Dataset(original[0])
+        version.file_meta = original[0].file_meta
+        version.InstanceNumber = 100 + n
+        keys_.append(put_site_part(aws, SITE, [version], f"p{n}", received_at=10.0 + n))
+    barrier = threading.Barrier(len(keys_))
+    reports: list[Any] = []
+
+    def run(key: str) -> None:
+        barrier.wait()
+        reports.append(ingest_object(Atomic(aws.s3), Atomic(aws.dynamodb), aws.table, aws.bucket, key))
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in keys_]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(reports) == 3 and counts(aws, original[0]) == (1, 1)
+    api = make_api(aws)
+    ds = original[0]
+    history = api.get(
+        f"/api/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}/versions"
+    ).json()
+    # Latest received wins whatever the order of ingest; every other version is in the history.
+    assert history["current"]["part_id"] == "p3"
+    assert sorted(v["part_id"] for v in history["history"]) == ["p0", "p1", "p2"]

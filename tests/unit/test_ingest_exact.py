@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import threading
 from typing import Any
@@ -18,6 +17,7 @@ from pydicom.dataset import Dataset
 
 from tests.conftest import Aws
 from tests.dicom_factory import encode, series_from, zip_part
+from tests.ingest_support import Atomic
 
 
 def put_part(
@@ -88,34 +88,6 @@ def instance_items(aws: Aws, study_uid: str) -> list[dict[str, Any]]:
 
 def ingest(aws: Aws, key: str, **kwargs: Any) -> Any:
     return ingest_object(aws.s3, aws.dynamodb, aws.table, aws.bucket, key, **kwargs)
-
-
-class Atomic:
-    """A client whose every API call is atomic, as each DynamoDB/S3 request is in AWS.
-
-    In-process moto is not thread-safe (its dicts change under a concurrent
-    iteration); serialising single calls keeps what the concurrency test is about:
-    two ingests interleaving their reads, transactions and conditional writes.
-    """
-
-    _lock = threading.Lock()
-
-    def __init__(self, client: Any) -> None:
-        self._client = client
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._client, name)
-        if not callable(attr):
-            return attr
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            with self._lock:
-                result = attr(*args, **kwargs)
-                if isinstance(result, dict) and "Body" in result:  # read the stream under the lock too
-                    result["Body"] = io.BytesIO(result["Body"].read())
-                return result
-
-        return call
 
 
 def test_moto_reports_cancellation_reasons_per_item(aws: Aws) -> None:
