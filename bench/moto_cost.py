@@ -131,7 +131,7 @@ def query_round(ddb: Any, study_uid: str) -> None:
     requests: dict[str, dict[str, Any]] = {
         "study partition": {
             "KeyConditionExpression": "pk = :p",
-            "ExpressionAttributeValues": {":p": {"S": keys.study_pk(study_uid)}},
+            "ExpressionAttributeValues": {":p": {"S": keys.study_pk("bench", study_uid)}},
         },
         "ByLookup (PatientID)": {
             "IndexName": keys.LOOKUP_INDEX,
@@ -186,7 +186,7 @@ def main() -> int:
         print(f"table with {instance_count(ddb)} instances:")
         ingest_round(s3, ddb, timer, "empty", data[: args.parts], args.instances)
         query_round(ddb, first["study_uid"])
-        pk = {"S": keys.study_pk(first["study_uid"])}
+        pk = {"S": keys.study_pk("bench", first["study_uid"])}
         templates = ddb.query(
             TableName=TABLE, KeyConditionExpression="pk = :p", ExpressionAttributeValues={":p": pk}
         )["Items"]

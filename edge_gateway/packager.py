@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -26,6 +25,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from common import part_format
 
 from edge_gateway.assembler import PART_FILE
 from edge_gateway.shipped import ShippedRecord, Versions
@@ -42,7 +43,7 @@ from edge_gateway.spool import (
 )
 
 log = logging.getLogger(__name__)
-MANIFEST_NAME = "manifest.json"
+MANIFEST_NAME = part_format.MANIFEST_NAME
 CHUNK = 1024 * 1024
 
 
@@ -55,7 +56,7 @@ class OutboxEntry:
     @property
     def object_key(self) -> str:
         d = self.descriptor
-        return f"incoming/{d['study_uid']}/{d['series_uid']}/{self.part_id}.zip"
+        return part_format.object_key(d["study_uid"], d["series_uid"], self.part_id)
 
 
 class Packager:
@@ -173,30 +174,21 @@ class Packager:
                         digest.update(chunk)
                         dst.write(chunk)
                 records.append(
-                    {
-                        "member": member.name,
-                        "sop_instance_uid": member.stem,
-                        "size": stat.st_size,
-                        "sha256": digest.hexdigest(),
-                        "received_at": stat.st_mtime,
-                    }
+                    part_format.instance_entry(
+                        member.stem, stat.st_size, digest.hexdigest(), stat.st_mtime, member=member.name
+                    )
                 )
-            manifest = json.dumps(
-                {
-                    "format": "dicom-series-part/1",
-                    "gateway_id": self._gateway_id,
-                    "part_id": info["part_id"],
-                    "study_instance_uid": info["study_uid"],
-                    "series_instance_uid": info["series_uid"],
-                    "instance_count": len(records),
-                    "instances": records,
-                },
-                indent=1,
-            ).encode()
+            manifest = part_format.manifest_bytes(
+                self._gateway_id,
+                str(info["part_id"]),
+                str(info["study_uid"]),
+                str(info["series_uid"]),
+                records,
+            )
             zf.writestr(MANIFEST_NAME, manifest, compress_type=zipfile.ZIP_DEFLATED)
         with open(path, "rb+") as fh:
             os.fsync(fh.fileno())
-        return hashlib.sha256(manifest).hexdigest()
+        return part_format.manifest_sha256(manifest)
 
     def outbox_versions(self, series_uid: str) -> Versions:
         """SHA-256 of each instance of this series already zipped in the outbox, not yet confirmed

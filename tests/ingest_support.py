@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 from typing import Any
 
 from ingest.s3_reader import S3RangeReader
@@ -24,3 +25,31 @@ class BytesS3:
 
 def reader_over(data: bytes) -> S3RangeReader:
     return S3RangeReader(BytesS3(data), "bucket", "key", len(data))  # type: ignore[arg-type]
+
+
+class Atomic:
+    """A client whose every API call is atomic, as each DynamoDB/S3 request is in AWS.
+
+    In-process moto is not thread-safe (its dicts change under a concurrent
+    iteration); serialising single calls keeps what the concurrency test is about:
+    two ingests interleaving their reads, transactions and conditional writes.
+    """
+
+    _lock = threading.Lock()
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                result = attr(*args, **kwargs)
+                if isinstance(result, dict) and "Body" in result:  # read the stream under the lock too
+                    result["Body"] = io.BytesIO(result["Body"].read())
+                return result
+
+        return call

@@ -23,6 +23,8 @@ from common.attributes import (
     Attribute,
 )
 from common.dicom_json import DicomJson, first_text
+from common.names import name_words
+from common.uids import strip_padding, uid_problem
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import _read_file_meta_info, read_preamble
@@ -35,6 +37,9 @@ from ingest.zip_part import MAX_HEADER_BYTES, HeaderTooLarge, MemberError, Membe
 BULK_DATA_THRESHOLD = 1024
 DEFLATED_UID_BYTES = DeflatedExplicitVRLittleEndian.encode()
 REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+_PATIENT_ID, _ISSUER, _PATIENT_NAME = "00100020", "00100021", "00100010"
+# Bytes read from the start of a member to find its file meta group (a few hundred bytes in practice).
+FILE_META_PEEK = 16 * 1024
 # pydicom's warnings can quote element values (names, dates): they never reach the logs.
 logging.getLogger("pydicom").setLevel(logging.CRITICAL)
 
@@ -53,6 +58,8 @@ class InstanceRecord:
     series: DicomJson
     instance: DicomJson
     header: DicomJson = field(repr=False)
+    # Who the instance is about (see :func:`patient_key`); compared with its study's.
+    patient: str = field(default="", repr=False)
 
     def value(self, level: DicomJson, keyword: str) -> str:
         """First value of an attribute as text ('' when absent)."""
@@ -188,14 +195,61 @@ def _read_buffered(head: bytes) -> Dataset | None:
     return ds
 
 
+def file_meta_transfer_syntax(head: bytes) -> str | None:
+    """(0002,0010) of the file meta group as its group length (0002,0000) bounds it (PS3.10 7.1).
+
+    pydicom reads every group 0002 element at the start of the data set into the
+    file meta, so a data set that carries its own (0002,0010) right after the file
+    meta (seen in the wild) would override the real one. None when ``head`` has no
+    Part 10 preamble and group length.
+    """
+    if len(head) < 144 or head[128:132] != b"DICM" or head[132:136] != b"\x02\x00\x00\x00":
+        return None
+    if head[136:138] != b"UL" or int.from_bytes(head[138:140], "little") != 4:
+        return None
+    end = 144 + int.from_bytes(head[140:144], "little")
+    pos = 144
+    while pos + 8 <= min(end, len(head)):
+        group, elem = struct.unpack_from("<HH", head, pos)
+        vr = head[pos + 4 : pos + 6]
+        if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"UC", b"UR", b"OD", b"OL", b"OV"):
+            length, value_at = int.from_bytes(head[pos + 8 : pos + 12], "little"), pos + 12
+        else:
+            length, value_at = int.from_bytes(head[pos + 6 : pos + 8], "little"), pos + 8
+        if group != 0x0002:
+            return None
+        if elem == 0x0010:
+            return strip_padding(head[value_at : value_at + length].decode("ascii", "replace"))
+        pos = value_at + length
+    return None
+
+
+def _peek(fp: IO[bytes]) -> bytes:
+    start = fp.tell()
+    try:
+        return fp.read(FILE_META_PEEK)
+    finally:
+        fp.seek(start)
+
+
 def read_header(fp: IO[bytes]) -> Dataset:
     """Parse a DICOM header, stopping before the pixel data.
 
     Files without preamble or file meta information are accepted (``force``),
     and then must still carry the UIDs that make them indexable. A header cut
-    short, or larger than the budget, is rejected.
+    short, or larger than the budget, is rejected. The file meta's transfer
+    syntax is the one bounded by its group length (:func:`file_meta_transfer_syntax`).
     """
     head = fp.buffered_head() if isinstance(fp, MemberStream) else None
+    meta_ts = file_meta_transfer_syntax(head if head is not None else _peek(fp))
+    ds = _read_header(fp, head)
+    file_meta = getattr(ds, "file_meta", None)
+    if meta_ts and file_meta is not None and str(getattr(file_meta, "TransferSyntaxUID", "")) != meta_ts:
+        file_meta.TransferSyntaxUID = meta_ts
+    return ds
+
+
+def _read_header(fp: IO[bytes], head: bytes | None) -> Dataset:
     if head is not None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -240,9 +294,13 @@ def extract(ds: Dataset) -> InstanceRecord:
         raise RejectedMember("DICOMDIR, not an image instance")
     uids: dict[str, str] = {}
     for keyword in REQUIRED_UIDS:
-        value = str(ds.get(keyword, "") or "").strip(" \x00")
+        value = strip_padding(str(ds.get(keyword, "") or ""))
         if not value:
             raise RejectedMember(f"missing {keyword}")
+        # The one UID rule (common.uids): what is indexed is reachable by every route.
+        problem = uid_problem(value)
+        if problem is not None:
+            raise RejectedMember(f"{keyword}: {problem}")
         uids[keyword] = value
     try:
         with warnings.catch_warnings():
@@ -262,8 +320,60 @@ def extract(ds: Dataset) -> InstanceRecord:
         series=_select(header, SERIES_ATTRIBUTES),
         instance=_select(header, INSTANCE_ATTRIBUTES),
         header=header,
+        patient=patient_key(header),
     )
 
 
+def patient_key(header: DicomJson) -> str:
+    """Who an instance is about: ``ID:<issuer>|<PatientID>``, else ``NAME:<folded name words>``, else ''.
+
+    PatientID with IssuerOfPatientID identifies a patient; without a PatientID the
+    name (case and accents folded) is all there is. Two instances of one study
+    whose keys differ are about two patients (see ingest.process).
+    """
+    pid = _text(header, _PATIENT_ID)
+    if pid:
+        return f"ID:{_text(header, _ISSUER)}|{pid}"
+    name = _text(header, _PATIENT_NAME)
+    return f"NAME:{' '.join(name_words(name))}" if name else ""
+
+
+def _text(header: DicomJson, tag: str) -> str:
+    values = (header.get(tag) or {}).get("Value") or []
+    if not values or values[0] is None:
+        return ""
+    value = values[0]
+    if isinstance(value, dict):
+        return "=".join(str(value.get(g, "")) for g in ("Alphabetic", "Ideographic", "Phonetic")).strip("=")
+    return str(value).strip()
+
+
+def normalise_date(value: str) -> str:
+    """A DA value as ``YYYYMMDD``: ACR-NEMA ``YYYY.MM.DD`` and ISO ``YYYY-MM-DD`` too (PS3.5 6.2)."""
+    text = value.strip()
+    compact = text.replace(".", "").replace("-", "")
+    if len(text) == 10 and text[4] == text[7] and text[4] in ".-" and compact.isdigit():
+        return compact
+    return text
+
+
+def normalise_time(value: str) -> str:
+    """A TM value without the ``HH:MM:SS`` colons of ACR-NEMA (``HHMMSS.ffffff``)."""
+    return value.strip().replace(":", "")
+
+
 def _select(header: DicomJson, attributes: tuple[Attribute, ...]) -> DicomJson:
-    return {a.tag: header[a.tag] for a in attributes if a.tag in header}
+    """The index's copy of some attributes, dates and times normalised for matching.
+
+    The stored header (metadata JSON) keeps the values as received.
+    """
+    selected: DicomJson = {}
+    for a in attributes:
+        element = header.get(a.tag)
+        if element is None:
+            continue
+        if a.vr in ("DA", "TM") and element.get("Value"):
+            normalise = normalise_date if a.vr == "DA" else normalise_time
+            element = {**element, "Value": [normalise(str(v)) if v else v for v in element["Value"]]}
+        selected[a.tag] = element
+    return selected

@@ -46,8 +46,10 @@ def handle(event: S3Event) -> dict[str, Any]:
             s3, dynamodb, settings.table_name, record.s3.bucket.name, key, presigned_reads=PRESIGNED_READS
         )
         summary = report.summary()
-        for name in ("indexed", "redelivered", "duplicate", "conflict", "rejected"):
+        for name in ("indexed", "redelivered", "duplicate", "updated", "superseded", "conflict", "rejected"):
             metrics.add_metric(name=f"Instances{name.title()}", unit="Count", value=summary[name])
+        # Instances kept out of a study because they name another patient (see ingest.process).
+        metrics.add_metric(name="PatientConflicts", unit="Count", value=summary["patient_conflict"])
         metrics.add_metric(name="BytesFetched", unit="Bytes", value=report.bytes_fetched)
         metrics.add_metric(name="S3Requests", unit="Count", value=report.requests)
         metrics.add_metric(name="PartsRejected", unit="Count", value=int(report.status == "rejected"))

@@ -1,4 +1,4 @@
-"""Conditional writes into the index table: the first copy of an instance wins, counts stay exact.
+"""Conditional writes into the index table: counts stay exact, versions and patients never merge.
 
 Every counter moves in the same DynamoDB transaction as the item it counts:
 an instance is Put with ``attribute_not_exists`` together with ``ADD
@@ -6,6 +6,13 @@ instance_count`` on its series and study, and a series is created together
 with ``ADD series_count`` on its study. A redelivered object, a retried
 Lambda or two parts of one series written at the same time therefore cannot
 count anything twice: a transaction either happens once or not at all.
+
+A new version of an indexed instance (same SOP Instance UID, other bytes)
+replaces it in the index when it was received later (:meth:`IndexWriter.replace_instance`):
+the replaced item is kept as a ``VERSION#`` item in the same transaction, counts
+are not touched. The study's patient (``patient_key``) is set by the first part
+and only changed by a new version (a correction, :meth:`IndexWriter.correct_study`);
+instances of another patient are recorded as a conflict item, never indexed into it.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 from common import keys
+from common.dicom_json import first_text
 from common.names import name_words
 
 from ingest.extract import InstanceRecord
@@ -48,6 +56,20 @@ def _item(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class StudyState:
+    """What the index holds for a study before this part: its patient key and study-level DICOM JSON."""
+
+    patient_key: str
+    json: str
+    created: bool
+
+
+def same_patient(a: str, b: str) -> bool:
+    """Two patient keys (``ingest.extract.patient_key``) name one patient ('' agrees with any)."""
+    return not a or not b or a == b
+
+
+@dataclass(frozen=True)
 class ExistingInstance:
     part_id: str
     fingerprint: str
@@ -60,6 +82,36 @@ class IndexWriter:
         self._db = dynamodb
         self._table = table_name
         self._site = site
+
+    def claim_study(self, record: InstanceRecord) -> StudyState:
+        """The study's patient key, set from ``record`` if the study has none yet (one UpdateItem)."""
+        # The study-level JSON too, so that a reader never meets a study item without it.
+        values = {
+            ":site": _av(self._site),
+            ":uid": _av(record.study_uid),
+            ":json": _av(json.dumps(record.study, ensure_ascii=False)),
+        }
+        update = (
+            "SET site = if_not_exists(site, :site), study_uid = if_not_exists(study_uid, :uid), "
+            "#j = if_not_exists(#j, :json)"
+        )
+        names = {"#j": "json"}
+        if record.patient:
+            values[":p"] = _av(record.patient)
+            update += ", patient_key = if_not_exists(patient_key, :p)"
+        response = self._call(
+            "update_item",
+            TableName=self._table,
+            Key=_item({"pk": keys.study_pk(self._site, record.study_uid), "sk": keys.STUDY_SK}),
+            UpdateExpression=update,
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+            ReturnValues="ALL_OLD",
+        )
+        old = {k: _deserializer.deserialize(v) for k, v in response.get("Attributes", {}).items()}
+        return StudyState(
+            str(old.get("patient_key") or record.patient), str(old.get("json") or ""), "json" not in old
+        )
 
     def upsert_study(self, record: InstanceRecord) -> None:
         """Create the study item (first values win) and its lookup items; safe to repeat."""
@@ -76,6 +128,7 @@ class IndexWriter:
             "AccessionNumber": record.value(study, "AccessionNumber"),
             "StudyID": record.value(study, "StudyID"),
             "name_words": name_words(record.value(study, "PatientName")),
+            "patient_key": record.patient,
             "referring_words": name_words(record.value(study, "ReferringPhysicianName")),
             "gsi2pk": keys.site_pk(self._site),
             "gsi2sk": keys.site_date_sk(study_date, study_time, record.study_uid),
@@ -88,7 +141,7 @@ class IndexWriter:
         self._call(
             "update_item",
             TableName=self._table,
-            Key=_item({"pk": keys.study_pk(record.study_uid), "sk": keys.STUDY_SK}),
+            Key=_item({"pk": keys.study_pk(self._site, record.study_uid), "sk": keys.STUDY_SK}),
             UpdateExpression=f"SET {assignments}",
             ExpressionAttributeNames=names,
             ExpressionAttributeValues=values,
@@ -121,7 +174,7 @@ class IndexWriter:
                 TableName=self._table,
                 Item=_item(
                     {
-                        "pk": keys.study_pk(study_uid),
+                        "pk": keys.study_pk(self._site, study_uid),
                         "sk": keys.lookup_sk(attr, value),
                         "study_uid": study_uid,
                         "StudyDate": study_date,
@@ -135,7 +188,7 @@ class IndexWriter:
         """Create the series item and count it in its study, once. True when created now."""
         modality = record.value(record.series, "Modality")
         series_item = {
-            "pk": keys.study_pk(record.study_uid),
+            "pk": keys.study_pk(self._site, record.study_uid),
             "sk": keys.series_sk(record.series_uid),
             "site": self._site,
             "study_uid": record.study_uid,
@@ -148,7 +201,7 @@ class IndexWriter:
         }
         study_update: dict[str, Any] = {
             "TableName": self._table,
-            "Key": _item({"pk": keys.study_pk(record.study_uid), "sk": keys.STUDY_SK}),
+            "Key": _item({"pk": keys.study_pk(self._site, record.study_uid), "sk": keys.STUDY_SK}),
             "UpdateExpression": "ADD series_count :one",
             "ExpressionAttributeValues": {":one": _av(1)},
         }
@@ -205,7 +258,7 @@ class IndexWriter:
             {
                 "Update": {
                     "TableName": self._table,
-                    "Key": _item({"pk": keys.study_pk(study_uid), "sk": sk}),
+                    "Key": _item({"pk": keys.study_pk(self._site, study_uid), "sk": sk}),
                     "UpdateExpression": "ADD instance_count :n",
                     "ExpressionAttributeValues": count,
                 }
@@ -213,6 +266,200 @@ class IndexWriter:
             for sk in (keys.series_sk(series_uid), keys.STUDY_SK)
         ]
         return puts + counters
+
+    def instance_item(self, study_uid: str, series_uid: str, sop_uid: str) -> dict[str, Any] | None:
+        """The whole instance item (consistent read), or None."""
+        response = self._call(
+            "get_item",
+            TableName=self._table,
+            Key=_item(
+                {"pk": keys.study_pk(self._site, study_uid), "sk": keys.instance_sk(series_uid, sop_uid)}
+            ),
+            ConsistentRead=True,
+        )
+        raw = response.get("Item")
+        return {k: _deserializer.deserialize(v) for k, v in raw.items()} if raw else None
+
+    def replace_instance(self, item: Mapping[str, Any]) -> str:
+        """Apply a new version of an indexed instance: ``updated``, ``superseded`` or ``redelivered``.
+
+        Latest received wins (``received_at``, seconds since the epoch, from the
+        part's manifest): a later version replaces the index item and the replaced
+        one is kept as a ``VERSION#`` item (ties broken by part id, which starts
+        with its time), in one transaction conditional on the replaced item's
+        ``part_id`` (a concurrent writer makes it retry). An earlier version
+        arriving late is only added to the history (``superseded``). Counts never move.
+        """
+        study_uid, series_uid, sop_uid = str(item["study_uid"]), str(item["series_uid"]), str(item["sop_uid"])
+        pk = keys.study_pk(self._site, study_uid)
+        for _ in range(MAX_CONFLICT_RETRIES):
+            old = self.instance_item(study_uid, series_uid, sop_uid)
+            if old is None:
+                raise IndexWriteError("instance vanished while a new version was applied")
+            if old.get("part_id") == item["part_id"]:
+                return "redelivered"
+            history = {"pk": pk, "sk": keys.version_sk(series_uid, sop_uid, str(item["part_id"]))}
+            if _received(old) > _received(item):
+                self._transact(
+                    [
+                        {
+                            "Put": {
+                                "TableName": self._table,
+                                "Item": _item({**item, **history, "superseded_by": old.get("part_id")}),
+                                "ConditionExpression": "attribute_not_exists(pk)",
+                            }
+                        }
+                    ]
+                )
+                return "superseded"
+            kept = {
+                **old,
+                "sk": keys.version_sk(series_uid, sop_uid, str(old["part_id"])),
+                "replaced_by": item["part_id"],
+                "replaced_at": _now(),
+            }
+            failed = self._transact(
+                [
+                    {"Put": {"TableName": self._table, "Item": _item(kept)}},
+                    {
+                        "Put": {
+                            "TableName": self._table,
+                            "Item": _item(item),
+                            "ConditionExpression": "part_id = :old",
+                            "ExpressionAttributeValues": {":old": _av(old["part_id"])},
+                        }
+                    },
+                ]
+            )
+            if not failed:
+                return "updated"
+        raise IndexWriteError("a new version kept conflicting with concurrent writers")
+
+    def correct_study(self, record: InstanceRecord) -> None:
+        """Make ``record``'s study-level attributes (a newer version's) the study's, lookups included.
+
+        Name, ID and accession lookups of the old values are deleted, so that the
+        study is found by the corrected values and no longer by the old ones.
+        """
+        study = record.study
+        study_date = record.value(study, "StudyDate")
+        study_time = record.value(study, "StudyTime").replace(":", "")
+        fields: dict[str, Any] = {
+            "json": json.dumps(study, ensure_ascii=False),
+            "PatientID": record.value(study, "PatientID"),
+            "StudyDate": study_date,
+            "StudyTime": study_time,
+            "AccessionNumber": record.value(study, "AccessionNumber"),
+            "StudyID": record.value(study, "StudyID"),
+            "name_words": name_words(record.value(study, "PatientName")),
+            "referring_words": name_words(record.value(study, "ReferringPhysicianName")),
+            "patient_key": record.patient,
+            "gsi2sk": keys.site_date_sk(study_date, study_time, record.study_uid),
+            "corrected_at": _now(),
+        }
+        present = {k: v for k, v in fields.items() if v not in ("", [])}
+        absent = [k for k in fields if k not in present]
+        names = {f"#f{i}": k for i, k in enumerate([*present, *absent])}
+        values = {f":f{i}": _av(v) for i, v in enumerate(present.values())}
+        update = "SET " + ", ".join(f"#f{i} = :f{i}" for i in range(len(present)))
+        if absent:
+            update += " REMOVE " + ", ".join(f"#f{len(present) + i}" for i in range(len(absent)))
+        pk = keys.study_pk(self._site, record.study_uid)
+        self._call(
+            "update_item",
+            TableName=self._table,
+            Key=_item({"pk": pk, "sk": keys.STUDY_SK}),
+            UpdateExpression=update,
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
+        wanted = self._study_lookups(record)
+        wanted_sks = {keys.lookup_sk(a, s if a == "NAME" else k) for a, k, s in wanted}
+        response = self._call(
+            "query",
+            TableName=self._table,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :p)",
+            ExpressionAttributeValues={":pk": _av(pk), ":p": _av("LOOKUP#")},
+            ProjectionExpression="sk",
+            ConsistentRead=True,
+        )
+        for raw in response.get("Items", []):
+            sk = str(_deserializer.deserialize(raw["sk"]))
+            if not sk.startswith(keys.lookup_sk("MOD", "")) and sk not in wanted_sks:
+                self._call("delete_item", TableName=self._table, Key=_item({"pk": pk, "sk": sk}))
+        self._put_lookups(record.study_uid, study_date or keys.NO_DATE, wanted)
+
+    def correct_series(self, record: InstanceRecord) -> None:
+        """Make ``record``'s series-level attributes the series' (a newer version's)."""
+        modality = record.value(record.series, "Modality")
+        fields = {
+            "json": json.dumps(record.series, ensure_ascii=False),
+            "SeriesNumber": record.value(record.series, "SeriesNumber"),
+            "Modality": modality,
+        }
+        present = {k: v for k, v in fields.items() if v}
+        self._call(
+            "update_item",
+            TableName=self._table,
+            Key=_item(
+                {"pk": keys.study_pk(self._site, record.study_uid), "sk": keys.series_sk(record.series_uid)}
+            ),
+            UpdateExpression="SET " + ", ".join(f"#f{i} = :f{i}" for i in range(len(present))),
+            ExpressionAttributeNames={f"#f{i}": k for i, k in enumerate(present)},
+            ExpressionAttributeValues={f":f{i}": _av(v) for i, v in enumerate(present.values())},
+        )
+
+    def record_conflict(self, record: InstanceRecord, part: Mapping[str, Any], study: StudyState) -> None:
+        """Write (or extend) the open conflict item of a part whose instances name another patient.
+
+        An item an administrator already resolved keeps its status; the SOP UIDs are added.
+        """
+        incoming = {k: record.value(record.study, k) for k in ("PatientName", "PatientID")}
+        study_level = json.loads(study.json) if study.json else {}
+        held = {k: first_text(study_level, k) for k in ("PatientName", "PatientID")}
+        values = {
+            ":site": _av(self._site),
+            ":study": _av(record.study_uid),
+            ":series": _av(record.series_uid),
+            ":part": _av(part["part_id"]),
+            ":key": _av(part["object_key"]),
+            ":open": _av("open"),
+            ":now": _av(_now()),
+            ":in": _av({k: v for k, v in incoming.items() if v}),
+            ":held": _av({k: v for k, v in held.items() if v}),
+            ":sops": _av(set(part["sop_uids"])),
+        }
+        self._call(
+            "update_item",
+            TableName=self._table,
+            Key=_item(
+                {
+                    "pk": keys.conflicts_pk(self._site),
+                    "sk": keys.conflict_sk(record.study_uid, record.series_uid, str(part["part_id"])),
+                }
+            ),
+            UpdateExpression=(
+                "SET site = :site, study_uid = :study, series_uid = :series, part_id = :part, "
+                "object_key = :key, #s = if_not_exists(#s, :open), "
+                "created_at = if_not_exists(created_at, :now), "
+                "instance_patient = :in, study_patient = :held ADD sop_uids :sops"
+            ),
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues=values,
+        )
+
+    def conflict_status(self, study_uid: str, series_uid: str, part_id: str) -> str:
+        """``open``, ``accepted``, ``dismissed`` or '' (no conflict recorded) for a part."""
+        response = self._call(
+            "get_item",
+            TableName=self._table,
+            Key=_item(
+                {"pk": keys.conflicts_pk(self._site), "sk": keys.conflict_sk(study_uid, series_uid, part_id)}
+            ),
+            ConsistentRead=True,
+        )
+        raw = response.get("Item") or {}
+        return str(_deserializer.deserialize(raw["status"])) if "status" in raw else ""
 
     def refresh_instance(self, item: Mapping[str, Any]) -> bool:
         """Rewrite the non-key attributes of an instance item this part owns (re-index after a schema change).
@@ -243,7 +490,9 @@ class IndexWriter:
         response = self._call(
             "get_item",
             TableName=self._table,
-            Key=_item({"pk": keys.study_pk(study_uid), "sk": keys.instance_sk(series_uid, sop_uid)}),
+            Key=_item(
+                {"pk": keys.study_pk(self._site, study_uid), "sk": keys.instance_sk(series_uid, sop_uid)}
+            ),
             ProjectionExpression="#p, #f, #c, #m",
             ExpressionAttributeNames={
                 "#p": "part_id",
@@ -273,7 +522,7 @@ class IndexWriter:
         self._call(
             "update_item",
             TableName=self._table,
-            Key=_item({"pk": keys.study_pk(study_uid), "sk": keys.part_sk(series_uid, part_id)}),
+            Key=_item({"pk": keys.study_pk(self._site, study_uid), "sk": keys.part_sk(series_uid, part_id)}),
             UpdateExpression=f"SET {assignments}, last_delivery = :now ADD deliveries :one",
             ExpressionAttributeNames=names,
             ExpressionAttributeValues=values,
@@ -281,7 +530,7 @@ class IndexWriter:
         self._call(
             "update_item",
             TableName=self._table,
-            Key=_item({"pk": keys.study_pk(study_uid), "sk": keys.series_sk(series_uid)}),
+            Key=_item({"pk": keys.study_pk(self._site, study_uid), "sk": keys.series_sk(series_uid)}),
             UpdateExpression="ADD parts :p",
             ExpressionAttributeValues={":p": _av({part_id})},
         )
@@ -313,6 +562,11 @@ class IndexWriter:
             return getattr(self._db, operation)(**kwargs)
         except ClientError as exc:
             raise IndexWriteError(f"{operation} failed: {exc}") from exc
+
+
+def _received(item: Mapping[str, Any]) -> tuple[float, str]:
+    """When an instance version was received, for "latest received wins"."""
+    return float(item.get("received_at") or 0), str(item.get("part_id", ""))
 
 
 def _now() -> str:

@@ -1,5 +1,21 @@
 """Ingest one series part: read headers from the zip in S3, index them, write the report.
 
+What can happen to an instance, as the report lists it:
+
+- ``indexed``: new in the index; ``redelivered``: this part was ingested before;
+  ``duplicate``: the same bytes came in another part (nothing changes).
+- ``updated``: a new version (same SOP Instance UID, other bytes) received later
+  than the indexed one replaced it; the old one is kept in the instance's history
+  (``VERSION#`` items) and study/series attributes follow the newest version, so a
+  corrected PatientName is found by the new name and no longer by the old.
+  ``superseded``: an older version arrived late and only went into the history.
+- ``conflict``: kept out of the index. Kind ``patient``: the instance names
+  another patient (PatientID + IssuerOfPatientID, else PatientName) than its
+  study; a conflict item records it for an administrator (``/api/admin/conflicts``),
+  who may accept it (re-ingest indexes it) or dismiss it. Kind ``same_uid_in_part``:
+  two members of one part with one SOP Instance UID and other bytes (the first is kept).
+- ``rejected``: not indexable, with a reason.
+
 Order matters for retries: the DICOM JSON headers go to S3 first, then the
 index (conditional, so a retry after a crash finishes the work without counting
 twice), then the report and the object tag that a person reads in the console.
@@ -9,19 +25,19 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
+from decimal import Decimal
 from typing import IO, TYPE_CHECKING, Any, cast
 
-from common import keys
+from common import keys, part_format
 from common.observability import logger, tracer
 
 from ingest.extract import InstanceRecord, RejectedMember, extract, read_header
-from ingest.index_writer import IndexWriter
+from ingest.index_writer import IndexWriter, StudyState, same_patient
 from ingest.s3_reader import PresignedRangeFetcher, S3RangeReader
 from ingest.zip_part import Member, MemberError, Part, RejectedPart, open_part, prefetch_range
 
@@ -29,8 +45,7 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_s3 import S3Client
 
-DEFAULT_SITE = "default"
-_SITE_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+DEFAULT_SITE = part_format.DEFAULT_SITE
 # Parallel ranged GETs per part (member first blocks). Chosen from bench/ingest_bench.py.
 DEFAULT_READ_CONCURRENCY = int(os.environ.get("INGEST_READ_CONCURRENCY", "32"))
 # The Lambda reads member headers through one presigned URL (see s3_reader.PresignedRangeFetcher).
@@ -52,6 +67,8 @@ class IngestReport:
     indexed: list[str] = field(default_factory=list)
     redelivered: list[str] = field(default_factory=list)
     duplicate: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    superseded: list[str] = field(default_factory=list)
     conflict: list[dict[str, str]] = field(default_factory=list)
     rejected: list[dict[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -69,7 +86,10 @@ class IngestReport:
             "indexed": len(self.indexed),
             "redelivered": len(self.redelivered),
             "duplicate": len(self.duplicate),
+            "updated": len(self.updated),
+            "superseded": len(self.superseded),
             "conflict": len(self.conflict),
+            "patient_conflict": sum(1 for c in self.conflict if c.get("kind") == "patient"),
             "rejected": len(self.rejected),
             "bytes_fetched": self.bytes_fetched,
             "requests": self.requests,
@@ -101,7 +121,10 @@ def ingest_object(
     study_uid, series_uid, part_id = keys.parse_incoming_key(key)
     report = IngestReport(key=key, study_uid=study_uid, series_uid=series_uid, part_id=part_id)
     head = s3.head_object(Bucket=bucket, Key=key)
-    report.site = _site(head.get("Metadata", {}))
+    metadata = head.get("Metadata", {})
+    report.site = (
+        metadata.get("gateway-id", "") if keys.is_site(metadata.get("gateway-id", "")) else DEFAULT_SITE
+    )
     report.object_size = head["ContentLength"]
     version_id = head.get("VersionId")
     fetcher = (
@@ -110,22 +133,20 @@ def ingest_object(
     reader = S3RangeReader(s3, bucket, key, head["ContentLength"], version_id=version_id, fetcher=fetcher)
     try:
         part = open_part(reader)
-    except RejectedPart as exc:
+        report.site = part_format.site_of(part.manifest, metadata)
+    except (RejectedPart, part_format.NotASite) as exc:
         report.status, report.reason = "rejected", str(exc)
     else:
-        report.site = _site({"gateway-id": str(part.manifest.get("gateway_id") or report.site)})
-        _index_part(s3, dynamodb, table_name, bucket, part, report, concurrency, refresh)
+        # Members the manifest gives no received_at were received when the object was written:
+        # stable across redeliveries and re-index, unlike the time of ingest.
+        last_modified = head.get("LastModified")
+        written = last_modified.timestamp() if last_modified is not None else time.time()
+        _index_part(s3, dynamodb, table_name, bucket, part, report, concurrency, refresh, written, version_id)
     report.bytes_fetched, report.requests = reader.bytes_fetched, reader.requests
     report.seconds = round(time.monotonic() - started, 3)
     _publish_report(s3, bucket, report)
     logger.info("part ingested", extra={"key": key, **report.summary()})
     return report
-
-
-def _site(metadata: dict[str, str]) -> str:
-    site = metadata.get("gateway-id") or DEFAULT_SITE
-    # The site ends up in index keys (``<site>#PID#...``): keep it to a safe alphabet.
-    return site if _SITE_RE.fullmatch(site) else DEFAULT_SITE
 
 
 def read_members(part: Part, concurrency: int) -> Iterator[tuple[Member, bytes]]:
@@ -167,6 +188,9 @@ def _parse(part: Part, member: Member, first: bytes) -> tuple[InstanceRecord, in
         raise RejectedMember(str(exc)) from exc
 
 
+Records = dict[str, tuple[Member, dict[str, Any], InstanceRecord]]
+
+
 def _index_part(
     s3: S3Client,
     dynamodb: DynamoDBClient,
@@ -176,12 +200,16 @@ def _index_part(
     report: IngestReport,
     concurrency: int,
     refresh: bool = False,
+    written: float = 0.0,
+    version_id: str | None = None,
 ) -> None:
     report.members = len(part.members) + len(part.rejected)
     report.fingerprints = "sha256 (manifest)" if any(m.sha256 for m in part.members) else "crc32+size"
     report.notes.extend(part.notes)
     report.rejected.extend({"member": m, "reason": r} for m, r in part.rejected.items())
-    records, headers, first_record = _read_records(part, report, concurrency)
+    records, headers, first_record = _read_records(
+        part, report, concurrency, written or time.time(), version_id
+    )
     _check_manifest(part, report)
     if not records or first_record is None:
         report.status = "rejected"
@@ -198,34 +226,16 @@ def _index_part(
     del headers
 
     writer = IndexWriter(dynamodb, table_name, report.site)
-    writer.upsert_study(first_record)
-    writer.ensure_series(first_record)
-    items = {sop_uid: item for sop_uid, (_member, item) in records.items()}
-    existing = set(writer.add_instances(report.study_uid, report.series_uid, list(items.values())))
-    for sop_uid, (member, _item) in records.items():
-        if sop_uid not in existing:
-            report.indexed.append(sop_uid)
-            continue
-        other = writer.existing_instance(report.study_uid, report.series_uid, sop_uid)
-        if other.part_id == report.part_id:
-            report.redelivered.append(sop_uid)
-            if refresh and writer.refresh_instance(items[sop_uid]):
-                report.refreshed += 1
-        elif member.same_bytes(other.fingerprint, other.crc_fingerprint):
-            report.duplicate.append(sop_uid)
-        else:
-            report.conflict.append(
-                {
-                    "sop_instance_uid": sop_uid,
-                    "kept_part": other.part_id,
-                    "kept_member": other.member,
-                    "kept_fingerprint": other.fingerprint,
-                    "member": member.name,
-                    "fingerprint": member.fingerprint,
-                }
-            )
+    study = writer.claim_study(first_record)
+    accepted = _same_patient_or_correction(writer, report, records, study)
+    if accepted:
+        first = next(iter(accepted.values()))[2]
+        if same_patient(first.patient, study.patient_key):
+            writer.upsert_study(first)
+        writer.ensure_series(first)
+        _add_instances(writer, report, accepted, refresh)
     if report.rejected or report.conflict:
-        report.status = "partial"
+        report.status = "partial" if accepted else "conflict"
     writer.record_part(
         report.study_uid,
         report.series_uid,
@@ -238,18 +248,86 @@ def _index_part(
             "status": report.status,
             "members": report.members,
             "indexed": len(report.indexed),
+            "updated": len(report.updated),
             "rejected": len(report.rejected),
+            "conflict": len(report.conflict),
             "ingested_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },
     )
 
 
+def _same_patient_or_correction(
+    writer: IndexWriter, report: IngestReport, records: Records, study: StudyState
+) -> Records:
+    """The records that may go into the study; the others are recorded as a patient conflict.
+
+    An instance of another patient than the study's goes in only when it is a new
+    version of an instance already indexed (a correction: latest received wins),
+    or when an administrator accepted this part's conflict.
+    """
+    odd = {sop: r for sop, r in records.items() if not same_patient(r[2].patient, study.patient_key)}
+    if not odd:
+        return records
+    if writer.conflict_status(report.study_uid, report.series_uid, report.part_id) == "accepted":
+        report.notes.append("patient conflict accepted by an administrator: indexed into the study")
+        return records
+    kept_out: list[str] = []
+    for sop, (member, _item, record) in odd.items():
+        if writer.existing_instance(record.study_uid, record.series_uid, sop).part_id:
+            continue  # a new version of an indexed instance: a correction
+        kept_out.append(sop)
+        report.conflict.append(
+            {
+                "kind": "patient",
+                "sop_instance_uid": sop,
+                "member": member.name,
+                "reason": "the instance's patient (PatientID/IssuerOfPatientID, else PatientName) "
+                "differs from its study's: kept out of the study",
+            }
+        )
+    if kept_out:
+        record = records[kept_out[0]][2]
+        writer.record_conflict(
+            record, {"part_id": report.part_id, "object_key": report.key, "sop_uids": kept_out}, study
+        )
+    return {sop: r for sop, r in records.items() if sop not in kept_out}
+
+
+def _add_instances(writer: IndexWriter, report: IngestReport, records: Records, refresh: bool) -> None:
+    items = {sop_uid: item for sop_uid, (_member, item, _record) in records.items()}
+    existing = set(writer.add_instances(report.study_uid, report.series_uid, list(items.values())))
+    newest: tuple[float, InstanceRecord] | None = None
+    for sop_uid, (member, item, record) in records.items():
+        if sop_uid not in existing:
+            report.indexed.append(sop_uid)
+            continue
+        other = writer.existing_instance(report.study_uid, report.series_uid, sop_uid)
+        if other.part_id == report.part_id:
+            report.redelivered.append(sop_uid)
+            if refresh and writer.refresh_instance(item):
+                report.refreshed += 1
+        elif member.same_bytes(other.fingerprint, other.crc_fingerprint):
+            report.duplicate.append(sop_uid)
+        else:
+            outcome = writer.replace_instance(item)
+            getattr(report, outcome).append(sop_uid)
+            received = float(item["received_at"])
+            if outcome == "updated" and (newest is None or received >= newest[0]):
+                newest = (received, record)
+    if newest is not None:
+        # Latest received wins for study and series attributes too (a corrected PatientName).
+        writer.correct_study(newest[1])
+        writer.correct_series(newest[1])
+
+
 def _read_records(
-    part: Part, report: IngestReport, concurrency: int
-) -> tuple[dict[str, tuple[Member, dict[str, Any]]], list[bytes], InstanceRecord | None]:
-    """Read every member's header: (member and index item per SOP UID, DICOM JSON texts, first record)."""
-    # Per SOP Instance UID: the member and its index item, built as soon as it is read.
-    records: dict[str, tuple[Member, dict[str, Any]]] = {}
+    part: Part, report: IngestReport, concurrency: int, written: float, version_id: str | None = None
+) -> tuple[Records, list[bytes], InstanceRecord | None]:
+    """Every member's header: (member, index item, header-less record) per SOP UID, JSON texts, first."""
+    # Per SOP Instance UID: the member, its index item and its levels, built as soon as it is read.
+    records: Records = {}
+    received = part_format.received_at(part.manifest)
+    negotiated = part_format.transfer_syntaxes(part.manifest)
     first_record: InstanceRecord | None = None
     # Each full header is serialised as soon as it is read: a parsed DICOM JSON header is
     # ~100 KB of Python objects, its JSON text ~5 KB, which keeps 3,000 instances in bounds.
@@ -269,9 +347,17 @@ def _read_records(
             _same_uid_twice(report, record.sop_uid, earlier[0], member)
             continue
         headers.append(json.dumps(record.header, ensure_ascii=False, default=str).encode())
-        records[record.sop_uid] = (member, _instance_item(report, record, member, data_offset))
+        light = replace(record, header={})
+        if member.name in negotiated:
+            # The transfer syntax negotiated on the association (the gateway's manifest) is the truth.
+            light = replace(light, transfer_syntax_uid=negotiated[member.name])
+        item = _instance_item(report, light, member, data_offset)
+        # The object version the member offsets refer to (a versioned bucket keeps every upload).
+        item["object_version"] = version_id
+        item["received_at"] = Decimal(str(received.get(member.name, written)))
+        records[record.sop_uid] = (member, item, light)
         if first_record is None:
-            first_record = replace(record, header={})
+            first_record = light
     return records, headers, first_record
 
 
@@ -296,6 +382,7 @@ def _same_uid_twice(report: IngestReport, sop_uid: str, first: Member, second: M
     else:
         report.conflict.append(
             {
+                "kind": "same_uid_in_part",
                 "sop_instance_uid": sop_uid,
                 "kept_part": report.part_id,
                 "kept_member": first.name,
@@ -311,7 +398,7 @@ def _instance_item(
 ) -> dict[str, Any]:
     number = record.value(record.instance, "InstanceNumber")
     return {
-        "pk": keys.study_pk(record.study_uid),
+        "pk": keys.study_pk(report.site, record.study_uid),
         "sk": keys.instance_sk(record.series_uid, record.sop_uid),
         "site": report.site,
         "study_uid": record.study_uid,

@@ -2,6 +2,7 @@
 
     python -m ingest.reindex --prefix incoming/<study>/ [--bucket B] [--table T]
     dicom-reindex --prefix incoming/            # the same, as a console script
+    dicom-reindex --prefix incoming/ --drop-legacy   # migrate a table of the pre-site layout
 
 Each object goes through the same ``ingest_object`` as the Lambda, so running it
 twice (or while the Lambda is also ingesting) counts nothing twice; instance
@@ -9,6 +10,12 @@ items the part owns are refreshed with the current attributes (``--no-refresh``
 to skip). Bucket and table default to ``BUCKET_NAME`` / ``TABLE_NAME``;
 ``AWS_ENDPOINT_URL`` points it at the local stand-in. Prints a progress bar on
 stderr and a JSON summary on stdout; exit status 1 when a part failed.
+
+Migration from the layout before sites were partitions (``pk = STUDY#<uid>``):
+re-indexing every part writes the new keys (``SITE#<site>#STUDY#<uid>``, patient
+keys, ``received_at``); ``--drop-legacy`` then deletes the old partition of each
+study it re-indexed without a failure (a Query per study and BatchWriteItem
+deletes, no Scan), so old lookups stop pointing at nothing.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from common import keys
 
@@ -59,7 +66,8 @@ class Progress:
         line = (
             f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} parts "
             f"{elapsed:.0f}s  indexed {counts['indexed']}  redelivered {counts['redelivered']}  "
-            f"duplicate {counts['duplicate']}  conflict {counts['conflict']}  rejected {counts['rejected']}"
+            f"duplicate {counts['duplicate']}  updated {counts['updated']}  "
+            f"conflict {counts['conflict']}  rejected {counts['rejected']}"
         )
         self.stream.write(("\r" + line) if self.tty else (line + "\n"))
         if self.tty and self.done == self.total:
@@ -77,7 +85,13 @@ def reindex(
     refresh: bool = True,
     concurrency: int = DEFAULT_READ_CONCURRENCY,
     progress: IO[str] | None = None,
+    drop_legacy: bool = False,
 ) -> dict[str, object]:
+    """Ingest every part under ``prefix`` again; a summary of counts, statuses and failures.
+
+    ``drop_legacy`` deletes the pre-partition items (``STUDY#<uid>``) of every study
+    whose parts all re-indexed without an exception.
+    """
     if not prefix.startswith(keys.INCOMING_PREFIX):
         raise ValueError(f"the prefix must start with {keys.INCOMING_PREFIX!r}")
     todo = list(part_keys(s3, bucket, prefix))
@@ -85,20 +99,36 @@ def reindex(
     counts: Counter[str] = Counter()
     statuses: Counter[str] = Counter()
     failed: list[dict[str, str]] = []
+    studies: dict[str, bool] = {}
     for key in todo:
+        study_uid = keys.parse_incoming_key(key)[0]
+        studies.setdefault(study_uid, True)
         try:
             report = ingest_object(s3, dynamodb, table, bucket, key, concurrency=concurrency, refresh=refresh)
         except Exception as exc:  # one bad part must not stop the batch; reported below
             failed.append({"key": key, "error": f"{type(exc).__name__}: {exc}"[:300]})
             statuses["failed"] += 1
+            studies[study_uid] = False
         else:
             summary = report.summary()
-            for name in ("indexed", "redelivered", "duplicate", "conflict", "rejected"):
+            for name in (
+                "indexed",
+                "redelivered",
+                "duplicate",
+                "updated",
+                "superseded",
+                "conflict",
+                "rejected",
+            ):
                 counts[name] += int(summary[name])
             counts["refreshed"] += report.refreshed
             statuses[report.status] += 1
         if bar is not None:
             bar.step(counts)
+    if drop_legacy:
+        counts["legacy_items_deleted"] = sum(
+            drop_legacy_study(dynamodb, table, uid) for uid, clean in studies.items() if clean
+        )
     return {
         "prefix": prefix,
         "parts": len(todo),
@@ -108,6 +138,28 @@ def reindex(
     }
 
 
+def drop_legacy_study(dynamodb: DynamoDBClient, table: str, study_uid: str) -> int:
+    """Delete every item of a study's pre-partition partition (``STUDY#<uid>``); the number deleted."""
+    pk = {"S": keys.legacy_study_pk(study_uid)}
+    deleted = 0
+    for page in dynamodb.get_paginator("query").paginate(
+        TableName=table,
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": pk},
+        ProjectionExpression="pk, sk",
+    ):
+        items = page.get("Items", [])
+        for start in range(0, len(items), 25):
+            requests: list[Any] = [
+                {"DeleteRequest": {"Key": {"pk": i["pk"], "sk": i["sk"]}}} for i in items[start : start + 25]
+            ]
+            while requests:
+                response = dynamodb.batch_write_item(RequestItems={table: requests})
+                requests = list(response.get("UnprocessedItems", {}).get(table, []))
+            deleted += len(items[start : start + 25])
+    return deleted
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dicom-reindex", description=__doc__.split("\n\n")[0])
     parser.add_argument("--prefix", required=True, help="e.g. incoming/ or incoming/<StudyUID>/")
@@ -115,6 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table", default=os.environ.get("TABLE_NAME"))
     parser.add_argument("--concurrency", type=int, default=DEFAULT_READ_CONCURRENCY)
     parser.add_argument("--no-refresh", action="store_true", help="do not rewrite existing instance items")
+    parser.add_argument(
+        "--drop-legacy",
+        action="store_true",
+        help="delete the pre-site items (pk STUDY#<uid>) of each study re-indexed without a failure",
+    )
     args = parser.parse_args(argv)
     if not args.bucket or not args.table:
         parser.error("--bucket and --table (or BUCKET_NAME and TABLE_NAME) are required")
@@ -133,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             refresh=not args.no_refresh,
             concurrency=args.concurrency,
             progress=sys.stderr,
+            drop_legacy=args.drop_legacy,
         )
     except ValueError as exc:
         parser.error(str(exc))

@@ -27,9 +27,10 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from common.part_format import MANIFEST_NAME
+
 from ingest.s3_reader import S3RangeReader, SeekableReader
 
-MANIFEST_NAME = "manifest.json"
 MAX_MEMBERS = 20_000
 # 20,000 entries with names of ~70 bytes and zip64 extras stay far below this.
 MAX_DIRECTORY_BYTES = 8 * 1024**2

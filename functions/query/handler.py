@@ -20,7 +20,7 @@ from query.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from query.routes import answers, docs, qido, rendered, stow, summary, ui, wado
+from query.routes import admin, answers, docs, qido, rendered, stow, summary, ui, versions, wado
 
 app = APIGatewayHttpResolver()
 app.include_router(qido.router)
@@ -31,6 +31,8 @@ app.include_router(rendered.router)
 app.include_router(ui.router)
 app.include_router(answers.router)
 app.include_router(docs.router)
+app.include_router(admin.router)
+app.include_router(versions.router)
 
 
 def _error(status: int, message: str) -> Response[dict[str, Any]]:
@@ -90,4 +92,4 @@ def unknown_route(_: Exception) -> Response[dict[str, Any]]:
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     access.set_caller(access.caller_from_event(event))
-    return app.resolve(event, context)
+    return app.resolve(access.enter_partition(event), context)

@@ -13,17 +13,19 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 from common.names import fold, name_words
+from common.uids import uid_problem
 
 from query.errors import BadRequest
 
-UID_PATTERN = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 DATE_PATTERN = re.compile(r"^\d{8}$")
 TIME_PATTERN = re.compile(r"^\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?$")
 
 
 def check_uid(value: str, what: str = "UID") -> str:
-    if len(value) > 64 or not UID_PATTERN.match(value):
-        raise BadRequest(f"malformed {what}: expected dotted digits of at most 64 characters")
+    """``value`` if it passes the one UID rule (``common.uids``: what ingest and STOW accept), else 400."""
+    problem = uid_problem(value)
+    if problem is not None:
+        raise BadRequest(f"malformed {what}: {problem}")
     return value
 
 

@@ -123,6 +123,21 @@ class Objects:
         except ClientError as exc:
             raise StoreError("put_object failed") from exc
 
+    def rewrite(self, key: str, extra_metadata: dict[str, str]) -> None:
+        """Copy an object onto itself with more metadata: a new ObjectCreated event, so ingest runs again."""
+        try:
+            head = self._s3.head_object(Bucket=self._bucket, Key=key)
+            self._s3.copy_object(
+                Bucket=self._bucket,
+                Key=key,
+                CopySource={"Bucket": self._bucket, "Key": key},
+                Metadata={**head.get("Metadata", {}), **extra_metadata},
+                MetadataDirective="REPLACE",
+                ContentType=head.get("ContentType", "application/zip"),
+            )
+        except ClientError as exc:
+            raise StoreError("copy_object failed") from exc
+
     def put_stream(self, key: str, chunks: Iterator[bytes], content_type: str) -> None:
         """Write a large answer with a multipart upload, 8 MB at a time (memory stays bounded)."""
         upload = self._s3.create_multipart_upload(Bucket=self._bucket, Key=key, ContentType=content_type)

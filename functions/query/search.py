@@ -101,17 +101,23 @@ class StudyFilter:
 
 
 def find_studies(store: IndexStore, sites: Iterable[str], flt: StudyFilter) -> Iterator[Item]:
-    """Study items matching the filter, newest first within each site."""
-    allowed = set(sites)
+    """Study items matching the filter, newest first within each site.
+
+    Each site is searched in its own keys (lookups ``<site>#...``, ``SITE#<site>``
+    by date, study items ``SITE#<site>#STUDY#<uid>``), so one site's values never
+    answer for another's: the same UID in two sites is two results.
+    """
+    allowed = sorted(set(sites))
     if flt.study_uids is not None:
-        candidates: Iterable[Item] = store.get_studies(flt.study_uids)
-        yield from (s for s in candidates if s.get("site") in allowed and flt.matches(s))
+        for site in allowed:
+            yield from (s for s in store.get_studies(site, flt.study_uids) if flt.matches(s))
         return
-    seen: set[str] = set()
-    for site in sorted(allowed):
+    for site in allowed:
+        seen: set[str] = set()
         for study in _candidates(store, site, flt):
             uid = str(study["study_uid"])
-            if uid not in seen and flt.matches(study):
+            # Every key read here is the site's own (see common.keys); the check keeps it so.
+            if study.get("site") == site and uid not in seen and flt.matches(study):
                 seen.add(uid)
                 yield study
 
@@ -140,9 +146,18 @@ def _candidates(store: IndexStore, site: str, flt: StudyFilter) -> Iterator[Item
         index=keys.LOOKUP_INDEX,
         forward=False,
     )
-    # The index projects keys only: the study UID is the table key's suffix.
-    uids = list(dict.fromkeys(keys.study_uid_of(str(hit["pk"])) for hit in hits))
-    yield from store.get_studies(uids)
+    # The index projects keys only: site and study UID are in the table key.
+    uids = list(dict.fromkeys(uid for owner, uid in _studies_of(hits) if owner == site))
+    yield from store.get_studies(site, uids)
+
+
+def _studies_of(hits: Iterable[Item]) -> Iterator[tuple[str, str]]:
+    """(site, study UID) of each lookup hit; lookups left by the pre-partition layout are skipped."""
+    for hit in hits:
+        try:
+            yield keys.study_of(str(hit["pk"]))
+        except ValueError:
+            continue
 
 
 def _lookup_key(flt: StudyFilter) -> tuple[str, str, str | None] | None:

@@ -1,10 +1,13 @@
 """Read access to the index table: every read is a GetItem, BatchGetItem or Query on a key.
 
+The one write is an administrator resolving a patient conflict (``CONFLICTS#<site>`` items).
+
 No Scan anywhere: each search starts from a key or an index (see common.keys).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -45,17 +48,14 @@ class IndexStore:
         item = response.get("Item")
         return _plain(item) if item else None
 
-    def get_studies(self, study_uids: list[str]) -> list[Item]:
-        """Study items for these UIDs (missing ones left out), in the order asked."""
+    def get_studies(self, site: str, study_uids: list[str]) -> list[Item]:
+        """Study items of one site for these UIDs (missing ones left out), in the order asked."""
         found: dict[str, Item] = {}
         unique = list(dict.fromkeys(study_uids))
         for start in range(0, len(unique), BATCH_GET_LIMIT):
+            batch = unique[start : start + BATCH_GET_LIMIT]
             request: dict[str, Any] = {
-                self._table: {
-                    "Keys": [
-                        _key(keys.study_pk(u), keys.STUDY_SK) for u in unique[start : start + BATCH_GET_LIMIT]
-                    ]
-                }
+                self._table: {"Keys": [_key(keys.study_pk(site, u), keys.STUDY_SK) for u in batch]}
             }
             while request:
                 try:
@@ -67,6 +67,26 @@ class IndexStore:
                     found[str(item["study_uid"])] = item
                 request = dict(response.get("UnprocessedKeys") or {})
         return [found[u] for u in unique if u in found]
+
+    def study_in_sites(self, sites: list[str], study_uid: str) -> list[Item]:
+        """The study items with this UID in each of these sites (one BatchGetItem per 100 sites)."""
+        found: list[Item] = []
+        for start in range(0, len(sites), BATCH_GET_LIMIT):
+            request: dict[str, Any] = {
+                self._table: {
+                    "Keys": [
+                        _key(keys.study_pk(s, study_uid), keys.STUDY_SK) for s in sites[start : start + 100]
+                    ]
+                }
+            }
+            while request:
+                try:
+                    response = self._db.batch_get_item(RequestItems=request)
+                except ClientError as exc:
+                    raise StoreError(f"batch_get_item failed: {exc}") from exc
+                found.extend(_plain(raw) for raw in response.get("Responses", {}).get(self._table, []))
+                request = dict(response.get("UnprocessedKeys") or {})
+        return sorted(found, key=lambda item: str(item.get("site", "")))
 
     def query(
         self,
@@ -113,8 +133,37 @@ class IndexStore:
                 return
             kwargs["ExclusiveStartKey"] = last
 
-    def study_children(self, study_uid: str, sk_prefix: str) -> Iterator[Item]:
-        return self.query("pk", keys.study_pk(study_uid), sk_prefix=sk_prefix)
+    def study_children(self, owner: Item, sk_prefix: str) -> Iterator[Item]:
+        """Items of ``owner``'s study (owner: a study, series or instance item), by sort-key prefix."""
+        return self.query(
+            "pk", keys.study_pk(str(owner["site"]), str(owner["study_uid"])), sk_prefix=sk_prefix
+        )
+
+    def in_study(self, owner: Item, sk: str) -> Item | None:
+        """One item of the study that ``owner`` belongs to (same site, same study)."""
+        return self.get(keys.study_pk(str(owner["site"]), str(owner["study_uid"])), sk)
+
+    def set_conflict_status(self, site: str, sk: str, status: str, by: str) -> Item | None:
+        """Resolve a patient conflict item (the only item the query function writes); None if absent."""
+        try:
+            response = self._db.update_item(
+                TableName=self._table,
+                Key=_key(keys.conflicts_pk(site), sk),
+                UpdateExpression="SET #s = :s, resolved_at = :now, resolved_by = :by",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={
+                    ":s": _serializer.serialize(status),
+                    ":now": _serializer.serialize(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())),
+                    ":by": _serializer.serialize(by),
+                },
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return None
+            raise StoreError(f"update_item failed: {exc}") from exc
+        return _plain(response["Attributes"])
 
     def sites(self) -> list[str]:
         return [str(item["sk"]) for item in self.query("pk", keys.SITES_PK)]

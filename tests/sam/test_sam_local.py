@@ -77,7 +77,7 @@ def test_sam_invoke_ingest_indexes_the_part(sam_stack: SamStack, ingested: Inges
     items = ddb.query(
         TableName=TABLE,
         KeyConditionExpression="pk = :pk",
-        ExpressionAttributeValues={":pk": {"S": f"STUDY#{ingested.study}"}},
+        ExpressionAttributeValues={":pk": {"S": f"SITE#default#STUDY#{ingested.study}"}},
     )["Items"]
     by_sk = {item["sk"]["S"]: item for item in items}
     assert "#STUDY" in by_sk
@@ -109,7 +109,7 @@ def test_sam_invoke_ingest_twice_counts_once(sam_stack: SamStack, ingested: Inge
     # THEN nothing is indexed twice and the count stays exact
     [part] = _last_json_line(stdout)["parts"]
     assert part["indexed"] == 0
-    key = {"pk": {"S": f"STUDY#{ingested.study}"}, "sk": {"S": f"SERIES#{ingested.series}"}}
+    key = {"pk": {"S": f"SITE#default#STUDY#{ingested.study}"}, "sk": {"S": f"SERIES#{ingested.series}"}}
     series = sam_stack.dynamodb().get_item(TableName=TABLE, Key=key)["Item"]
     assert series["instance_count"]["N"] == "3"
 

@@ -27,8 +27,8 @@ def item(aws: Aws, pk: str, sk: str) -> dict[str, Any]:
 
 
 def counts(aws: Aws, ds: Dataset) -> tuple[int, int, int]:
-    study = item(aws, keys.study_pk(ds.StudyInstanceUID), keys.STUDY_SK)
-    series = item(aws, keys.study_pk(ds.StudyInstanceUID), keys.series_sk(ds.SeriesInstanceUID))
+    study = item(aws, keys.study_pk("default", ds.StudyInstanceUID), keys.STUDY_SK)
+    series = item(aws, keys.study_pk("default", ds.StudyInstanceUID), keys.series_sk(ds.SeriesInstanceUID))
     return int(study["series_count"]), int(study["instance_count"]), int(series["instance_count"])
 
 
@@ -59,7 +59,9 @@ def test_a_second_part_of_the_series_adds_only_new_instances(aws: Aws) -> None:
     assert second.duplicate == [instances[2].SOPInstanceUID]
     assert counts(aws, instances[0]) == (1, 4, 4)
     series = item(
-        aws, keys.study_pk(instances[0].StudyInstanceUID), keys.series_sk(instances[0].SeriesInstanceUID)
+        aws,
+        keys.study_pk("default", instances[0].StudyInstanceUID),
+        keys.series_sk(instances[0].SeriesInstanceUID),
     )
     assert set(series["parts"]) == {"p1", "p2"}
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import threading
 from typing import Any
@@ -18,6 +17,7 @@ from pydicom.dataset import Dataset
 
 from tests.conftest import Aws
 from tests.dicom_factory import encode, series_from, zip_part
+from tests.ingest_support import Atomic
 
 
 def put_part(
@@ -27,6 +27,7 @@ def put_part(
     *,
     manifest: bool = False,
     names: list[str] | None = None,
+    site: str = "site-a",
 ) -> str:
     first = instances[0]
     key = keys.incoming_key(first.StudyInstanceUID, first.SeriesInstanceUID, part_id)
@@ -37,7 +38,7 @@ def put_part(
     if manifest:
         body = json.dumps(
             {
-                "gateway_id": "site-a",
+                "gateway_id": site,
                 "instances": [
                     {"member": n, "sha256": hashlib.sha256(data).hexdigest()} for n, data in members.items()
                 ],
@@ -45,6 +46,18 @@ def put_part(
         ).encode()
     aws.s3.put_object(Bucket=aws.bucket, Key=key, Body=zip_part(members, manifest=body))
     return key
+
+
+def study_pk(aws: Aws, study_uid: str) -> str:
+    """The study's partition: parts with a manifest come from site-a, the others from the default site."""
+    for site in ("site-a", "default"):
+        pk = keys.study_pk(site, study_uid)
+        found = aws.dynamodb.get_item(
+            TableName=aws.table, Key={"pk": {"S": pk}, "sk": {"S": keys.STUDY_SK}}, ConsistentRead=True
+        )
+        if "Item" in found:
+            return pk
+    raise AssertionError("study not indexed")
 
 
 def get(aws: Aws, pk: str, sk: str) -> dict[str, Any]:
@@ -55,19 +68,19 @@ def get(aws: Aws, pk: str, sk: str) -> dict[str, Any]:
 
 
 def study_counts(aws: Aws, study_uid: str) -> tuple[int, int, set[str]]:
-    study = get(aws, keys.study_pk(study_uid), keys.STUDY_SK)
+    study = get(aws, study_pk(aws, study_uid), keys.STUDY_SK)
     return int(study["series_count"]), int(study["instance_count"]), set(study.get("modalities", []))
 
 
 def series_count(aws: Aws, study_uid: str, series_uid: str) -> int:
-    return int(get(aws, keys.study_pk(study_uid), keys.series_sk(series_uid))["instance_count"])
+    return int(get(aws, study_pk(aws, study_uid), keys.series_sk(series_uid))["instance_count"])
 
 
 def instance_items(aws: Aws, study_uid: str) -> list[dict[str, Any]]:
     pages = aws.dynamodb.get_paginator("query").paginate(
         TableName=aws.table,
         KeyConditionExpression="pk = :pk AND begins_with(sk, :p)",
-        ExpressionAttributeValues={":pk": {"S": keys.study_pk(study_uid)}, ":p": {"S": "INSTANCE#"}},
+        ExpressionAttributeValues={":pk": {"S": study_pk(aws, study_uid)}, ":p": {"S": "INSTANCE#"}},
         ConsistentRead=True,
     )
     return [{k: next(iter(v.values())) for k, v in i.items()} for page in pages for i in page["Items"]]
@@ -75,34 +88,6 @@ def instance_items(aws: Aws, study_uid: str) -> list[dict[str, Any]]:
 
 def ingest(aws: Aws, key: str, **kwargs: Any) -> Any:
     return ingest_object(aws.s3, aws.dynamodb, aws.table, aws.bucket, key, **kwargs)
-
-
-class Atomic:
-    """A client whose every API call is atomic, as each DynamoDB/S3 request is in AWS.
-
-    In-process moto is not thread-safe (its dicts change under a concurrent
-    iteration); serialising single calls keeps what the concurrency test is about:
-    two ingests interleaving their reads, transactions and conditional writes.
-    """
-
-    _lock = threading.Lock()
-
-    def __init__(self, client: Any) -> None:
-        self._client = client
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._client, name)
-        if not callable(attr):
-            return attr
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            with self._lock:
-                result = attr(*args, **kwargs)
-                if isinstance(result, dict) and "Body" in result:  # read the stream under the lock too
-                    result["Body"] = io.BytesIO(result["Body"].read())
-                return result
-
-        return call
 
 
 def test_moto_reports_cancellation_reasons_per_item(aws: Aws) -> None:
@@ -160,7 +145,7 @@ def test_redelivery_changes_no_count_and_says_redelivered(aws: Aws) -> None:
     assert len(first.indexed) == 5
     assert study_counts(aws, instances[0].StudyInstanceUID) == (1, 5, {"CT"})
     part = get(
-        aws, keys.study_pk(instances[0].StudyInstanceUID), keys.part_sk(instances[0].SeriesInstanceUID, "p1")
+        aws, study_pk(aws, instances[0].StudyInstanceUID), keys.part_sk(instances[0].SeriesInstanceUID, "p1")
     )
     assert int(part["deliveries"]) == 3
 
@@ -199,6 +184,8 @@ def test_two_parts_of_one_series_ingested_concurrently_count_exactly(aws: Aws) -
     # GIVEN two parts sharing 10 of their instances, plus a second series (MR) in the same study
     instances = series_from("CT_small.dcm", 60)
     other = series_from("MR_small.dcm", 7, study_uid=instances[0].StudyInstanceUID)
+    for ds in other:  # one patient per study (a second patient would be a conflict)
+        ds.PatientName, ds.PatientID = instances[0].PatientName, instances[0].PatientID
     keys_ = [
         put_part(aws, instances[:35], "p1"),
         put_part(aws, instances[25:], "p2"),
@@ -235,39 +222,43 @@ def test_two_parts_of_one_series_ingested_concurrently_count_exactly(aws: Aws) -
     assert len(instance_items(aws, study_uid)) == 67
 
 
-def test_same_uid_with_different_bytes_is_a_conflict_and_the_first_copy_is_kept(aws: Aws) -> None:
+def test_same_uid_with_different_bytes_is_a_new_version_and_the_first_copy_is_kept_in_history(
+    aws: Aws,
+) -> None:
     # GIVEN a first part, then a second part whose instance 0 has the same UID but other content
     instances = series_from("CT_small.dcm", 3)
     ingest(aws, put_part(aws, instances, "p1", manifest=True))
     changed = series_from("CT_small.dcm", 1)[0]
-    for attr in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+    for attr in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "PatientID", "PatientName"):
         setattr(changed, attr, getattr(instances[0], attr))
     changed.file_meta.MediaStorageSOPInstanceUID = instances[0].SOPInstanceUID
     changed.InstanceNumber = 99
     same = instances[1]
     # WHEN it is ingested
     report = ingest(aws, put_part(aws, [changed, same], "p2", manifest=True))
-    # THEN the changed copy is a conflict (both recorded), the identical one a duplicate
+    # THEN the changed copy is an update (latest received wins), the identical one a duplicate
     assert report.fingerprints == "sha256 (manifest)"
-    assert [c["sop_instance_uid"] for c in report.conflict] == [instances[0].SOPInstanceUID]
-    conflict = report.conflict[0]
-    assert conflict["kept_part"] == "p1" and conflict["kept_fingerprint"].startswith("sha256:")
-    assert conflict["fingerprint"] != conflict["kept_fingerprint"]
+    assert report.updated == [instances[0].SOPInstanceUID]
+    assert report.conflict == []
     assert report.duplicate == [same.SOPInstanceUID]
-    assert report.status == "partial"
-    kept = get(
-        aws,
-        keys.study_pk(changed.StudyInstanceUID),
-        keys.instance_sk(changed.SeriesInstanceUID, changed.SOPInstanceUID),
-    )
-    assert kept["part_id"] == "p1"
+    assert report.status == "indexed"
+    pk = study_pk(aws, changed.StudyInstanceUID)
+    current = get(aws, pk, keys.instance_sk(changed.SeriesInstanceUID, changed.SOPInstanceUID))
+    assert current["part_id"] == "p2" and "99" in current["json"]
+    previous = get(aws, pk, keys.version_sk(changed.SeriesInstanceUID, changed.SOPInstanceUID, "p1"))
+    assert previous["part_id"] == "p1" and previous["replaced_by"] == "p2"
     assert study_counts(aws, changed.StudyInstanceUID)[1] == 3
+    assert series_count(aws, changed.StudyInstanceUID, changed.SeriesInstanceUID) == 3
     stored = json.loads(
         aws.s3.get_object(
             Bucket=aws.bucket, Key=keys.report_key(changed.StudyInstanceUID, changed.SeriesInstanceUID, "p2")
         )["Body"].read()
     )
-    assert stored["conflict"][0]["kept_part"] == "p1"
+    assert stored["updated"] == [changed.SOPInstanceUID] and stored["summary"]["updated"] == 1
+    # AND redelivering either part changes nothing
+    again = ingest(aws, put_part(aws, [changed, same], "p2", manifest=True))
+    assert again.redelivered == [changed.SOPInstanceUID] and again.updated == []
+    assert study_counts(aws, changed.StudyInstanceUID)[1] == 3
 
 
 def test_same_uid_twice_inside_one_part_keeps_the_first_member(aws: Aws) -> None:
@@ -290,6 +281,6 @@ def test_crc_fingerprint_is_used_when_there_is_no_manifest(aws: Aws) -> None:
     instances = series_from("CT_small.dcm", 2)
     ingest(aws, put_part(aws, instances, "p1"))
     # The same bytes again, this time with a manifest: still a duplicate (CRC-32 compared across kinds).
-    report = ingest(aws, put_part(aws, instances, "p2", manifest=True))
+    report = ingest(aws, put_part(aws, instances, "p2", manifest=True, site="default"))
     assert sorted(report.duplicate) == sorted(ds.SOPInstanceUID for ds in instances)
     assert report.conflict == []

@@ -32,7 +32,7 @@ def get(aws: Aws, pk: str, sk: str) -> dict[str, Any]:
 
 
 def study_counts(aws: Aws, ds: Dataset) -> tuple[int, int]:
-    study = get(aws, keys.study_pk(ds.StudyInstanceUID), keys.STUDY_SK)
+    study = get(aws, keys.study_pk("default", ds.StudyInstanceUID), keys.STUDY_SK)
     return int(study["series_count"]), int(study["instance_count"])
 
 
@@ -40,6 +40,8 @@ def test_reindex_twice_counts_once_and_shows_progress(aws: Aws) -> None:
     # GIVEN two series of one study, a broken part and an object that is not a part, under incoming/
     ct = series_from("CT_small.dcm", 4)
     mr = series_from("MR_small.dcm", 3, study_uid=ct[0].StudyInstanceUID)
+    for ds in mr:  # one patient per study (a second patient would be a conflict)
+        ds.PatientName, ds.PatientID = ct[0].PatientName, ct[0].PatientID
     put_part(aws, ct, "p1")
     put_part(aws, mr, "p1")
     aws.s3.put_object(Bucket=aws.bucket, Key=keys.incoming_key("9.9", "9.9.9", "bad"), Body=b"not a zip")
@@ -63,7 +65,7 @@ def test_reindex_refreshes_items_written_by_an_older_version_without_counting(aw
     put_part(aws, ct, "p1")
     reindex(aws.s3, aws.dynamodb, aws.bucket, aws.table, "incoming/")
     key = {
-        "pk": {"S": keys.study_pk(ct[0].StudyInstanceUID)},
+        "pk": {"S": keys.study_pk("default", ct[0].StudyInstanceUID)},
         "sk": {"S": keys.instance_sk(ct[0].SeriesInstanceUID, ct[0].SOPInstanceUID)},
     }
     aws.dynamodb.update_item(

@@ -90,7 +90,8 @@ def test_member_fetched_by_offset_in_one_ranged_get(api: Api) -> None:
     from query.dependencies import objects, store
 
     item = store.get(
-        keys.study_pk(ct[0].StudyInstanceUID), keys.instance_sk(ct[0].SeriesInstanceUID, ct[0].SOPInstanceUID)
+        keys.study_pk("default", ct[0].StudyInstanceUID),
+        keys.instance_sk(ct[0].SeriesInstanceUID, ct[0].SOPInstanceUID),
     )
     assert item is not None
     import zipfile

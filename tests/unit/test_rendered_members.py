@@ -112,10 +112,10 @@ def test_middle_instance_orders_by_instance_number(
     ]
 
     class Store:
-        def study_children(self, study_uid: str, prefix: str) -> list[dict[str, Any]]:
+        def study_children(self, owner: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
             return items
 
     monkeypatch.setattr(rendered, "store", Store())
 
     # THEN the middle one by InstanceNumber (1, 2, 3, 4, 10, none) is number 3
-    assert rendered.middle_instance("1.2", "1.3")["sop_uid"] == "1.6"
+    assert rendered.middle_instance({"site": "default", "study_uid": "1.2"}, "1.3")["sop_uid"] == "1.6"

@@ -56,17 +56,19 @@ def patients() -> dict[str, Any]:
         query.update(PatientName=name, fuzzymatching="true")
     if patient_id:
         query["PatientID"] = patient_id
-    found: dict[tuple[str, str], dict[str, Any]] = {}
+    # A patient is per site: the same PatientID at two sites is two patients (sites are partitions).
+    found: dict[tuple[str, str, str], dict[str, Any]] = {}
     for index, study in enumerate(find_studies(store, allowed_sites(store), StudyFilter.from_params(query))):
         if index >= MAX_PATIENT_STUDIES:
             break
         level: DicomJson = json.loads(study["json"])
-        key = (first_text(level, "PatientID"), first_text(level, "PatientName"))
+        key = (str(study.get("site", "")), first_text(level, "PatientID"), first_text(level, "PatientName"))
         patient = found.setdefault(
             key,
             {
-                "patient_id": key[0],
-                "patient_name": key[1],
+                "site": key[0],
+                "patient_id": key[1],
+                "patient_name": key[2],
                 "birth_date": first_text(level, "PatientBirthDate"),
                 "sex": first_text(level, "PatientSex"),
                 "studies": [],
@@ -87,7 +89,7 @@ def study_with_series(study_uid: str) -> dict[str, Any]:
     study = _visible(study_uid)
     level: DicomJson = json.loads(study["json"])
     series = []
-    for item in store.study_children(study_uid, "SERIES#"):
+    for item in store.study_children(study, "SERIES#"):
         series_level: DicomJson = json.loads(item["json"])
         series.append(
             {
@@ -132,9 +134,9 @@ def header_attribute(study_uid: str, series_uid: str, sop_uid: str, tag: str) ->
 @router.get("/api/studies/<study_uid>/series/<series_uid>/download")
 def download_links(study_uid: str, series_uid: str) -> dict[str, Any]:
     """Presigned GET links (valid 15 minutes) to the original zip(s) of a series."""
-    _visible(study_uid)
+    study = _visible(study_uid)
     check_uid(series_uid, "SeriesInstanceUID")
-    parts = list(store.study_children(study_uid, keys.part_prefix(series_uid)))
+    parts = list(store.study_children(study, keys.part_prefix(series_uid)))
     if not parts:
         raise NotFound("series not found")
     return {

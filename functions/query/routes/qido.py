@@ -11,7 +11,7 @@ from common import attributes as attrs
 from common import keys
 from common.dicom_json import DicomJson, element
 
-from query import links
+from query import access, links
 from query.access import allowed_sites
 from query.dependencies import objects, store
 from query.errors import BadRequest, NotFound
@@ -31,6 +31,10 @@ router = APIGatewayHttpRouter()
 
 DICOM_JSON = "application/dicom+json"
 MAX_LIMIT = 1000
+# A private element names the site of each result when the caller sees several (PS3.5 7.8.1).
+SITE_CREATOR = "DICOM ARCHIVE SITE"
+SITE_CREATOR_TAG = "00090010"
+SITE_TAG = "00091001"
 DEFAULT_LIMIT = 100
 
 
@@ -83,8 +87,21 @@ def _base_url() -> str:
     return links.dicomweb_base(router.current_event.raw_event)
 
 
+def _site_base(item: Item) -> str:
+    """Base of retrieve URLs for an item: with ``/partitions/<site>`` when answers name partitions."""
+    return access.partition_base(_base_url(), str(item.get("site", "")), store)
+
+
+def _tag_site(result: DicomJson, item: Item) -> DicomJson:
+    """Name the item's site in a private element when the caller sees several sites."""
+    if access.site_in_urls(store):
+        result[SITE_CREATOR_TAG] = {"vr": "LO", "Value": [SITE_CREATOR]}
+        result[SITE_TAG] = {"vr": "LO", "Value": [str(item.get("site", ""))]}
+    return result
+
+
 def study_json(study: Item) -> DicomJson:
-    result: DicomJson = json.loads(study["json"])
+    result: DicomJson = _tag_site(json.loads(study["json"]), study)
     modalities = sorted(study.get("modalities", ()))
     result[attrs.MODALITIES_IN_STUDY.tag] = element(attrs.MODALITIES_IN_STUDY, *modalities)
     result[attrs.STUDY_RELATED_SERIES.tag] = element(
@@ -94,25 +111,25 @@ def study_json(study: Item) -> DicomJson:
         attrs.STUDY_RELATED_INSTANCES, int(study.get("instance_count", 0))
     )
     result[attrs.RETRIEVE_URL.tag] = element(
-        attrs.RETRIEVE_URL, f"{_base_url()}/studies/{study['study_uid']}"
+        attrs.RETRIEVE_URL, f"{_site_base(study)}/studies/{study['study_uid']}"
     )
     return dict(sorted(result.items()))
 
 
 def series_json(series: Item) -> DicomJson:
-    result: DicomJson = json.loads(series["json"])
+    result: DicomJson = _tag_site(json.loads(series["json"]), series)
     result[attrs.SERIES_RELATED_INSTANCES.tag] = element(
         attrs.SERIES_RELATED_INSTANCES, int(series.get("instance_count", 0))
     )
-    url = f"{_base_url()}/studies/{series['study_uid']}/series/{series['series_uid']}"
+    url = f"{_site_base(series)}/studies/{series['study_uid']}/series/{series['series_uid']}"
     result[attrs.RETRIEVE_URL.tag] = element(attrs.RETRIEVE_URL, url)
     return dict(sorted(result.items()))
 
 
 def instance_json(instance: Item) -> DicomJson:
-    result: DicomJson = json.loads(instance["json"])
+    result: DicomJson = _tag_site(json.loads(instance["json"]), instance)
     url = (
-        f"{_base_url()}/studies/{instance['study_uid']}/series/{instance['series_uid']}"
+        f"{_site_base(instance)}/studies/{instance['study_uid']}/series/{instance['series_uid']}"
         f"/instances/{instance['sop_uid']}"
     )
     result[attrs.RETRIEVE_URL.tag] = element(attrs.RETRIEVE_URL, url)
@@ -120,23 +137,13 @@ def instance_json(instance: Item) -> DicomJson:
 
 
 def visible_study(study_uid: str) -> Item:
-    """The study item if it exists and the caller may see its site, else 404."""
-    check_uid(study_uid, "StudyInstanceUID")
-    study = store.get(keys.study_pk(study_uid), keys.STUDY_SK)
-    if study is None or study.get("site") not in allowed_sites(store):
-        raise NotFound("study not found")
-    return study
+    """The study item if one site the caller may read holds it (see query.access.visible_study)."""
+    return access.visible_study(store, study_uid)
 
 
 def visible_instance(study_uid: str, series_uid: str, sop_uid: str) -> Item:
     """The instance item if its study is visible to the caller, else 404."""
-    visible_study(study_uid)
-    check_uid(series_uid, "SeriesInstanceUID")
-    check_uid(sop_uid, "SOPInstanceUID")
-    item = store.get(keys.study_pk(study_uid), keys.instance_sk(series_uid, sop_uid))
-    if item is None:
-        raise NotFound("instance not found")
-    return item
+    return access.visible_instance(store, study_uid, series_uid, sop_uid)
 
 
 def _with_study(level: DicomJson, study: Item) -> DicomJson:
@@ -185,10 +192,10 @@ def _include_fields(params: Mapping[str, str]) -> tuple[bool, set[str]]:
     return everything, tags
 
 
-def _series_metadata(study_uid: str, series_uid: str) -> dict[str, DicomJson]:
+def _series_metadata(study: Item, series_uid: str) -> dict[str, DicomJson]:
     """Full DICOM JSON headers of a series, by SOP Instance UID (one GET per part)."""
     headers: dict[str, DicomJson] = {}
-    for part in store.study_children(study_uid, keys.part_prefix(series_uid)):
+    for part in store.study_children(study, keys.part_prefix(series_uid)):
         if not part.get("metadata_key"):
             continue
         for header in objects.metadata(str(part["metadata_key"])):
@@ -226,7 +233,7 @@ def search_series(study_uid: str) -> Response[str]:
     _check_parameters(params, SERIES_MATCHING)
     _include_fields(params)
     study = visible_study(study_uid)
-    series = store.study_children(study_uid, "SERIES#")
+    series = store.study_children(study, "SERIES#")
     matching = (_with_study(series_json(s), study) for s in series if _match_series(s, params))
     return _respond(matching, params)
 
@@ -245,7 +252,7 @@ def search_all_series() -> Response[str]:
 
     def matching() -> Iterator[DicomJson]:
         for study in find_studies(store, allowed_sites(store), flt):
-            for series in store.study_children(str(study["study_uid"]), "SERIES#"):
+            for series in store.study_children(study, "SERIES#"):
                 if _match_series(series, params):
                     yield _with_study(series_json(series), study)
 
@@ -255,20 +262,19 @@ def search_all_series() -> Response[str]:
 def _instances_of(
     study: Item, series_uids: list[str] | None, params: Mapping[str, str]
 ) -> Iterator[DicomJson]:
-    study_uid = str(study["study_uid"])
     everything, tags = _include_fields(params)
     wants_header = everything or bool(tags - INDEXED_TAGS)
     series_items = {
         str(s["series_uid"]): s
-        for s in store.study_children(study_uid, "SERIES#")
+        for s in store.study_children(study, "SERIES#")
         if series_uids is None or s["series_uid"] in series_uids
     }
     for series_uid, series in series_items.items():
         if not _match_series(series, params):
             continue
-        headers = _series_metadata(study_uid, series_uid) if wants_header else {}
+        headers = _series_metadata(study, series_uid) if wants_header else {}
         series_level: DicomJson = json.loads(series["json"])
-        for instance in store.study_children(study_uid, keys.instance_prefix(series_uid)):
+        for instance in store.study_children(study, keys.instance_prefix(series_uid)):
             if _match_instance(instance, params):
                 result = _with_study({**series_level, **instance_json(instance)}, study)
                 yield _with_header_fields(result, headers.get(str(instance["sop_uid"])), everything, tags)
@@ -281,7 +287,7 @@ def search_instances(study_uid: str, series_uid: str) -> Response[str]:
     _include_fields(params)
     study = visible_study(study_uid)
     check_uid(series_uid, "SeriesInstanceUID")
-    series = store.get(keys.study_pk(study_uid), keys.series_sk(series_uid))
+    series = store.in_study(study, keys.series_sk(series_uid))
     if series is None:
         raise NotFound("series not found")
     return _respond(_instances_of(study, [series_uid], params), params)

@@ -187,9 +187,9 @@ def rendered_instance(study_uid: str, series_uid: str, sop_uid: str) -> Response
     return _picture(instance, media_type, window=window, quality=quality, viewport=viewport)
 
 
-def middle_instance(study_uid: str, series_uid: str) -> Item:
+def middle_instance(study: Item, series_uid: str) -> Item:
     """The instance in the middle of the series when ordered by InstanceNumber (then UID)."""
-    instances = list(store.study_children(study_uid, keys.instance_prefix(series_uid)))
+    instances = list(store.study_children(study, keys.instance_prefix(series_uid)))
     if not instances:
         raise NotFound("series not found or has no instances")
 
@@ -213,8 +213,8 @@ def series_preview(study_uid: str, series_uid: str) -> Response[Any]:
             raise BadRequest("size must be an integer") from exc
         if not 16 <= max_size <= MAX_PREVIEW_SIZE:
             raise BadRequest(f"size must be 16..{MAX_PREVIEW_SIZE}")
-    visible_study(study_uid)
+    study = visible_study(study_uid)
     check_uid(series_uid, "SeriesInstanceUID")
     from query import rendering
 
-    return _picture(middle_instance(study_uid, series_uid), rendering.PNG, max_size=max_size)
+    return _picture(middle_instance(study, series_uid), rendering.PNG, max_size=max_size)

@@ -21,13 +21,14 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
-from common import decode_limits, keys
+from common import decode_limits, keys, part_format
+from common.uids import strip_padding, uid_problem
 
 from query import links
-from query.access import current_caller, require, write_scope
+from query.access import current_caller, partition, require, write_scope
 from query.dependencies import objects, store
 from query.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from query.matching import UID_PATTERN, check_uid
+from query.matching import check_uid
 
 router = APIGatewayHttpRouter()
 
@@ -38,9 +39,15 @@ DUPLICATE = 0x0111
 WRONG_STUDY = 0xA900
 # PS3.4 C.4.2.1.3 / PS3.18 Table 10.5.3-1: refused, out of resources (over a decode limit).
 OUT_OF_RESOURCES = 0xA700
+# PS3.4 C.4.2.1.3: refused because a UID breaks the UID rule (common.uids).
+INVALID_UID = 0xA901
 # Parts one request may carry (API Gateway also caps the body at 10 MB).
 MAX_PARTS = 1000
-DEFAULT_SITE = "default"
+DEFAULT_SITE = part_format.DEFAULT_SITE
+
+
+class UidRefused(ValueError):
+    """A UID of the instance breaks the one UID rule; the message says which and why (no value)."""
 
 
 @dataclass
@@ -110,18 +117,23 @@ def _read(data: bytes) -> tuple[str, str, str, str]:
     from pydicom import dcmread
 
     ds = dcmread(io.BytesIO(data), stop_before_pixels=True, force=True)
-    values = tuple(
-        str(ds.get(k, "") or "").strip()
-        for k in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
-    )
-    if not all(values) or not all(UID_PATTERN.match(v) for v in values):
-        raise ValueError("missing or malformed UID")
+    names = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+    values = tuple(strip_padding(str(ds.get(k, "") or "")) for k in names)
+    if not all(values):
+        raise ValueError("not a DICOM instance with its UIDs")
+    for name, value in zip(names, values, strict=True):
+        problem = uid_problem(value)
+        if problem is not None:
+            raise UidRefused(f"{name}: {problem}")
     return values  # type: ignore[return-value]
 
 
 def _site() -> str:
+    """The site (partition) the upload is stored in: named by the request, or the token's only site."""
     caller = current_caller()
-    asked = (router.current_event.query_string_parameters or {}).get("site")
+    asked = partition()
+    if asked is not None and not keys.is_site(asked):
+        raise BadRequest("malformed site name")
     if caller.sites is None:
         return asked or DEFAULT_SITE
     if asked:
@@ -136,34 +148,19 @@ def _site() -> str:
 def _zip(
     study_uid: str, series_uid: str, part_id: str, site: str, members: list[Accepted]
 ) -> tuple[bytes, str]:
+    """The part zip (common.part_format) and the SHA-256 of its manifest."""
     records = []
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as zf:
         for m in members:
-            zf.writestr(f"{m.sop_uid}.dcm", m.data)
-            records.append(
-                {
-                    "member": f"{m.sop_uid}.dcm",
-                    "sop_instance_uid": m.sop_uid,
-                    "size": len(m.data),
-                    "sha256": hashlib.sha256(m.data).hexdigest(),
-                    "received_at": time.time(),
-                }
+            entry = part_format.instance_entry(
+                m.sop_uid, len(m.data), hashlib.sha256(m.data).hexdigest(), time.time()
             )
-        manifest = json.dumps(
-            {
-                "format": "dicom-series-part/1",
-                "gateway_id": site,
-                "part_id": part_id,
-                "study_instance_uid": study_uid,
-                "series_instance_uid": series_uid,
-                "instance_count": len(records),
-                "instances": records,
-            },
-            indent=1,
-        ).encode()
-        zf.writestr("manifest.json", manifest, compress_type=zipfile.ZIP_DEFLATED)
-    return buffer.getvalue(), hashlib.sha256(manifest).hexdigest()
+            zf.writestr(entry["member"], m.data)
+            records.append(entry)
+        manifest = part_format.manifest_bytes(site, part_id, study_uid, series_uid, records)
+        zf.writestr(part_format.MANIFEST_NAME, manifest, compress_type=zipfile.ZIP_DEFLATED)
+    return buffer.getvalue(), part_format.manifest_sha256(manifest)
 
 
 def _base_url() -> str:
@@ -192,13 +189,17 @@ def _store(study_uid: str | None) -> Response[str]:
             continue
         try:
             sop_class, sop_uid, study, series = _read(content)
+        except UidRefused as exc:
+            failed.append({"reason": INVALID_UID, "comment": str(exc)})
+            continue
         except Exception:
             failed.append({"reason": CANNOT_UNDERSTAND})
             continue
         failure = None
         if study_uid is not None and study != study_uid:
             failure = WRONG_STUDY
-        elif sop_uid in accepted or store.get(keys.study_pk(study), keys.instance_sk(series, sop_uid)):
+        # Only the uploader's own site is looked at: another site's holdings are never revealed.
+        elif sop_uid in accepted or store.get(keys.study_pk(site, study), keys.instance_sk(series, sop_uid)):
             failure = DUPLICATE
         if failure is not None:
             failed.append({"reason": failure, "class": sop_class, "uid": sop_uid})
@@ -211,17 +212,10 @@ def _store(study_uid: str | None) -> Response[str]:
         part_id = f"stow-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:12]}"
         data, manifest_sha = _zip(study, series, part_id, site, members)
         objects.put(
-            keys.incoming_key(study, series, part_id),
+            part_format.object_key(study, series, part_id),
             data,
             "application/zip",
-            {
-                "study-uid": study,
-                "series-uid": series,
-                "part-id": part_id,
-                "instance-count": str(len(members)),
-                "gateway-id": site,
-                "manifest-sha256": manifest_sha,
-            },
+            part_format.object_metadata(site, part_id, study, series, len(members), manifest_sha),
         )
     return _answer(study_uid, list(accepted.values()), failed)
 

@@ -22,7 +22,7 @@ def series_summary(study_uid: str, series_uid: str) -> dict[str, Any]:
     """Instance count, modality, ingest status and the parts (zips) of one series."""
     study = visible_study(study_uid)
     check_uid(series_uid, "SeriesInstanceUID")
-    series = store.get(keys.study_pk(study_uid), keys.series_sk(series_uid))
+    series = store.in_study(study, keys.series_sk(series_uid))
     if series is None:
         raise NotFound("series not found")
     study_level = json.loads(study["json"])
@@ -40,7 +40,7 @@ def series_summary(study_uid: str, series_uid: str) -> dict[str, Any]:
             "report": f"s3://{settings.bucket_name}/{p['report_key']}",
             "ingested_at": p.get("ingested_at", ""),
         }
-        for p in store.study_children(study_uid, keys.part_prefix(series_uid))
+        for p in store.study_children(study, keys.part_prefix(series_uid))
     ]
     statuses = {p["status"] for p in parts}
     return {

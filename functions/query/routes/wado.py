@@ -34,11 +34,11 @@ LINK_SECONDS = 900
 RETRIEVE_PREFIX = "retrieve/"
 
 
-def _series_items(study_uid: str, series_uid: str | None) -> list[Item]:
+def _series_items(study: Item, series_uid: str | None) -> list[Item]:
     if series_uid is None:
-        return list(store.study_children(study_uid, "SERIES#"))
+        return list(store.study_children(study, "SERIES#"))
     check_uid(series_uid, "SeriesInstanceUID")
-    series = store.get(keys.study_pk(study_uid), keys.series_sk(series_uid))
+    series = store.in_study(study, keys.series_sk(series_uid))
     if series is None:
         raise NotFound("series not found")
     return [series]
@@ -48,10 +48,10 @@ def _instances(study_uid: str, series_uid: str | None, sop_uid: str | None) -> l
     if sop_uid is not None:
         assert series_uid is not None
         return [visible_instance(study_uid, series_uid, sop_uid)]
-    visible_study(study_uid)
+    study = visible_study(study_uid)
     found: list[Item] = []
-    for series in _series_items(study_uid, series_uid):
-        found.extend(store.study_children(study_uid, keys.instance_prefix(str(series["series_uid"]))))
+    for series in _series_items(study, series_uid):
+        found.extend(store.study_children(study, keys.instance_prefix(str(series["series_uid"]))))
     if not found:
         raise NotFound("no instances")
     return found
