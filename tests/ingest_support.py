@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from ingest.s3_reader import S3RangeReader
+from common.s3_reader import S3RangeReader
 
 
 class BytesS3:

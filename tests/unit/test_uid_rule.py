@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from common.uids import MAX_UID_LENGTH, is_valid_uid, strip_padding, uid_problem
 
 
