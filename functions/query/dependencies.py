@@ -8,6 +8,7 @@ import boto3
 from botocore.config import Config
 from common.settings import Settings
 
+from query.frames import FrameLocator
 from query.objects import Objects
 from query.store import IndexStore
 
@@ -26,3 +27,4 @@ def _s3() -> S3Client:
 
 
 objects = Objects(_s3, settings.bucket_name)
+frame_locator = FrameLocator(lambda: objects.members)

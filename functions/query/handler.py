@@ -19,11 +19,12 @@ from query.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from query.routes import answers, docs, qido, rendered, stow, summary, ui, wado
+from query.routes import answers, docs, frames, qido, rendered, stow, summary, ui, wado
 
 app = APIGatewayHttpResolver()
 app.include_router(qido.router)
 app.include_router(wado.router)
+app.include_router(frames.router)
 app.include_router(stow.router)
 app.include_router(summary.router)
 app.include_router(rendered.router)

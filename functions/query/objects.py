@@ -39,6 +39,11 @@ class Objects:
         self.members = MemberReader(s3, bucket)
         self._bucket = bucket
 
+    def use(self, s3: S3Client, bucket: str) -> None:
+        """Point at another client and bucket (tests inject their moto here)."""
+        self.members = MemberReader(lambda: s3, bucket)
+        self._bucket = bucket
+
     @property
     def _s3(self) -> S3Client:
         return self.members.s3

@@ -78,7 +78,7 @@ def _metadata(instances: list[Item]) -> list[DicomJson]:
 def _metadata_response(instances: list[Item]) -> Response[Any]:
     body = json.dumps(_metadata(instances), ensure_ascii=False)
     if len(body) > INLINE_LIMIT:  # characters: at least as many bytes
-        return _redirect(iter([body.encode()]), DICOM_JSON)
+        return redirect_large(iter([body.encode()]), DICOM_JSON)
     return Response(200, DICOM_JSON, body)
 
 
@@ -132,12 +132,12 @@ def _retrieve(instances: list[Item], single_allowed: bool) -> Response[Any]:
         data = objects.instance_bytes(instances[0])
         if len(data) <= INLINE_LIMIT:
             return Response(200, "application/dicom", data)
-        return _redirect(iter([data]), "application/dicom")
+        return redirect_large(iter([data]), "application/dicom")
     boundary = uuid.uuid4().hex
     content_type = f'multipart/related; type="application/dicom"; boundary={boundary}'
     known = sum(int(i.get("member_size", 0) or 0) for i in instances)
     if known > INLINE_LIMIT:
-        return _redirect(_multipart(instances, boundary), content_type)
+        return redirect_large(_multipart(instances, boundary), content_type)
     chunks: list[bytes] = []
     size = 0
     stream = _multipart(instances, boundary)
@@ -145,7 +145,7 @@ def _retrieve(instances: list[Item], single_allowed: bool) -> Response[Any]:
         chunks.append(chunk)
         size += len(chunk)
         if size > INLINE_LIMIT:
-            return _redirect(_chain(chunks, stream), content_type)
+            return redirect_large(_chain(chunks, stream), content_type)
     return Response(200, content_type, b"".join(chunks))
 
 
@@ -154,7 +154,8 @@ def _chain(first: list[bytes], rest: Iterator[bytes]) -> Iterator[bytes]:
     yield from rest
 
 
-def _redirect(chunks: Iterator[bytes], content_type: str) -> Response[Any]:
+def redirect_large(chunks: Iterator[bytes], content_type: str) -> Response[Any]:
+    """Write an answer too large for a Lambda response under ``retrieve/`` and answer 303 to it."""
     key = f"{RETRIEVE_PREFIX}{uuid.uuid4().hex}"
     objects.put_stream(key, chunks, content_type)
     url = objects.presigned_get(key, LINK_SECONDS)
