@@ -40,6 +40,14 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="add a Server-Timing header to API responses: handler time vs time in AWS calls",
     )
+    run.add_argument("--viewer-port", type=int, default=defaults.viewer_port, help="OHIF viewer (0: any)")
+    run.add_argument("--no-viewer", action="store_true", help="do not serve the OHIF viewer")
+    run.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        help="a browser origin allowed to call the API (repeatable; the viewer's is always allowed)",
+    )
     return parser
 
 
@@ -57,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         with_gateway=not args.no_gateway,
         dev_secret=new_secret() if args.auth else None,
         server_timing=args.server_timing,
+        with_viewer=not args.no_viewer,
+        viewer_port=args.viewer_port,
+        cors_origins=tuple(args.cors_origin),
     )
     stopping = threading.Event()
 
@@ -77,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             f"\nReady. Send DICOM:  storescu -aec {c.ae_title} {c.host} {c.dicom_port} +sd <dir>\n"
             f"Query:  curl {cloud.api_url}/dicomweb/studies\n"
             f"Browse: {cloud.api_url}/ui   (API description: {cloud.api_url}/swagger)\n"
+            f"View:   {cloud.viewer_url or '(viewer off)'}   "
+            "(OHIF; one study: /viewer?StudyInstanceUIDs=<uid>)\n"
             f"S3:     AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x .venv/bin/aws --region {c.region} "
             f"--endpoint-url {cloud.endpoint} "
             f"s3 ls s3://{c.bucket} --recursive\n"

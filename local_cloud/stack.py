@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import boto3
 
 from local_cloud.api_server import ApiServer
+from local_cloud.cors import CorsPolicy
 from local_cloud.dispatcher import Dispatcher
 from local_cloud.moto_server import MotoServer, create_resources
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
     from edge_gateway.gateway import Gateway
+    from local_cloud.viewer import ViewerServer
 
 log = logging.getLogger("local_cloud")
 
@@ -89,6 +91,11 @@ class LocalCloudConfig:
     dev_secret: str | None = None
     # Server-Timing header on API responses: the handler's time vs its AWS calls (local_cloud.aws_timing).
     server_timing: bool = False
+    # The OHIF viewer (local_cloud.viewer) on its own origin; the API allows it by CORS.
+    with_viewer: bool = True
+    viewer_port: int = 3001
+    # Further browser origins allowed to call the API (the template's CorsAllowOrigins).
+    cors_origins: tuple[str, ...] = ()
 
 
 class LocalCloud:
@@ -100,6 +107,7 @@ class LocalCloud:
         self.api: ApiServer | None = None
         self.dispatcher: Dispatcher | None = None
         self.gateway: Gateway | None = None
+        self.viewer: ViewerServer | None = None
         self._stopped = False
 
     @property
@@ -146,6 +154,9 @@ class LocalCloud:
     def _start(self) -> LocalCloud:
         cfg = self.config
         ports = {"moto": cfg.moto_port, "API": cfg.api_port}
+        if cfg.with_viewer:
+            cfg.viewer_port = cfg.viewer_port or free_port(cfg.host)
+            ports["viewer"] = cfg.viewer_port
         check_ports_free(cfg.host, {**ports, "DICOM": cfg.dicom_port} if cfg.with_gateway else ports)
         os.environ.update(self.environment())
         self.moto.start()
@@ -167,8 +178,12 @@ class LocalCloud:
         adopt_powertools(function_logger)
         self.dispatcher = Dispatcher(self.sqs(), queues["queue_url"], ingest_handler)
         self.dispatcher.start()
-        self.api = ApiServer(cfg.host, cfg.api_port, query_handler, dev_secret=cfg.dev_secret, timer=timer)
+        self.api = ApiServer(
+            cfg.host, cfg.api_port, query_handler, dev_secret=cfg.dev_secret, timer=timer, cors=self._cors()
+        )
         self.api.start()
+        if cfg.with_viewer:
+            self.viewer = self._start_viewer()
         log.info("API on %s (DICOMweb under /dicomweb)", self.api_url)
         if cfg.dev_secret:
             from local_cloud.dev_token import issue
@@ -177,6 +192,31 @@ class LocalCloud:
         if cfg.with_gateway:
             self.gateway = self._start_gateway()
         return self
+
+    @property
+    def viewer_url(self) -> str | None:
+        """Base URL of the OHIF viewer; a study opens at ``<base>/viewer?StudyInstanceUIDs=<uid>``."""
+        return f"http://{self.config.host}:{self.viewer.port}" if self.viewer is not None else None
+
+    def _cors(self) -> CorsPolicy:
+        cfg = self.config
+        origins = list(cfg.cors_origins)
+        if cfg.with_viewer:
+            origins += [f"http://{cfg.host}:{cfg.viewer_port}", f"http://localhost:{cfg.viewer_port}"]
+        return CorsPolicy.from_template(origins)
+
+    def _start_viewer(self) -> ViewerServer | None:
+        from local_cloud.viewer import ViewerServer, ViewerUnavailable, ensure_dist
+
+        try:
+            dist = ensure_dist()
+        except ViewerUnavailable as exc:
+            log.warning("OHIF viewer not served: %s", exc)
+            return None
+        viewer = ViewerServer(self.config.host, self.config.viewer_port, dist, self.api_url)
+        viewer.start()
+        log.info("OHIF viewer on http://%s:%d", self.config.host, viewer.port)
+        return viewer
 
     def _start_gateway(self) -> Gateway:
         from edge_gateway.config import load
@@ -215,6 +255,8 @@ class LocalCloud:
         self._stopped = True
         if self.gateway is not None:
             self.gateway.stop()
+        if self.viewer is not None:
+            self.viewer.stop()
         if self.api is not None:
             self.api.stop()
         if self.dispatcher is not None:
