@@ -184,3 +184,31 @@ def negotiate_frames(header: str | None, stored: str, can_decode: bool) -> Frame
         if answer is not None:
             return FrameAnswer(answer.media_type, answer.transfer_syntax, answer.decode, multipart)
     return None
+
+
+@dataclass(frozen=True)
+class InstanceAnswer:
+    """How instances are answered: single part or multipart, and the transfer syntax asked for.
+
+    ``transfer_syntax`` is ``*`` (as stored) or a UID that each instance must be in.
+    """
+
+    single: bool
+    transfer_syntax: str
+
+
+def negotiate_instances(header: str | None, single_allowed: bool) -> InstanceAnswer | None:
+    """The answer for retrieving instances (PS3.18 8.7.3.5.1), None for 406.
+
+    ``application/dicom`` without a transfer-syntax parameter means Explicit VR Little
+    Endian (its default, PS3.18 Table 8.7.3-2); ``*`` means as stored.
+    """
+    for media_range in parse(header):
+        wanted = media_range.transfer_syntax or EXPLICIT_VR_LITTLE_ENDIAN
+        if media_range.media_type == "*/*":
+            return InstanceAnswer(False, media_range.transfer_syntax or ANY_TRANSFER_SYNTAX)
+        if media_range.is_multipart and media_range.part_type in (None, "application/dicom"):
+            return InstanceAnswer(False, wanted)
+        if media_range.media_type == "application/dicom" and single_allowed:
+            return InstanceAnswer(True, wanted)
+    return None

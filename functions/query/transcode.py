@@ -66,3 +66,37 @@ def decode_frame(layout: PixelLayout, frame: bytes) -> bytes:
     except (NotImplementedError, RuntimeError, ValueError, KeyError) as exc:
         raise FrameError(f"the frame cannot be decoded: {type(exc).__name__}") from exc
     return bytes(array.astype(array.dtype.newbyteorder("<")).tobytes())
+
+
+def to_explicit_little_endian(data: bytes) -> bytes:
+    """A Part 10 instance re-encoded in Explicit VR Little Endian, pixels decoded (PS3.5 A.2).
+
+    The SOP Instance UID is kept (a retrieval, not a new instance). Raises LimitExceeded
+    before decoding above the pixel budget, FrameError when the pixels cannot be decoded.
+    """
+    from io import BytesIO
+
+    from pydicom import dcmread
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian
+
+    try:
+        ds = dcmread(BytesIO(data), force=True)
+    except Exception as exc:
+        raise FrameError(f"the instance cannot be parsed: {type(exc).__name__}") from exc
+    ts = ds.file_meta.get("TransferSyntaxUID")
+    if ts == ExplicitVRLittleEndian:
+        return data
+    if "PixelData" in ds:
+        check_pixel_budget(ds, frames=int(ds.get("NumberOfFrames") or 1))
+    try:
+        if ts is not None and ts.is_compressed:
+            ds.decompress(generate_instance_uid=False)
+        elif ts == ExplicitVRBigEndian and "PixelData" in ds and int(ds.get("BitsAllocated", 8)) > 8:
+            pixels = ds.pixel_array
+            ds.PixelData = pixels.astype(pixels.dtype.newbyteorder("<")).tobytes()
+    except (NotImplementedError, RuntimeError, ValueError, AttributeError) as exc:
+        raise FrameError(f"the pixel data cannot be decoded: {type(exc).__name__}") from exc
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    out = BytesIO()
+    ds.save_as(out, enforce_file_format=True, implicit_vr=False, little_endian=True)
+    return out.getvalue()

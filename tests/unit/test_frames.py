@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 
 import numpy as np
@@ -150,3 +151,49 @@ def test_compressed_media_type_and_refusals(indexed: tuple[Api, dict[str, Datase
     assert api.get(url(jls, "1,a"), accept=ANY_TS).status == 400
     reply = api.get(url(jls, "2"), accept=ANY_TS)
     assert reply.status == 404 and "error" in reply.json()
+
+
+def instance_url(ds: Dataset) -> str:
+    return (
+        f"/dicomweb/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
+    )
+
+
+def test_rle_instance_transcoded_to_explicit_little_endian_or_406(
+    indexed: tuple[Api, dict[str, Dataset]],
+) -> None:
+    api, instances = indexed
+    ds = instances["rle"]
+    # AS the issue reported: these three used to answer the RLE bytes
+    reply = api.get(instance_url(ds), accept="application/dicom; transfer-syntax=1.2.840.10008.1.2.1")
+    assert reply.status == 200
+    decoded = dcmread(io.BytesIO(reply.body))
+    assert decoded.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+    assert decoded.SOPInstanceUID == ds.SOPInstanceUID
+    assert np.array_equal(decoded.pixel_array, dcmread(pydicom_file(FILES["rle"])).pixel_array)
+    assert api.get(instance_url(ds), accept="application/octet-stream").status == 406
+    assert api.get(instance_url(ds), accept="image/jpeg").status == 406
+    assert (
+        api.get(instance_url(ds), accept="application/dicom; transfer-syntax=1.2.840.10008.1.2.4.50").status
+        == 406
+    )
+    # as stored when asked with transfer-syntax=*
+    stored = api.get(instance_url(ds), accept="application/dicom; transfer-syntax=*")
+    assert dcmread(io.BytesIO(stored.body)).file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.5"
+
+
+def test_metadata_bulk_data_uris_resolve_to_the_values(indexed: tuple[Api, dict[str, Dataset]]) -> None:
+    api, instances = indexed
+    ds = instances["multi_native"]
+    (header,) = api.get(instance_url(ds) + "/metadata").json()
+    uri = header["7FE00010"]["BulkDataURI"]
+    assert uri.startswith("http") and uri.endswith(instance_url(ds) + "/bulkdata/7FE00010")
+    reply = api.get(uri.split("testserver", 1)[1], accept="application/octet-stream")
+    assert reply.status == 200 and reply.body == dcmread(pydicom_file(FILES["multi_native"])).PixelData
+    multipart = api.get(
+        uri.split("testserver", 1)[1], accept='multipart/related; type="application/octet-stream"'
+    )
+    assert multipart.headers["content-type"].startswith("multipart/related")
+    assert cornerstone_parts(multipart.body)[1] == reply.body
+    assert api.get(instance_url(ds) + "/bulkdata/7FE0", accept="*/*").status == 400
+    assert api.get(instance_url(ds) + "/bulkdata/00100010", accept="*/*").status == 404

@@ -78,7 +78,8 @@ def _respond(results: Iterable[DicomJson], params: Mapping[str, str]) -> Respons
     return Response(200, DICOM_JSON, json.dumps(page, ensure_ascii=False), headers=headers)
 
 
-def _base_url() -> str:
+def base_url() -> str:
+    """``<scheme>://<host>/dicomweb`` of this request (RetrieveURL, BulkDataURI)."""
     event = router.current_event
     host = event.headers.get("host", "localhost")
     proto = event.headers.get("x-forwarded-proto", "https")
@@ -95,9 +96,7 @@ def study_json(study: Item) -> DicomJson:
     result[attrs.STUDY_RELATED_INSTANCES.tag] = element(
         attrs.STUDY_RELATED_INSTANCES, int(study.get("instance_count", 0))
     )
-    result[attrs.RETRIEVE_URL.tag] = element(
-        attrs.RETRIEVE_URL, f"{_base_url()}/studies/{study['study_uid']}"
-    )
+    result[attrs.RETRIEVE_URL.tag] = element(attrs.RETRIEVE_URL, f"{base_url()}/studies/{study['study_uid']}")
     return dict(sorted(result.items()))
 
 
@@ -106,7 +105,7 @@ def series_json(series: Item) -> DicomJson:
     result[attrs.SERIES_RELATED_INSTANCES.tag] = element(
         attrs.SERIES_RELATED_INSTANCES, int(series.get("instance_count", 0))
     )
-    url = f"{_base_url()}/studies/{series['study_uid']}/series/{series['series_uid']}"
+    url = f"{base_url()}/studies/{series['study_uid']}/series/{series['series_uid']}"
     result[attrs.RETRIEVE_URL.tag] = element(attrs.RETRIEVE_URL, url)
     return dict(sorted(result.items()))
 
@@ -114,7 +113,7 @@ def series_json(series: Item) -> DicomJson:
 def instance_json(instance: Item) -> DicomJson:
     result: DicomJson = json.loads(instance["json"])
     url = (
-        f"{_base_url()}/studies/{instance['study_uid']}/series/{instance['series_uid']}"
+        f"{base_url()}/studies/{instance['study_uid']}/series/{instance['series_uid']}"
         f"/instances/{instance['sop_uid']}"
     )
     result[attrs.RETRIEVE_URL.tag] = element(attrs.RETRIEVE_URL, url)
