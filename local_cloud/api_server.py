@@ -101,10 +101,17 @@ class ApiServer:
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                headers = dict(self.headers.items())
+                host = headers.pop("Host", headers.pop("host", ""))
+                # Some clients (dicomweb-client) send Host without the port: right for API Gateway on
+                # 443, wrong here, where RetrieveURL and BulkDataURI are built from it.
+                if host and ":" not in host.rsplit("]", 1)[-1]:
+                    host = f"{host}:{outer.port}"
+                headers["host"] = host
                 event = http_api_event(
                     self.command,
                     self.path,
-                    dict(self.headers.items()),
+                    headers,
                     body,
                     self.client_address[0],
                 )

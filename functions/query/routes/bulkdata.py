@@ -34,7 +34,7 @@ def _single_part() -> bool:
     """True for a bare application/octet-stream; multipart otherwise; 406 when neither is acceptable."""
     for media_range in accept.parse(router.current_event.headers.get("accept")):
         if media_range.media_type == "*/*" or (
-            media_range.is_multipart and media_range.part_type in (None, accept.OCTET_STREAM)
+            media_range.is_multipart and media_range.part_type in (None, "*/*", accept.OCTET_STREAM)
         ):
             return False
         if media_range.media_type == accept.OCTET_STREAM:
