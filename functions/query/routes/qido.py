@@ -9,12 +9,12 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 from common import attributes as attrs
 from common import keys
-from common.dicom_json import DicomJson, element
+from common.dicom_json import DicomJson, element, first_text
 
 from query.access import allowed_sites
 from query.dependencies import objects, store
 from query.errors import BadRequest, NotFound
-from query.matching import check_uid, has_wildcard, match_text, uid_list
+from query.matching import check_uid, date_range, has_wildcard, match_folded, match_text, uid_list
 from query.search import (
     CONTROL_PARAMETERS,
     INSTANCE_MATCHING,
@@ -153,6 +153,17 @@ def _match_series(series: Item, params: Mapping[str, str]) -> bool:
         return False
     for keyword in ("Modality", "SeriesNumber"):
         if keyword in params and not match_text(str(series.get(keyword, "")), params[keyword]):
+            return False
+    if "SeriesDescription" in params or "SeriesDate" in params:
+        level: DicomJson = json.loads(series.get("json") or "{}")
+        description = params.get("SeriesDescription", "")
+        if description not in ("", "*") and not match_folded(
+            first_text(level, "SeriesDescription"), description
+        ):
+            return False
+        if params.get("SeriesDate") and not date_range(params["SeriesDate"], "SeriesDate").contains(
+            first_text(level, "SeriesDate")
+        ):
             return False
     return True
 
