@@ -19,13 +19,14 @@ from query.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from query.routes import answers, bulkdata, docs, frames, qido, rendered, stow, summary, ui, wado
+from query.routes import answers, bulkdata, docs, frames, qido, rendered, stow, summary, thumbnails, ui, wado
 
 app = APIGatewayHttpResolver()
 app.include_router(qido.router)
 app.include_router(wado.router)
 app.include_router(frames.router)
 app.include_router(bulkdata.router)
+app.include_router(thumbnails.router)
 app.include_router(stow.router)
 app.include_router(summary.router)
 app.include_router(rendered.router)

@@ -197,3 +197,23 @@ def test_metadata_bulk_data_uris_resolve_to_the_values(indexed: tuple[Api, dict[
     assert cornerstone_parts(multipart.body)[1] == reply.body
     assert api.get(instance_url(ds) + "/bulkdata/7FE0", accept="*/*").status == 400
     assert api.get(instance_url(ds) + "/bulkdata/00100010", accept="*/*").status == 404
+
+
+def test_thumbnails_of_study_series_and_instance_are_cached(
+    aws: Aws, indexed: tuple[Api, dict[str, Dataset]]
+) -> None:
+    from PIL import Image
+
+    api, instances = indexed
+    ds = instances["native"]
+    series = f"/dicomweb/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+    for path in (f"/dicomweb/studies/{ds.StudyInstanceUID}", series, instance_url(ds)):
+        reply = api.get(path + "/thumbnail")
+        assert reply.status == 200 and reply.headers["content-type"] == "image/jpeg"
+        assert Image.open(io.BytesIO(reply.body)).size == (128, 128)
+    png = api.get(instance_url(ds) + "/thumbnail?viewport=64,64", accept="image/png")
+    assert png.headers["content-type"] == "image/png" and Image.open(io.BytesIO(png.body)).size == (64, 64)
+    cached = aws.s3.list_objects_v2(Bucket=aws.bucket, Prefix="thumbnails/")["Contents"]
+    assert len(cached) == 2  # one per size and media type of the one instance
+    assert api.get(instance_url(ds) + "/thumbnail", accept="text/html").status == 406
+    assert api.get(instance_url(ds) + "/thumbnail?viewport=9999,1").status == 400

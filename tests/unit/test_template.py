@@ -39,8 +39,8 @@ def test_query_function_cannot_write_the_table_and_writes_only_parts_answers_and
                 assert action in {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"}, action
             if action == "s3:PutObject":
                 # STOW-RS parts under incoming/, answers too large for Lambda under retrieve/,
-                # frame positions of multi-frame instances under frame-index/.
-                allowed = (f'{PARTS}"}}', '/retrieve/*"}', '/frame-index/*"}')
+                # frame positions of multi-frame instances under frame-index/, thumbnails/.
+                allowed = (f'{PARTS}"}}', '/retrieve/*"}', '/frame-index/*"}', '/thumbnails/*"}')
                 assert all(r.endswith(allowed) for r in resources(statement)), statement
         assert "*" not in statement["Resource"], statement
 
