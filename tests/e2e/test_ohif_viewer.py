@@ -78,7 +78,7 @@ def studies(stack: Stack) -> Studies:
         instances = series_from(name, count)
         for ds in instances:
             ds.StudyDescription = f"OHIF {kind} {tag}"
-            ds.PatientName = f"Viewer^{kind}"
+            ds.PatientName = f"Ohifviewer^K{kind}"  # no word another test searches for
             ds.PatientID = f"OHIF-{tag}-{kind}"
         client.store_instances(instances)
         series[kind] = instances
