@@ -26,10 +26,10 @@ from typing import IO, TYPE_CHECKING, Any, cast
 
 from botocore.exceptions import ClientError
 
-from common.s3_reader import S3RangeReader
-
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+    from common.s3_reader import S3RangeReader
 
 LOCAL_HEADER = struct.Struct("<4s5H3L2H")
 LOCAL_SIGNATURE = b"PK\x03\x04"
@@ -198,6 +198,8 @@ class MemberReader:
 
     def range_reader(self, location: MemberLocation) -> S3RangeReader:
         """A seekable reader over the whole object (for walks over a member's structure)."""
+        from common.s3_reader import S3RangeReader
+
         size = self._object_size(location.object_key)
         return S3RangeReader(
             self.s3, self.bucket, location.object_key, size, fetcher=self._counted(location.object_key)
@@ -218,6 +220,7 @@ class MemberReader:
         return int(head["ContentLength"])
 
     def _directory_entry(self, location: MemberLocation) -> tuple[zipfile.ZipInfo, int]:
+        """The member's central directory entry and data offset (ranged reads; no offsets recorded)."""
         reader = self.range_reader(location)
         try:
             with zipfile.ZipFile(cast(IO[bytes], reader)) as archive:

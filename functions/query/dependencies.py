@@ -8,7 +8,6 @@ import boto3
 from botocore.config import Config
 from common.settings import Settings
 
-from query.frames import FrameLocator
 from query.objects import Objects
 from query.store import IndexStore
 
@@ -27,4 +26,3 @@ def _s3() -> S3Client:
 
 
 objects = Objects(_s3, settings.bucket_name)
-frame_locator = FrameLocator(lambda: objects.members)

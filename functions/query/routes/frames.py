@@ -12,8 +12,9 @@ when that is not acceptable either, 406.
 
 from __future__ import annotations
 
+import functools
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
@@ -21,16 +22,27 @@ from common.decode_limits import LimitExceeded
 from common.zip_members import MemberError, MemberTooLarge, ObjectMissing
 
 from query import accept
-from query.dependencies import frame_locator
+from query.dependencies import objects
 from query.errors import BadRequest, NotAcceptable, NotFound, StoreError
 from query.routes.qido import visible_instance
 from query.routes.wado import INLINE_LIMIT, redirect_large
+
+if TYPE_CHECKING:
+    from query.frames import FrameLocator
 
 router = APIGatewayHttpRouter()
 
 MAX_FRAMES_PER_REQUEST = 1000
 # Stored bytes read for one request: the answer goes through S3 (303) when it is large.
 MAX_FRAME_BYTES = 512 * 1024 * 1024
+
+
+@functools.cache
+def frame_locator() -> FrameLocator:
+    """The frame locator over the query function's member reader (pydicom loads on first use)."""
+    from query.frames import FrameLocator
+
+    return FrameLocator(lambda: objects.members)
 
 
 def frame_numbers(text: str) -> list[int]:
@@ -77,7 +89,7 @@ def retrieve_frames(study_uid: str, series_uid: str, sop_uid: str, frame_list: s
     from query.frames import FrameError, NoSuchFrame
 
     try:
-        layout, frames = frame_locator.frames(item, numbers, MAX_FRAME_BYTES)
+        layout, frames = frame_locator().frames(item, numbers, MAX_FRAME_BYTES)
         if answer.decode:
             from query.transcode import decode_frame
 
