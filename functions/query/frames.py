@@ -284,8 +284,13 @@ class FrameLocator:
         the bytes read. Raises NoSuchFrame, FrameError, and the member reader's errors.
         """
         location = MemberLocation.of_item(item)
-        if not location.random_access or _number_of_frames(item) <= 1:
+        deflated = item.get("transfer_syntax") == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
+        if not location.random_access or _number_of_frames(item) <= 1 or deflated:
             data = self.members.read(location, max_bytes)
+            if deflated:  # the whole data set is deflated: frames exist only once it is inflated
+                from query.transcode import to_explicit_little_endian
+
+                data = to_explicit_little_endian(data)
             layout = layout_of_bytes(data)
             return layout, [_cut(layout, data, n, 0) for n in numbers]
         layout = self.layout(item, location)

@@ -73,6 +73,8 @@ def retrieve_frames(study_uid: str, series_uid: str, sop_uid: str, frame_list: s
     numbers = frame_numbers(frame_list)
     item = visible_instance(study_uid, series_uid, sop_uid)
     stored = str(item.get("transfer_syntax") or accept.IMPLICIT_VR_LITTLE_ENDIAN)
+    if stored == accept.DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+        stored = accept.EXPLICIT_VR_LITTLE_ENDIAN  # frames of a deflated data set are served inflated
     header = router.current_event.headers.get("accept")
     answer = accept.negotiate_frames(header, stored, can_decode=True)
     if answer is not None and answer.decode:
