@@ -27,6 +27,7 @@ from typing import Any
 from edge_gateway import receiver
 from edge_gateway.config import GatewayConfig
 from edge_gateway.dispatch import Dispatcher, Handoff
+from edge_gateway.logs import configure_logging
 from edge_gateway.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,6 @@ def receiver_main(config: GatewayConfig, parent_pid: int, channel: socket.socket
     _die_with_parent()
     if os.getppid() != parent_pid:  # the coordinator died before prctl took effect
         return
-    from edge_gateway.cli import configure_logging
-
     configure_logging(config)
     handoff = Handoff(channel)
 

@@ -218,3 +218,9 @@ def test_multi_frame_instance_draws_its_frames(stack: Stack, studies: Studies, b
     assert canvas.shape[0] > 100 and _similarity(canvas, ds, 0) > 0.9
     _scroll_down(browser)
     wait_for(lambda: "2/30" in browser.find_element(By.TAG_NAME, "body").text, 30, "frame 2 of 30")
+
+
+def test_ui_page_links_studies_to_the_served_viewer(stack: Stack, browser: Any) -> None:
+    # The /ui page's viewer base is the OHIF this stand-in serves (i16's link: <base>/viewer?...)
+    page = urllib.request.urlopen(stack.api + "/ui", timeout=10).read().decode()  # noqa: S310
+    assert f'<meta name="viewer-url" content="{stack.viewer}">' in page
