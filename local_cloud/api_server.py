@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from local_cloud.aws_timing import AwsCallTimer
+from local_cloud.cors import CorsPolicy
 from local_cloud.dev_token import TokenRejected, authorizer_context, check
 from local_cloud.lambda_context import LocalLambdaContext
 
@@ -101,8 +102,11 @@ class ApiServer:
         handler: LambdaHandler,
         dev_secret: str | None = None,
         timer: AwsCallTimer | None = None,
+        cors: CorsPolicy | None = None,
     ) -> None:
         self._handler = handler
+        # As the template's HTTP API: preflights answered here, CORS headers on every answer.
+        self._cors = cors
         self._dev_secret = dev_secret
         # With a timer, each response says where the handler's time went (see local_cloud.aws_timing).
         self._timer = timer
@@ -114,10 +118,17 @@ class ApiServer:
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                headers = dict(self.headers.items())
+                host = headers.pop("Host", headers.pop("host", ""))
+                # Some clients (dicomweb-client) send Host without the port: right for API Gateway on
+                # 443, wrong here, where RetrieveURL and BulkDataURI are built from it.
+                if host and ":" not in host.rsplit("]", 1)[-1]:
+                    host = f"{host}:{outer.port}"
+                headers["host"] = host
                 event = http_api_event(
                     self.command,
                     self.path,
-                    dict(self.headers.items()),
+                    headers,
                     body,
                     self.client_address[0],
                     outer.domain_name,
@@ -176,9 +187,22 @@ class ApiServer:
         return True
 
     def respond(self, request: BaseHTTPRequestHandler, event: dict[str, Any]) -> None:
+        method = event["requestContext"]["http"]["method"]
+        cors: dict[str, str] = {}
+        if self._cors is not None:
+            if CorsPolicy.is_preflight(method, event["headers"]):
+                request.send_response(204)
+                for name, value in self._cors.preflight(event["headers"]).items():
+                    request.send_header(name, value)
+                request.send_header("Content-Length", "0")
+                request.end_headers()
+                return
+            cors = self._cors.response_headers(event["headers"])
         if not self._authorize(event):
             body = b'{"message":"Unauthorized"}'
             request.send_response(401)
+            for name, value in cors.items():
+                request.send_header(name, value)
             request.send_header("content-type", "application/json")
             request.send_header("Content-Length", str(len(body)))
             request.end_headers()
@@ -200,6 +224,7 @@ class ApiServer:
             body = b'{"message":"Internal Server Error"}'
         if self._timer is not None:
             headers["Server-Timing"] = self._timer.stop().header()
+        headers.update(cors)
         request.send_response(status)
         for name, value in headers.items():
             request.send_header(name, str(value))

@@ -53,12 +53,20 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--viewer-url",
         default=defaults.viewer_url,
-        help="base URL of the OHIF viewer the /ui page links studies to (default: <API URL>/viewer)",
+        help="base URL of the OHIF viewer the /ui page links studies to (default: the one served here)",
     )
     run.add_argument(
         "--server-timing",
         action="store_true",
         help="add a Server-Timing header to API responses: handler time vs time in AWS calls",
+    )
+    run.add_argument("--viewer-port", type=int, default=defaults.viewer_port, help="OHIF viewer (0: any)")
+    run.add_argument("--no-viewer", action="store_true", help="do not serve the OHIF viewer")
+    run.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        help="a browser origin allowed to call the API (repeatable; the viewer's is always allowed)",
     )
     return parser
 
@@ -80,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         dev_secret=new_secret() if args.auth else None,
         server_timing=args.server_timing,
         viewer_url=args.viewer_url,
+        with_viewer=not args.no_viewer,
+        viewer_port=args.viewer_port,
+        cors_origins=tuple(args.cors_origin),
     )
     stopping = threading.Event()
 
@@ -125,6 +136,7 @@ def ready_banner(cloud: LocalCloud) -> str:
         f"\nReady. Send a folder of DICOM files (compressed ones too; other files are skipped):\n{send}"
         f"Query:  curl {cloud.api_url}/dicomweb/studies\n"
         f"Browse: {cloud.api_url}/ui   (API description: {cloud.api_url}/swagger)\n"
+        f"View:   {cloud.viewer_url or '(viewer off)'}   (OHIF; one study: /viewer?StudyInstanceUIDs=<uid>)\n"
         f"S3:     AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x .venv/bin/aws --region {c.region} "
         f"--endpoint-url {cloud.endpoint} s3 ls s3://{c.bucket} --recursive\n"
         f"Logs:   {c.data_dir / 'logs'} (metrics.log: EMF metrics, warnings.log: pydicom's warnings)\n"

@@ -15,11 +15,13 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import boto3
 
 from local_cloud import snapshot
 from local_cloud.api_server import ApiServer
+from local_cloud.cors import CorsPolicy
 from local_cloud.dispatcher import Dispatcher
 from local_cloud.moto_server import MotoServer, create_resources
 
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
     from edge_gateway.gateway import Gateway
+    from local_cloud.viewer import ViewerServer
 
 log = logging.getLogger("local_cloud")
 
@@ -65,6 +68,11 @@ def check_ports_free(host: str, ports: dict[str, int]) -> None:
     SO_REUSEADDR as the servers themselves set it: a port whose last connections linger in
     TIME_WAIT after a Ctrl-C is free to listen on again; only a listening socket is "in use".
     """
+    roles: dict[int, str] = {}
+    for role, port in ports.items():
+        if port and port in roles:
+            raise PortInUse(f"{role} and {roles[port]} are both given port {port}")
+        roles[port] = role
     for role, port in ports.items():
         if not port:
             continue  # 0: a free port is picked
@@ -103,6 +111,11 @@ class LocalCloudConfig:
     dev_secret: str | None = None
     # Server-Timing header on API responses: the handler's time vs its AWS calls (local_cloud.aws_timing).
     server_timing: bool = False
+    # The OHIF viewer (local_cloud.viewer) on its own origin; the API allows it by CORS.
+    with_viewer: bool = True
+    viewer_port: int = 3001
+    # Further browser origins allowed to call the API (the template's CorsAllowOrigins).
+    cors_origins: tuple[str, ...] = ()
 
 
 class LocalCloud:
@@ -114,6 +127,7 @@ class LocalCloud:
         self.api: ApiServer | None = None
         self.dispatcher: Dispatcher | None = None
         self.gateway: Gateway | None = None
+        self.viewer: ViewerServer | None = None
         self._stopped = False
         # Objects the bucket does not hold although earlier runs shipped them: fresh start, or killed.
         self._bucket_behind_spool = False
@@ -166,6 +180,9 @@ class LocalCloud:
     def _start(self) -> LocalCloud:
         cfg = self.config
         ports = {"moto": cfg.moto_port, "API": cfg.api_port}
+        if cfg.with_viewer:
+            cfg.viewer_port = cfg.viewer_port or free_port(cfg.host)
+            ports["viewer"] = cfg.viewer_port
         check_ports_free(cfg.host, {**ports, "DICOM": cfg.dicom_port} if cfg.with_gateway else ports)
         os.environ.update(self.environment())
         self.moto.start()
@@ -206,10 +223,14 @@ class LocalCloud:
         if restored.to_ingest:
             snapshot.load_unindexed(self.s3(), cfg.bucket, cfg.data_dir, restored.to_ingest)
             log.info("%d saved parts were not indexed yet: ingesting them now", len(restored.to_ingest))
-        self.api = ApiServer(cfg.host, cfg.api_port, query_handler, dev_secret=cfg.dev_secret, timer=timer)
+        self.api = ApiServer(
+            cfg.host, cfg.api_port, query_handler, dev_secret=cfg.dev_secret, timer=timer, cors=self._cors()
+        )
         self.api.start()
-        # The /ui page reads it per request (query.routes.ui); the port is known only now.
-        os.environ["UI_VIEWER_URL"] = cfg.viewer_url or f"{self.api_url}/viewer"
+        if cfg.with_viewer:
+            self.viewer = self._start_viewer()
+        # The /ui page reads it per request (query.routes.ui); the ports are known only now.
+        os.environ["UI_VIEWER_URL"] = self.viewer_url or ""
         log.info("API on %s (DICOMweb under /dicomweb)", self.api_url)
         if cfg.dev_secret:
             from local_cloud.dev_token import issue
@@ -218,6 +239,39 @@ class LocalCloud:
         if cfg.with_gateway:
             self.gateway = self._start_gateway()
         return self
+
+    @property
+    def viewer_url(self) -> str | None:
+        """Base URL of the OHIF viewer: ``--viewer-url``, else the one served here, else None.
+
+        A study opens at ``<base>/viewer?StudyInstanceUIDs=<uid>`` (the /ui page links there).
+        """
+        if self.config.viewer_url:
+            return self.config.viewer_url
+        return f"http://{self.config.host}:{self.viewer.port}" if self.viewer is not None else None
+
+    def _cors(self) -> CorsPolicy:
+        cfg = self.config
+        origins = list(cfg.cors_origins)
+        if cfg.with_viewer:
+            origins += [f"http://{cfg.host}:{cfg.viewer_port}", f"http://localhost:{cfg.viewer_port}"]
+        if cfg.viewer_url:  # a viewer served elsewhere calls the API from its own origin
+            parts = urlsplit(cfg.viewer_url)
+            origins.append(f"{parts.scheme}://{parts.netloc}")
+        return CorsPolicy.from_template(origins)
+
+    def _start_viewer(self) -> ViewerServer | None:
+        from local_cloud.viewer import ViewerServer, ViewerUnavailable, ensure_dist
+
+        try:
+            dist = ensure_dist()
+        except ViewerUnavailable as exc:
+            log.warning("OHIF viewer not served: %s", exc)
+            return None
+        viewer = ViewerServer(self.config.host, self.config.viewer_port, dist, self.api_url)
+        viewer.start()
+        log.info("OHIF viewer on http://%s:%d", self.config.host, viewer.port)
+        return viewer
 
     def _start_gateway(self) -> Gateway:
         from edge_gateway.config import load
@@ -308,6 +362,8 @@ class LocalCloud:
         self._stopped = True
         if self.gateway is not None:
             self.gateway.stop()
+        if self.viewer is not None:
+            self.viewer.stop()
         if self.api is not None:
             self.api.stop()
         if self.dispatcher is not None:

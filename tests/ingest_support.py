@@ -6,7 +6,7 @@ import io
 import threading
 from typing import Any
 
-from ingest.s3_reader import S3RangeReader
+from common.s3_reader import S3RangeReader
 
 
 class BytesS3:

@@ -35,10 +35,10 @@ from typing import IO, TYPE_CHECKING, Any, cast
 
 from common import keys, part_format
 from common.observability import logger, tracer
+from common.s3_reader import PresignedRangeFetcher, S3RangeReader
 
 from ingest.extract import InstanceRecord, RejectedMember, extract, read_header
 from ingest.index_writer import IndexWriter, StudyState, same_patient
-from ingest.s3_reader import PresignedRangeFetcher, S3RangeReader
 from ingest.zip_part import Member, MemberError, Part, RejectedPart, open_part, prefetch_range
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 DEFAULT_SITE = part_format.DEFAULT_SITE
 # Parallel ranged GETs per part (member first blocks). Chosen from bench/ingest_bench.py.
 DEFAULT_READ_CONCURRENCY = int(os.environ.get("INGEST_READ_CONCURRENCY", "32"))
-# The Lambda reads member headers through one presigned URL (see s3_reader.PresignedRangeFetcher).
+# The Lambda reads member headers through one presigned URL (see common.s3_reader.PresignedRangeFetcher).
 PRESIGNED_READS = os.environ.get("INGEST_PRESIGNED_READS", "1") != "0"
 
 

@@ -27,9 +27,9 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from common import zip_members
 from common.part_format import MANIFEST_NAME
-
-from ingest.s3_reader import S3RangeReader, SeekableReader
+from common.s3_reader import S3RangeReader, SeekableReader
 
 MAX_MEMBERS = 20_000
 # 20,000 entries with names of ~70 bytes and zip64 extras stay far below this.
@@ -49,7 +49,6 @@ _TAIL_BYTES = 64 * 1024 + 22 + 20 + 56
 _EOCD = struct.Struct("<4s4H2LH")
 _ZIP64_LOCATOR = struct.Struct("<4sLQL")
 _ZIP64_EOCD = struct.Struct("<4sQ2H2L4Q")
-_LOCAL_HEADER = struct.Struct("<4s5H3L2H")
 
 
 class RejectedPart(Exception):
@@ -271,19 +270,15 @@ class MemberStream(SeekableReader):
         self._step = DEFAULT_PREFETCH
         start, end = prefetch_range(member)
         first = prefetched if prefetched is not None else reader.fetch(start, end)
-        if len(first) < 30:
-            raise MemberError("truncated zip member (local header)")
-        sig, _v, _flags, _method, _t, _d, _crc, _cs, _us, name_len, extra_len = _LOCAL_HEADER.unpack_from(
-            first
-        )
-        if sig != b"PK\x03\x04":
-            raise MemberError("bad zip local header")
-        self._data_start = member.header_offset + 30 + name_len + extra_len
+        try:
+            self._data_start = zip_members.data_start(first, member.header_offset)
+        except zip_members.MemberError as exc:
+            raise MemberError(str(exc)) from exc
         if self._data_start + member.compressed_size > member.end_offset:
             raise MemberError("zip member overlaps the next one")
         # Raw (possibly compressed) bytes buffered: [buf_start, buf_start + len(buf)) relative to data start.
         self._buf_start = 0
-        self._buf = first[30 + name_len + extra_len :][: member.compressed_size]
+        self._buf = first[self._data_start - member.header_offset :][: member.compressed_size]
         self._stored = member.compress_type == zipfile.ZIP_STORED
         if not self._stored:
             self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)

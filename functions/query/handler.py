@@ -20,11 +20,28 @@ from query.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from query.routes import admin, answers, docs, qido, rendered, stow, summary, ui, versions, wado
+from query.routes import (
+    admin,
+    answers,
+    bulkdata,
+    docs,
+    frames,
+    qido,
+    rendered,
+    stow,
+    summary,
+    thumbnails,
+    ui,
+    versions,
+    wado,
+)
 
 app = APIGatewayHttpResolver()
 app.include_router(qido.router)
 app.include_router(wado.router)
+app.include_router(frames.router)
+app.include_router(bulkdata.router)
+app.include_router(thumbnails.router)
 app.include_router(stow.router)
 app.include_router(summary.router)
 app.include_router(rendered.router)

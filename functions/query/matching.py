@@ -91,6 +91,15 @@ def match_text(value: str, pattern: str) -> bool:
     return value == pattern
 
 
+def match_folded(value: str, pattern: str) -> bool:
+    """Single value or wildcard matching, case- and accent-insensitive.
+
+    For free-text descriptions (StudyDescription, SeriesDescription) that viewers' search
+    boxes send as ``*word*`` (OHIF): PS3.4 C.2.2.2.4 leaves this to the SCP for LO/SH.
+    """
+    return match_text(fold(value), fold(pattern))
+
+
 def match_name(name: str, pattern: str, fuzzy: bool) -> bool:
     """Person-name matching, case- and accent-insensitive.
 
@@ -100,7 +109,8 @@ def match_name(name: str, pattern: str, fuzzy: bool) -> bool:
     """
     if fuzzy:
         words = name_words(name)
-        wanted = [w.rstrip("*") for w in name_words(pattern)]
+        # Viewers wrap what is typed in wildcards (OHIF sends *doe*): a word still starts it.
+        wanted = [w.strip("*") for w in name_words(pattern)]
         return all(any(word.startswith(w) for word in words) for w in wanted if w)
     folded = fold(pattern)
     groups = [g for g in fold(name).split("=") if g] or [""]

@@ -1,24 +1,26 @@
-"""Reads from the bucket for WADO-RS: one instance's bytes out of its part zip, the stored DICOM JSON.
+"""Reads from and writes to the bucket for the query routes: stored DICOM JSON, instance bytes, caches.
 
-An instance's bytes are one member of ``incoming/<study>/<series>/<part>.zip``.
-When the index item carries the member's position (``member_offset`` of its
-local file header, ``member_compressed_size``, ``member_size``,
-``member_compress_type``: 0 stored, 8 deflate) the member is fetched with ONE
-ranged GET of its local header and data. Without them the zip's central
-directory is read with ranged reads (``zipfile`` over a ranged reader).
+Instance bytes are members of ``incoming/<study>/<series>/<part>.zip``, read through
+the one zip member reader (:mod:`common.zip_members`): one ranged GET when the index
+item records the member's position, the zip's central directory otherwise.
 """
 
 from __future__ import annotations
 
 import json
-import struct
-import zipfile
-import zlib
 from collections.abc import Callable, Iterator
-from typing import IO, TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from botocore.exceptions import ClientError
 from common.dicom_json import DicomJson
+from common.zip_members import (
+    DEFAULT_MAX_MEMBER_BYTES,
+    MemberError,
+    MemberLocation,
+    MemberReader,
+    MemberTooLarge,
+    ObjectMissing,
+)
 
 from query.errors import NotFound, StoreError
 from query.store import Item
@@ -26,88 +28,66 @@ from query.store import Item
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
-LOCAL_SIGNATURE = b"PK\x03\x04"
-# Room for the local header's extra field (zip64 sizes, timestamps) fetched in the same GET.
-EXTRA_ALLOWANCE = 128
-STORED, DEFLATED = 0, 8
 UPLOAD_PART = 8 * 1024 * 1024
 
 
 class Objects:
+    """The bucket as the query function sees it; ``members`` reads zip members (requests counted)."""
+
     def __init__(self, s3: Callable[[], S3Client], bucket: str) -> None:
         """``s3`` makes the client on first use: searches never pay for it at cold start."""
-        self._factory = s3
-        self._client: S3Client | None = None
+        self.members = MemberReader(s3, bucket)
         self._bucket = bucket
-        self.requests = 0
+
+    def use(self, s3: S3Client, bucket: str) -> None:
+        """Point at another client and bucket (tests inject their moto here)."""
+        self.members = MemberReader(lambda: s3, bucket)
+        self._bucket = bucket
 
     @property
     def _s3(self) -> S3Client:
-        if self._client is None:
-            self._client = self._factory()
-        return self._client
+        return self.members.s3
 
-    def _get(self, key: str, byte_range: str | None = None) -> bytes:
+    @property
+    def requests(self) -> int:
+        """GET/HEAD requests made so far (benchmarks and tests)."""
+        return self.members.requests
+
+    def get(self, key: str) -> bytes | None:
+        """A whole (small) object, or None when it is not there."""
         try:
-            if byte_range:
-                response = self._s3.get_object(Bucket=self._bucket, Key=key, Range=byte_range)
-            else:
-                response = self._s3.get_object(Bucket=self._bucket, Key=key)
+            response = self._s3.get_object(Bucket=self._bucket, Key=key)
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code in ("NoSuchKey", "404", "NotFound"):
-                raise NotFound("stored object not found") from exc
+                return None
             raise StoreError(f"get_object failed: {code}") from exc
-        self.requests += 1
-        return response["Body"].read()
+        data = response["Body"].read()
+        self.members.requests += 1
+        self.members.bytes_fetched += len(data)
+        return data
 
     def metadata(self, metadata_key: str) -> list[DicomJson]:
         """The DICOM JSON headers of one part (a JSON array), as ingest stored them."""
-        return cast(list[DicomJson], json.loads(self._get(metadata_key)))
+        data = self.get(metadata_key)
+        if data is None:
+            raise NotFound("stored object not found")
+        return cast(list[DicomJson], json.loads(data))
 
-    def instance_bytes(self, instance: Item) -> bytes:
-        """The Part 10 bytes of one indexed instance."""
-        key = str(instance["object_key"])
-        if "member_offset" in instance and "member_compressed_size" in instance:
-            data = self._member_by_offset(key, instance)
-            if data is not None:
-                return data
-        return self._member_by_directory(key, str(instance["member"]))
+    def instance_bytes(self, instance: Item, max_bytes: int = DEFAULT_MAX_MEMBER_BYTES) -> bytes:
+        """The Part 10 bytes of one indexed instance.
 
-    def _member_by_offset(self, key: str, instance: Item) -> bytes | None:
-        offset = int(instance["member_offset"])
-        compressed = int(instance["member_compressed_size"])
-        name_length = len(str(instance.get("member", "")).encode())
-        end = offset + LOCAL_HEADER.size + name_length + EXTRA_ALLOWANCE + compressed - 1
-        block = self._get(key, f"bytes={offset}-{end}")
-        if len(block) < LOCAL_HEADER.size or block[:4] != LOCAL_SIGNATURE:
-            return None
-        fields = LOCAL_HEADER.unpack_from(block)
-        start = LOCAL_HEADER.size + fields[9] + fields[10]
-        raw = block[start : start + compressed]
-        if len(raw) < compressed:  # a larger extra field than allowed for: fetch the rest
-            rest = self._get(key, f"bytes={offset + len(block)}-{offset + start + compressed - 1}")
-            raw = (block + rest)[start : start + compressed]
-        method = int(instance.get("member_compress_type", fields[3]))
-        if method == STORED:
-            return raw
-        if method == DEFLATED:
-            return zlib.decompress(raw, -zlib.MAX_WBITS)
-        return None
-
-    def _member_by_directory(self, key: str, member: str) -> bytes:
-        from ingest.s3_reader import S3RangeReader
-
+        Raises NotFound when the part is gone, MemberTooLarge above ``max_bytes``,
+        StoreError when the member cannot be read.
+        """
         try:
-            head = self._s3.head_object(Bucket=self._bucket, Key=key)
-        except ClientError as exc:
+            return self.members.read(MemberLocation.of_item(instance), max_bytes)
+        except ObjectMissing as exc:
             raise NotFound("stored object not found") from exc
-        reader = S3RangeReader(self._s3, self._bucket, key, head["ContentLength"])
-        with zipfile.ZipFile(cast(IO[bytes], reader)) as zf:
-            data = zf.read(member)
-        self.requests += reader.requests + 1
-        return data
+        except MemberTooLarge:
+            raise
+        except MemberError as exc:
+            raise StoreError(str(exc)) from exc
 
     def presigned_get(self, key: str, expires: int, filename: str | None = None) -> str:
         params: dict[str, Any] = {"Bucket": self._bucket, "Key": key}
@@ -115,10 +95,10 @@ class Objects:
             params["ResponseContentDisposition"] = f'attachment; filename="{filename}"'
         return self._s3.generate_presigned_url("get_object", Params=params, ExpiresIn=expires)
 
-    def put(self, key: str, body: bytes, content_type: str, metadata: dict[str, str]) -> None:
+    def put(self, key: str, body: bytes, content_type: str, metadata: dict[str, str] | None = None) -> None:
         try:
             self._s3.put_object(
-                Bucket=self._bucket, Key=key, Body=body, ContentType=content_type, Metadata=metadata
+                Bucket=self._bucket, Key=key, Body=body, ContentType=content_type, Metadata=metadata or {}
             )
         except ClientError as exc:
             raise StoreError("put_object failed") from exc

@@ -323,27 +323,14 @@ def parse_viewport(text: str) -> tuple[int, int]:
 def choose_media_type(accept: str | None) -> str | None:
     """PNG or JPEG from an Accept header or ``accept=`` value; None when neither is acceptable.
 
-    Without a preference (absent, ``*/*``, ``image/*``) the answer is PNG.
+    Without a preference (absent, ``*/*``, ``image/*``) the answer is PNG. Parsed by the
+    query function's one Accept parser (query.accept: q-values, q=0 excludes).
     """
-    if not accept or not accept.strip():
-        return PNG
-    ranked: list[tuple[float, int, str]] = []
-    for position, item in enumerate(accept.split(",")):
-        fields = [f.strip() for f in item.split(";")]
-        media = fields[0].lower()
-        q = 1.0
-        for parameter in fields[1:]:
-            name, _, value = parameter.partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    q = float(value)
-                except ValueError:
-                    q = 0.0
-        if q > 0:
-            ranked.append((-q, position, media))
-    for _, _, media in sorted(ranked):
-        if media in MEDIA_TYPES:
-            return media
-        if media in ("*/*", "image/*"):
+    from query.accept import parse
+
+    for media_range in parse(accept if accept and accept.strip() else None):
+        if media_range.media_type in MEDIA_TYPES:
+            return media_range.media_type
+        if media_range.media_type in ("*/*", "image/*"):
             return PNG
     return None

@@ -21,6 +21,7 @@ from query.matching import (
     flag,
     full_time,
     has_wildcard,
+    match_folded,
     match_name,
     match_text,
     name_index_prefix,
@@ -41,8 +42,9 @@ STUDY_MATCHING = {
     "PatientID",
     "StudyInstanceUID",
     "StudyID",
+    "StudyDescription",
 }
-SERIES_MATCHING = {"Modality", "SeriesInstanceUID", "SeriesNumber"}
+SERIES_MATCHING = {"Modality", "SeriesInstanceUID", "SeriesNumber", "SeriesDescription", "SeriesDate"}
 INSTANCE_MATCHING = {"SOPClassUID", "SOPInstanceUID", "InstanceNumber"}
 
 
@@ -54,6 +56,7 @@ class StudyFilter:
     study_id: str | None = None
     patient_name: str | None = None
     referring: str | None = None
+    description: str | None = None
     modality: str | None = None
     study_date: Range | None = None
     study_time: Range | None = None
@@ -75,6 +78,7 @@ class StudyFilter:
             study_id=text("StudyID"),
             patient_name=text("PatientName"),
             referring=text("ReferringPhysicianName"),
+            description=text("StudyDescription"),
             modality=text("ModalitiesInStudy"),
             study_date=date_range(date, "StudyDate") if date else None,
             study_time=time_range(time, "StudyTime") if time else None,
@@ -96,6 +100,7 @@ class StudyFilter:
             or match_name(first_text(level, "PatientName"), self.patient_name, self.fuzzy),
             self.referring is None
             or match_name(first_text(level, "ReferringPhysicianName"), self.referring, self.fuzzy),
+            self.description is None or match_folded(first_text(level, "StudyDescription"), self.description),
         ]
         return all(checks)
 

@@ -36,6 +36,7 @@ class Stack:
     bucket: str
     process: subprocess.Popen[bytes]
     log: Path
+    viewer: str = ""
 
     def s3(self) -> S3Client:
         return boto3.client("s3", region_name="us-east-1", endpoint_url=self.moto)
@@ -71,7 +72,7 @@ def _listening(port: int) -> bool:
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     OUTPUT.mkdir(exist_ok=True)
-    ports = {name: free_port() for name in ("moto", "api", "dicom")}
+    ports = {name: free_port() for name in ("moto", "api", "dicom", "viewer")}
     data_dir = tmp_path_factory.mktemp("local-run")
     log = OUTPUT / "local-stack.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "EDGE_GATEWAY_"))}
@@ -92,6 +93,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 "1",
                 "--data-dir",
                 str(data_dir),
+                "--viewer-port",
+                str(ports["viewer"]),
             ],
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -99,7 +102,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         )
     try:
         wait_for(
-            lambda: all(_listening(p) for p in ports.values()) or process.poll() is not None,
+            # The viewer is optional (it needs npm once): its own tests wait for it.
+            lambda: (
+                all(_listening(p) for n, p in ports.items() if n != "viewer") or process.poll() is not None
+            ),
             90,
             "the local stack to listen",
         )
@@ -111,6 +117,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             bucket=LocalCloudConfig().bucket,
             process=process,
             log=log,
+            viewer=f"http://127.0.0.1:{ports['viewer']}",
         )
     finally:
         process.send_signal(signal.SIGINT)

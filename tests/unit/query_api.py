@@ -57,8 +57,7 @@ def make_api(aws: Aws) -> Api:
     # The module-level clients were built at first import: point them at this test's moto.
     dependencies.store._db = aws.dynamodb
     dependencies.store._table = aws.table
-    dependencies.objects._client = aws.s3
-    dependencies.objects._bucket = aws.bucket
+    dependencies.objects.use(aws.s3, aws.bucket)
     return Api(aws)
 
 

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import boto3
 import pytest
 from common import keys
+from common.s3_reader import PresignedRangeFetcher, S3ReadError
 from ingest.process import ingest_object
-from ingest.s3_reader import PresignedRangeFetcher, S3ReadError
 from moto.server import ThreadedMotoServer
 
 from local_cloud.template import load_template, table_definition

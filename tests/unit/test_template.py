@@ -32,7 +32,7 @@ def resources(statement: dict[str, Any]) -> list[str]:
     return [json.dumps(r) for r in (value if isinstance(value, list) else [value])]
 
 
-def test_query_function_cannot_write_the_table_and_writes_only_parts_and_large_answers() -> None:
+def test_query_function_cannot_write_the_table_and_writes_only_parts_answers_and_caches() -> None:
     for statement in statements("QueryFunction"):
         for action in actions(statement):
             if action == "dynamodb:UpdateItem":
@@ -42,8 +42,9 @@ def test_query_function_cannot_write_the_table_and_writes_only_parts_and_large_a
             elif action.startswith("dynamodb:"):
                 assert action in {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"}, action
             if action == "s3:PutObject":
-                # STOW-RS parts under incoming/, answers too large for Lambda under retrieve/.
-                allowed = (f'{PARTS}"}}', '/retrieve/*"}')
+                # STOW-RS parts under incoming/, answers too large for Lambda under retrieve/,
+                # frame positions of multi-frame instances under frame-index/, thumbnails/.
+                allowed = (f'{PARTS}"}}', '/retrieve/*"}', '/frame-index/*"}', '/thumbnails/*"}')
                 assert all(r.endswith(allowed) for r in resources(statement)), statement
         assert "*" not in statement["Resource"], statement
 

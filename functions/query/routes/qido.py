@@ -9,13 +9,13 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 from common import attributes as attrs
 from common import keys
-from common.dicom_json import DicomJson, element
+from common.dicom_json import DicomJson, element, first_text
 
 from query import access, links
 from query.access import allowed_sites
 from query.dependencies import objects, store
 from query.errors import BadRequest, NotFound
-from query.matching import check_uid, has_wildcard, match_text, uid_list
+from query.matching import check_uid, date_range, has_wildcard, match_folded, match_text, uid_list
 from query.search import (
     CONTROL_PARAMETERS,
     INSTANCE_MATCHING,
@@ -83,13 +83,14 @@ def _respond(results: Iterable[DicomJson], params: Mapping[str, str]) -> Respons
     return Response(200, DICOM_JSON, json.dumps(page, ensure_ascii=False), headers=headers)
 
 
-def _base_url() -> str:
+def base_url() -> str:
+    """``<public base>/dicomweb`` (query.links: never from request headers)."""
     return links.dicomweb_base(router.current_event.raw_event)
 
 
-def _site_base(item: Item) -> str:
+def site_base(item: Item) -> str:
     """Base of retrieve URLs for an item: with ``/partitions/<site>`` when answers name partitions."""
-    return access.partition_base(_base_url(), str(item.get("site", "")), store)
+    return access.partition_base(base_url(), str(item.get("site", "")), store)
 
 
 def _tag_site(result: DicomJson, item: Item) -> DicomJson:
@@ -111,7 +112,7 @@ def study_json(study: Item) -> DicomJson:
         attrs.STUDY_RELATED_INSTANCES, int(study.get("instance_count", 0))
     )
     result[attrs.RETRIEVE_URL.tag] = element(
-        attrs.RETRIEVE_URL, f"{_site_base(study)}/studies/{study['study_uid']}"
+        attrs.RETRIEVE_URL, f"{site_base(study)}/studies/{study['study_uid']}"
     )
     return dict(sorted(result.items()))
 
@@ -121,7 +122,7 @@ def series_json(series: Item) -> DicomJson:
     result[attrs.SERIES_RELATED_INSTANCES.tag] = element(
         attrs.SERIES_RELATED_INSTANCES, int(series.get("instance_count", 0))
     )
-    url = f"{_site_base(series)}/studies/{series['study_uid']}/series/{series['series_uid']}"
+    url = f"{site_base(series)}/studies/{series['study_uid']}/series/{series['series_uid']}"
     result[attrs.RETRIEVE_URL.tag] = element(attrs.RETRIEVE_URL, url)
     return dict(sorted(result.items()))
 
@@ -129,7 +130,7 @@ def series_json(series: Item) -> DicomJson:
 def instance_json(instance: Item) -> DicomJson:
     result: DicomJson = _tag_site(json.loads(instance["json"]), instance)
     url = (
-        f"{_site_base(instance)}/studies/{instance['study_uid']}/series/{instance['series_uid']}"
+        f"{site_base(instance)}/studies/{instance['study_uid']}/series/{instance['series_uid']}"
         f"/instances/{instance['sop_uid']}"
     )
     result[attrs.RETRIEVE_URL.tag] = element(attrs.RETRIEVE_URL, url)
@@ -159,6 +160,17 @@ def _match_series(series: Item, params: Mapping[str, str]) -> bool:
         return False
     for keyword in ("Modality", "SeriesNumber"):
         if keyword in params and not match_text(str(series.get(keyword, "")), params[keyword]):
+            return False
+    if "SeriesDescription" in params or "SeriesDate" in params:
+        level: DicomJson = json.loads(series.get("json") or "{}")
+        description = params.get("SeriesDescription", "")
+        if description not in ("", "*") and not match_folded(
+            first_text(level, "SeriesDescription"), description
+        ):
+            return False
+        if params.get("SeriesDate") and not date_range(params["SeriesDate"], "SeriesDate").contains(
+            first_text(level, "SeriesDate")
+        ):
             return False
     return True
 

@@ -20,10 +20,12 @@ from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 from common import keys
 from common.dicom_json import DicomJson
 
+from query import accept
+from query.bulkdata import instance_url, with_bulk_data_uris
 from query.dependencies import objects, settings, store
 from query.errors import NotAcceptable, NotFound
 from query.matching import check_uid
-from query.routes.qido import visible_instance, visible_study
+from query.routes.qido import site_base, visible_instance, visible_study
 from query.store import Item
 
 router = APIGatewayHttpRouter()
@@ -72,13 +74,21 @@ def _metadata(instances: list[Item]) -> list[DicomJson]:
             sop = str(((header.get("00080018") or {}).get("Value") or [""])[0])
             if sop in wanted:
                 headers.setdefault(sop, header)
-    return [headers[str(i["sop_uid"])] for i in instances if str(i["sop_uid"]) in headers]
+    return [
+        with_bulk_data_uris(
+            headers[str(i["sop_uid"])],
+            instance_url(site_base(i), str(i["study_uid"]), str(i["series_uid"]), str(i["sop_uid"])),
+            str(i.get("transfer_syntax") or ""),
+        )
+        for i in instances
+        if str(i["sop_uid"]) in headers
+    ]
 
 
 def _metadata_response(instances: list[Item]) -> Response[Any]:
     body = json.dumps(_metadata(instances), ensure_ascii=False)
     if len(body) > INLINE_LIMIT:  # characters: at least as many bytes
-        return _redirect(iter([body.encode()]), DICOM_JSON)
+        return redirect_large(iter([body.encode()]), DICOM_JSON)
     return Response(200, DICOM_JSON, body)
 
 
@@ -97,55 +107,65 @@ def instance_metadata(study_uid: str, series_uid: str, sop_uid: str) -> Response
     return _metadata_response(_instances(study_uid, series_uid, sop_uid))
 
 
-def _wants_single_part(single_allowed: bool) -> bool:
-    """True for a bare ``application/dicom``; multipart/related otherwise (PS3.18 8.7)."""
-    accept = (router.current_event.headers.get("accept") or "*/*").lower()
-    kinds = [a.split(";")[0].strip() for a in accept.split(",")]
-    for part in accept.split(","):
-        media = part.split(";")[0].strip()
-        if media == "multipart/related":
-            inner = (
-                part.split("type=")[1].strip(" \"'").split(";")[0].strip(" \"'") if "type=" in part else ""
-            )
-            if inner in ("", "application/dicom"):
-                return False
-    if "application/dicom" in kinds and single_allowed:
-        return "multipart/related" not in kinds
-    if any(k in ("*/*", "multipart/*", "multipart/related") for k in kinds):
-        return False
-    raise NotAcceptable('retrieve answers multipart/related; type="application/dicom"')
+def _negotiate(single_allowed: bool) -> accept.InstanceAnswer:
+    """Single part or multipart, and the transfer syntax asked for (PS3.18 8.7.3.5.1), else 406."""
+    answer = accept.negotiate_instances(router.current_event.headers.get("accept"), single_allowed)
+    if answer is None:
+        raise NotAcceptable('retrieve answers multipart/related; type="application/dicom"')
+    return answer
 
 
-def _multipart(instances: list[Item], boundary: str) -> Iterator[bytes]:
+def _instance_data(item: Item, transfer_syntax: str) -> tuple[bytes, str]:
+    """(Part 10 bytes, their transfer syntax) in ``transfer_syntax`` (``*``: as stored), else 406."""
+    stored = str(item.get("transfer_syntax", "") or "")
+    if transfer_syntax in (accept.ANY_TRANSFER_SYNTAX, stored):
+        return objects.instance_bytes(item), stored
+    if transfer_syntax != accept.EXPLICIT_VR_LITTLE_ENDIAN:
+        raise NotAcceptable(
+            f"instances are offered as stored ({stored}, transfer-syntax=*) or in "
+            f"{accept.EXPLICIT_VR_LITTLE_ENDIAN}"
+        )
+    from common.decode_limits import LimitExceeded
+
+    from query.frames import FrameError
+    from query.transcode import to_explicit_little_endian
+
+    try:
+        return to_explicit_little_endian(objects.instance_bytes(item)), accept.EXPLICIT_VR_LITTLE_ENDIAN
+    except (FrameError, LimitExceeded) as exc:
+        raise NotAcceptable(f"the instance cannot be transcoded to Explicit VR Little Endian: {exc}") from exc
+
+
+def _multipart(instances: list[Item], boundary: str, transfer_syntax: str) -> Iterator[bytes]:
     for item in instances:
-        ts = str(item.get("transfer_syntax", "") or "")
+        data, ts = _instance_data(item, transfer_syntax)
         ts_param = f"; transfer-syntax={ts}" if ts else ""
         yield f"--{boundary}\r\nContent-Type: application/dicom{ts_param}\r\n\r\n".encode()
-        yield objects.instance_bytes(item)
+        yield data
         yield b"\r\n"
     yield f"--{boundary}--\r\n".encode()
 
 
 def _retrieve(instances: list[Item], single_allowed: bool) -> Response[Any]:
-    single = _wants_single_part(single_allowed)
-    if single:
-        data = objects.instance_bytes(instances[0])
+    answer = _negotiate(single_allowed)
+    if answer.single:
+        data, _ts = _instance_data(instances[0], answer.transfer_syntax)
         if len(data) <= INLINE_LIMIT:
             return Response(200, "application/dicom", data)
-        return _redirect(iter([data]), "application/dicom")
+        return redirect_large(iter([data]), "application/dicom")
     boundary = uuid.uuid4().hex
     content_type = f'multipart/related; type="application/dicom"; boundary={boundary}'
     known = sum(int(i.get("member_size", 0) or 0) for i in instances)
     if known > INLINE_LIMIT:
-        return _redirect(_multipart(instances, boundary), content_type)
+        return redirect_large(_multipart(instances, boundary, answer.transfer_syntax), content_type)
     chunks: list[bytes] = []
     size = 0
-    stream = _multipart(instances, boundary)
+    stream = _multipart(instances, boundary, answer.transfer_syntax)
     for chunk in stream:
         chunks.append(chunk)
         size += len(chunk)
         if size > INLINE_LIMIT:
-            return _redirect(_chain(chunks, stream), content_type)
+            return redirect_large(_chain(chunks, stream), content_type)
     return Response(200, content_type, b"".join(chunks))
 
 
@@ -154,7 +174,8 @@ def _chain(first: list[bytes], rest: Iterator[bytes]) -> Iterator[bytes]:
     yield from rest
 
 
-def _redirect(chunks: Iterator[bytes], content_type: str) -> Response[Any]:
+def redirect_large(chunks: Iterator[bytes], content_type: str) -> Response[Any]:
+    """Write an answer too large for a Lambda response under ``retrieve/`` and answer 303 to it."""
     key = f"{RETRIEVE_PREFIX}{uuid.uuid4().hex}"
     objects.put_stream(key, chunks, content_type)
     url = objects.presigned_get(key, LINK_SECONDS)

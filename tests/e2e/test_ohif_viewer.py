@@ -1,0 +1,226 @@
+"""The real OHIF v3 viewer in headless Chromium against the local stand-in (another origin: CORS).
+
+Studies go in through STOW-RS; the viewer's study list must show them, and opening a
+CT series, an RLE, a JPEG-LS, a JPEG 2000 and a multi-frame JPEG instance must draw
+each image: the canvas is compared with pydicom's own decoding of the same file
+(correlation of the displayed picture with the pixel values), and scrolling to the
+next image must draw that one.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import shutil
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytest
+from dicomweb_client.api import DICOMwebClient
+from PIL import Image
+from pydicom.dataset import Dataset
+
+from tests.conftest import require_tool
+from tests.dicom_factory import series_from
+from tests.e2e.conftest import OUTPUT, Stack, wait_for
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--use-gl=swiftshader",
+    "--enable-unsafe-swiftshader",
+    "--window-size=1280,900",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+CASES = {
+    "ct": ("CT_small.dcm", 3),
+    "rle": ("MR_small_RLE.dcm", 1),
+    "jls": ("MR_small_jpeg_ls_lossless.dcm", 1),
+    "j2k": ("MR_small_jp2klossless.dcm", 1),
+    "multiframe": ("examples_ybr_color.dcm", 1),
+}
+
+
+@dataclass
+class Studies:
+    tag: str
+    series: dict[str, list[Dataset]]
+
+
+def _viewer_up(stack: Stack) -> bool:
+    try:
+        with urllib.request.urlopen(stack.viewer + "/app-config.js", timeout=5) as reply:  # noqa: S310
+            return reply.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def studies(stack: Stack) -> Studies:
+    tag = uuid.uuid4().hex[:8]
+    client = DICOMwebClient(stack.api + "/dicomweb")
+    series = {}
+    for kind, (name, count) in CASES.items():
+        instances = series_from(name, count)
+        for ds in instances:
+            ds.StudyDescription = f"OHIF {kind} {tag}"
+            ds.PatientName = f"Ohifviewer^K{kind}"  # no word another test searches for
+            ds.PatientID = f"OHIF-{tag}-{kind}"
+        client.store_instances(instances)
+        series[kind] = instances
+    return Studies(tag, series)
+
+
+@pytest.fixture(scope="module")
+def browser(stack: Stack) -> Iterator[Any]:
+    require_tool(shutil.which(CHROMIUM) is not None and shutil.which(CHROMEDRIVER) is not None, "chromium")
+    require_tool(shutil.which("npm") is not None or _viewer_up(stack), "npm (fetches the OHIF viewer)")
+    wait_for(lambda: _viewer_up(stack), 120, "the OHIF viewer to be served")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in FLAGS:
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    with tempfile.TemporaryDirectory() as profile:
+        options.add_argument(f"--user-data-dir={profile}")
+        driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+        try:
+            yield driver
+        finally:
+            driver.quit()
+
+
+def _canvas(driver: Any) -> np.ndarray | None:
+    """The first viewport's canvas as an RGB array (cornerstone copies its render into a 2D canvas)."""
+    url = driver.execute_script(
+        "const c = document.querySelector('canvas.cornerstone-canvas');"
+        "return c && c.width > 0 ? c.toDataURL('image/png') : null;"
+    )
+    if not url:
+        return None
+    picture = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB")
+    return np.asarray(picture)
+
+
+def _drawn(driver: Any) -> list[np.ndarray]:
+    """[canvas] once something is drawn (not a blank canvas), else [] (wait_for wants a truthy value)."""
+    canvas = _canvas(driver)
+    return [canvas] if canvas is not None and canvas.std() > 5 else []
+
+
+def _displayed(canvas: np.ndarray, rows: int, columns: int) -> np.ndarray:
+    """The part of the canvas where a fitted image of rows x columns is drawn, resampled to that size."""
+    height, width = canvas.shape[:2]
+    scale = min(width / columns, height / rows)
+    w, h = round(columns * scale), round(rows * scale)
+    left, top = (width - w) // 2, (height - h) // 2
+    gray = Image.fromarray(canvas[top : top + h, left : left + w]).convert("L")
+    return np.asarray(gray.resize((columns, rows), Image.Resampling.BILINEAR), dtype=float)
+
+
+def _similarity(canvas: np.ndarray, ds: Dataset, frame: int = 0) -> float:
+    pixels = ds.pixel_array
+    if int(ds.get("NumberOfFrames") or 1) > 1:
+        pixels = pixels[frame]
+    if pixels.ndim == 3:  # colour (pydicom gives RGB): compare the luminance
+        pixels = pixels @ np.array([0.299, 0.587, 0.114])
+    shown = _displayed(canvas, int(ds.Rows), int(ds.Columns))
+    return float(np.corrcoef(shown.ravel(), pixels.astype(float).ravel())[0, 1])
+
+
+def _open(driver: Any, stack: Stack, ds: Dataset) -> np.ndarray:
+    driver.get(f"{stack.viewer}/viewer?StudyInstanceUIDs={ds.StudyInstanceUID}")
+    canvas = wait_for(lambda: _drawn(driver), 60, "OHIF to draw the image")[0]
+    time.sleep(1.0)  # let progressive loading finish: take the final picture
+    final = _canvas(driver)
+    return final if final is not None else canvas
+
+
+def _scroll_down(driver: Any) -> None:
+    """One notch of the mouse wheel over the viewport, as a user's (a real input event)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.actions.wheel_input import ScrollOrigin
+    from selenium.webdriver.common.by import By
+
+    viewport = driver.find_element(By.CSS_SELECTOR, "canvas.cornerstone-canvas")
+    ActionChains(driver).scroll_from_origin(ScrollOrigin.from_element(viewport), 0, 120).perform()
+
+
+def _save(canvas: np.ndarray, name: str) -> None:
+    OUTPUT.mkdir(exist_ok=True)
+    Image.fromarray(canvas).save(OUTPUT / f"ohif-{name}.png")
+
+
+def test_study_list_shows_the_studies(stack: Stack, studies: Studies, browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.get(stack.viewer + "/")
+    text = wait_for(
+        lambda: (body := browser.find_element(By.TAG_NAME, "body").text) and studies.tag in body and body,
+        60,
+        "the study list",
+    )
+    for kind in CASES:
+        assert f"OHIF {kind} {studies.tag}" in text
+
+
+@pytest.mark.parametrize("kind", ["rle", "jls", "j2k"])
+def test_compressed_instances_are_drawn_as_pydicom_decodes_them(
+    stack: Stack, studies: Studies, browser: Any, kind: str
+) -> None:
+    ds = studies.series[kind][0]
+    canvas = _open(browser, stack, ds)
+    _save(canvas, kind)
+    assert _similarity(canvas, ds) > 0.9
+
+
+def test_ct_series_draws_and_scrolls_to_the_next_image(stack: Stack, studies: Studies, browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    ct = sorted(studies.series["ct"], key=lambda d: int(d.InstanceNumber))
+    first = _open(browser, stack, ct[0])
+    _save(first, "ct-1")
+    assert _similarity(first, ct[0]) > 0.9
+    # WHEN the user scrolls one step down in the viewport
+    _scroll_down(browser)
+    # THEN the overlay says image 2 of 3 and the canvas shows the second instance
+    wait_for(lambda: "2/3" in browser.find_element(By.TAG_NAME, "body").text, 30, "the next image")
+    time.sleep(1.0)
+    second = _canvas(browser)
+    assert second is not None
+    _save(second, "ct-2")
+    assert _similarity(second, ct[1]) > 0.9
+
+
+def test_multi_frame_instance_draws_its_frames(stack: Stack, studies: Studies, browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    ds = studies.series["multiframe"][0]
+    canvas = _open(browser, stack, ds)
+    _save(canvas, "multiframe-1")
+    assert canvas.shape[0] > 100 and _similarity(canvas, ds, 0) > 0.9
+    _scroll_down(browser)
+    wait_for(lambda: "2/30" in browser.find_element(By.TAG_NAME, "body").text, 30, "frame 2 of 30")
+
+
+def test_ui_page_links_studies_to_the_served_viewer(stack: Stack, browser: Any) -> None:
+    # The /ui page's viewer base is the OHIF this stand-in serves (i16's link: <base>/viewer?...)
+    page = urllib.request.urlopen(stack.api + "/ui", timeout=10).read().decode()  # noqa: S310
+    assert f'<meta name="viewer-url" content="{stack.viewer}">' in page

@@ -1,0 +1,62 @@
+"""QIDO-RS as OHIF's worklist asks it: wildcards around every typed word, its includefield set, no Scan."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+import pytest
+from ingest.process import ingest_object
+
+from tests.conftest import Aws
+from tests.dicom_factory import series_from
+from tests.unit.query_api import Api, make_api
+from tests.unit.test_ingest import put_part
+
+DESCRIPTION = "00081030"
+OHIF_INCLUDE = "00081030,00080060,00080090,00100030"
+
+
+@pytest.fixture
+def api(aws: Aws) -> Api:
+    for i, (description, series_description) in enumerate(
+        (("CT Thorax mit KM", "Lunge 1mm"), ("MR Knie", "PD fs"))
+    ):
+        instances = series_from("CT_small.dcm", 1)
+        for ds in instances:
+            ds.StudyDescription, ds.SeriesDescription = description, series_description
+        ingest_object(aws.s3, aws.dynamodb, aws.table, aws.bucket, put_part(aws, instances, f"v{i}"))
+    return make_api(aws)
+
+
+def studies(api: Api, **params: str) -> list[str]:
+    query = {"limit": "101", "offset": "0", "fuzzymatching": "true", "includefield": OHIF_INCLUDE, **params}
+    reply = api.get("/dicomweb/studies?" + urlencode(query))
+    assert reply.status in (200, 204), reply.body
+    return [s[DESCRIPTION]["Value"][0] for s in reply.json()] if reply.status == 200 else []
+
+
+def test_worklist_filters_as_ohif_sends_them(aws: Aws, api: Api) -> None:
+    operations: list[str] = []
+    aws.dynamodb.meta.events.register(
+        "before-call.dynamodb.*", lambda model, **_: operations.append(model.name)
+    )
+    # OHIF's Description box: *word*, any case
+    assert studies(api, StudyDescription="*thorax*") == ["CT Thorax mit KM"]
+    assert studies(api, StudyDescription="MR Knie") == ["MR Knie"]
+    assert studies(api, StudyDescription="*Hüfte*") == []
+    # its other boxes: patient name, MRN (by tag), accession, modality, date range
+    assert len(studies(api, PatientName="*compressed*", **{"00100020": "*"}, ModalitiesInStudy="CT")) == 2
+    assert len(studies(api, StudyDate="19700102-20991231", AccessionNumber="*")) == 2
+    assert set(operations) <= {"Query", "GetItem", "BatchGetItem"}
+
+
+def test_series_level_description_and_date(api: Api) -> None:
+    (study,) = [
+        s["0020000D"]["Value"][0] for s in api.get("/dicomweb/studies?StudyDescription=*knie*").json()
+    ]
+    found = api.get(f"/dicomweb/studies/{study}/series?SeriesDescription=*pd*&includefield=0008103E,00080021")
+    assert found.status == 200 and found.json()[0]["0008103E"]["Value"] == ["PD fs"]
+    assert api.get(f"/dicomweb/studies/{study}/series?SeriesDescription=*lunge*").status == 204
+    assert api.get("/dicomweb/series?SeriesDescription=*lunge*").json()[0]["0008103E"]["Value"] == [
+        "Lunge 1mm"
+    ]
