@@ -202,6 +202,7 @@ class LocalCloud:
                 "region": cfg.region,
                 "endpoint_url": self.endpoint,
                 "gateway_id": cfg.gateway_id,
+                "table_name": cfg.table,  # C-FIND/C-MOVE/C-GET and storage commitment
             },
             environ={},
         )

@@ -1,0 +1,94 @@
+"""Wiring of the services answered from the cloud archive: Query/Retrieve and Storage Commitment.
+
+``receiver.start`` asks ``for_config`` for them in every process that serves the
+DICOM port. They are offered only when ``table_name`` is configured (the box then
+needs read access to the index and the bucket; see the README). Activity counters
+are published to ``<spool>/dimse/activity-<pid>.json`` for ``edge-gateway status``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pynetdicom.presentation import PresentationContext
+
+from edge_gateway.archive_client import Archive
+from edge_gateway.dimse_access import AccessTable
+from edge_gateway.query_retrieve import Activity, Handler, QueryRetrieve
+
+if TYPE_CHECKING:
+    from edge_gateway.config import GatewayConfig
+
+FOLDER = "dimse"
+PUBLISH_EVERY = 2.0
+
+
+class DimseServices:
+    """The handlers and presentation contexts of C-FIND/C-MOVE/C-GET and Storage Commitment."""
+
+    def __init__(self, config: GatewayConfig, archive: Archive | None = None) -> None:
+        self.config = config
+        self.folder = config.spool_dir / FOLDER
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.archive = archive or Archive.from_config(config)
+        self.access = AccessTable.from_config(config)
+        self.activity = Activity()
+        self.query_retrieve = QueryRetrieve(
+            self.archive, self.access, config.ae_title, config.max_find_matches, self.activity
+        )
+        self._published = 0.0
+        self._lock = threading.Lock()
+
+    def contexts(self) -> list[PresentationContext]:
+        return QueryRetrieve.contexts()
+
+    def handlers(self) -> list[Handler]:
+        return [(event, self._published_after(handler)) for event, handler in self.query_retrieve.handlers()]
+
+    def _published_after(self, handler: Any) -> Any:
+        """Run a generator handler, then publish the activity counters (at most every few seconds)."""
+
+        def run(event: Any) -> Any:
+            try:
+                yield from handler(event)
+            finally:
+                self.publish()
+
+        return run
+
+    def publish(self, force: bool = False) -> None:
+        with self._lock:
+            if not force and time.monotonic() - self._published < PUBLISH_EVERY:
+                return
+            self._published = time.monotonic()
+        path = self.folder / f"activity-{os.getpid()}.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({**self.activity.snapshot(), "written_at": time.time()}))
+        os.replace(tmp, path)
+
+
+def for_config(config: GatewayConfig) -> DimseServices | None:
+    """The services, or None when ``table_name`` is not configured."""
+    return DimseServices(config) if config.table_name else None
+
+
+def activity_status(spool_dir: Path) -> dict[str, Any]:
+    """Counters summed over every process's published file, and when each service was last used."""
+    counts: dict[str, int] = {}
+    last: dict[str, float] = {}
+    folder = spool_dir / FOLDER
+    for path in sorted(folder.glob("activity-*.json")) if folder.is_dir() else []:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        for name, value in data.get("counts", {}).items():
+            counts[name] = counts.get(name, 0) + int(value)
+        for name, at in data.get("last", {}).items():
+            last[name] = max(last.get(name, 0.0), float(at))
+    return {"dimse_counts": counts, "dimse_last": last}

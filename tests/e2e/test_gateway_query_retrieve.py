@@ -1,0 +1,327 @@
+"""C-FIND, C-MOVE and C-GET against the gateway, answered from the local stand-in's index and bucket.
+
+Data goes in the ordinary way (C-STORE to the stand-in's gateway, zip, ingest); a
+second gateway with query/retrieve configured answers dcmtk ``findscu``,
+``movescu`` (to dcmtk ``storescp``) and ``getscu``, and pynetdicom for C-CANCEL.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pynetdicom import AE
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    PatientRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelFind,
+)
+
+from edge_gateway.archive_client import Archive
+from edge_gateway.config import load
+from edge_gateway.gateway import Gateway
+from local_cloud.stack import LocalCloudConfig, free_port
+from tests.conftest import require_tool
+from tests.dicom_factory import series_from
+from tests.e2e.conftest import Stack, wait_for
+from tests.e2e.test_pipeline import send
+
+pytestmark = pytest.mark.e2e
+
+SITE = LocalCloudConfig().gateway_id
+
+
+@dataclass
+class Archived:
+    ct: list[Dataset]
+    mr: list[Dataset]
+
+
+@pytest.fixture(scope="module")
+def archived(stack: Stack) -> Archived:
+    """Two studies of two patients, stored through the stand-in's gateway and indexed."""
+    ct = series_from("CT_small.dcm", 3)
+    mr = series_from("MR_small.dcm", 2)
+    for ds in ct:
+        ds.PatientName, ds.PatientID, ds.StudyDate, ds.AccessionNumber = (
+            "Qrfind^Alpha",
+            "QR-1",
+            "20240105",
+            "ACC-Q1",
+        )
+    for ds in mr:
+        ds.SpecificCharacterSet = "ISO_IR 100"
+        ds.PatientName, ds.PatientID, ds.StudyDate = "Qrfind^Müller", "QR-2", "20230601"
+    assert send(stack.dicom_port, [*ct, *mr]) == [0] * 5
+    for series in (ct, mr):
+        uid = series[0].StudyInstanceUID
+
+        def indexed(uid: str = uid, count: int = len(series)) -> bool:
+            status, _, body = stack.get(f"/dicomweb/studies?StudyInstanceUID={uid}")
+            return status == 200 and body[0]["00201208"]["Value"][0] == count
+
+        wait_for(indexed, 90, "the studies to be indexed")
+    return Archived(ct, mr)
+
+
+def start_gateway(stack: Stack, spool: Path, **settings: Any) -> Gateway:
+    config = load(
+        overrides={
+            "host": "127.0.0.1",
+            "port": 0,
+            "ae_title": "QREDGE",
+            "spool_dir": spool,
+            "bucket": stack.bucket,
+            "region": "us-east-1",
+            "endpoint_url": stack.moto,
+            "gateway_id": "qr-edge",
+            "table_name": LocalCloudConfig().table,
+            "query_sites": (SITE,),
+            **settings,
+        },
+        environ={},
+    )
+    with pytest.MonkeyPatch.context() as env:  # the clients keep the credentials they start with
+        env.setenv("AWS_ACCESS_KEY_ID", "local")
+        env.setenv("AWS_SECRET_ACCESS_KEY", "local")
+        gateway = Gateway(config)
+        gateway.start()
+    return gateway
+
+
+@pytest.fixture(scope="module")
+def destination_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def qr_gateway(
+    stack: Stack, archived: Archived, destination_port: int, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Gateway]:
+    gateway = start_gateway(
+        stack,
+        tmp_path_factory.mktemp("qr-spool"),
+        known_aets=(f"STORESCP=127.0.0.1:{destination_port}",),
+        dimse_permissions=("WS1: find get move=STORESCP", "NOQUERY: get"),
+    )
+    yield gateway
+    gateway.stop()
+
+
+def dcmtk(tool: str) -> str:
+    path = f"/usr/bin/{tool}"  # pynetdicom's console scripts of the same name shadow dcmtk's
+    require_tool(shutil.which(path) is not None, f"dcmtk {tool}")
+    return path
+
+
+def findscu(port: int, out: Path, model: str, *keys: str, calling: str = "WS1") -> list[Dataset]:
+    """Run dcmtk findscu with -X; the responses' identifiers, read back from the files it wrote."""
+    out.mkdir(parents=True, exist_ok=True)
+    command = [dcmtk("findscu"), model, "-aet", calling, "-aec", "QREDGE", "-X", "-od", str(out)]
+    for key in keys:
+        command += ["-k", key]
+    result = subprocess.run(
+        [*command, "127.0.0.1", str(port)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return [dcmread(p) for p in sorted(out.glob("rsp*.dcm"))]
+
+
+def test_findscu_study_level_by_patient_id(qr_gateway: Gateway, archived: Archived, tmp_path: Path) -> None:
+    # WHEN a Study Root STUDY-level query names a patient ID and asks for common return keys
+    found = findscu(
+        qr_gateway.port,
+        tmp_path,
+        "-S",
+        "QueryRetrieveLevel=STUDY",
+        "PatientID=QR-1",
+        "PatientName",
+        "StudyDate",
+        "StudyInstanceUID",
+        "AccessionNumber",
+        "ModalitiesInStudy",
+        "NumberOfStudyRelatedInstances",
+    )
+    # THEN exactly that study comes back with its values
+    assert [str(ds.StudyInstanceUID) for ds in found] == [archived.ct[0].StudyInstanceUID]
+    [study] = found
+    assert str(study.PatientName) == "Qrfind^Alpha"
+    assert study.StudyDate == "20240105"
+    assert study.AccessionNumber == "ACC-Q1"
+    assert int(study.NumberOfStudyRelatedInstances) == 3
+    assert list(study.ModalitiesInStudy) == ["CT"] or study.ModalitiesInStudy == "CT"
+    assert study.RetrieveAETitle == "QREDGE"
+
+
+def test_findscu_wildcards_and_date_ranges(qr_gateway: Gateway, archived: Archived, tmp_path: Path) -> None:
+    both = findscu(
+        qr_gateway.port, tmp_path / "a", "-S", "QueryRetrieveLevel=STUDY", "PatientName=QRFIND*", "StudyDate"
+    )
+    assert sorted(str(ds.StudyInstanceUID) for ds in both) == sorted(
+        [archived.ct[0].StudyInstanceUID, archived.mr[0].StudyInstanceUID]
+    )
+    in_2024 = findscu(
+        qr_gateway.port,
+        tmp_path / "b",
+        "-S",
+        "QueryRetrieveLevel=STUDY",
+        "PatientName=Qrfind*",
+        "StudyDate=20240101-20241231",
+    )
+    assert [str(ds.StudyInstanceUID) for ds in in_2024] == [archived.ct[0].StudyInstanceUID]
+    before = findscu(
+        qr_gateway.port,
+        tmp_path / "c",
+        "-S",
+        "QueryRetrieveLevel=STUDY",
+        "PatientID=QR-?",
+        "StudyDate=-20231231",
+    )
+    assert [str(ds.StudyInstanceUID) for ds in before] == [archived.mr[0].StudyInstanceUID]
+
+
+def test_findscu_patient_root_patient_level_keeps_characters(
+    qr_gateway: Gateway, archived: Archived, tmp_path: Path
+) -> None:
+    found = findscu(
+        qr_gateway.port,
+        tmp_path,
+        "-P",
+        "QueryRetrieveLevel=PATIENT",
+        "PatientID=QR-2",
+        "PatientName",
+        "NumberOfPatientRelatedStudies",
+    )
+    [patient] = found
+    assert str(patient.PatientName) == "Qrfind^Müller"
+    assert int(patient.NumberOfPatientRelatedStudies) == 1
+
+
+def test_findscu_series_and_image_levels(qr_gateway: Gateway, archived: Archived, tmp_path: Path) -> None:
+    study_uid = archived.ct[0].StudyInstanceUID
+    series = findscu(
+        qr_gateway.port,
+        tmp_path / "series",
+        "-S",
+        "QueryRetrieveLevel=SERIES",
+        f"StudyInstanceUID={study_uid}",
+        "SeriesInstanceUID",
+        "Modality=CT",
+        "NumberOfSeriesRelatedInstances",
+    )
+    assert [str(ds.SeriesInstanceUID) for ds in series] == [archived.ct[0].SeriesInstanceUID]
+    assert int(series[0].NumberOfSeriesRelatedInstances) == 3
+    images = findscu(
+        qr_gateway.port,
+        tmp_path / "images",
+        "-S",
+        "QueryRetrieveLevel=IMAGE",
+        f"StudyInstanceUID={study_uid}",
+        f"SeriesInstanceUID={archived.ct[0].SeriesInstanceUID}",
+        "SOPInstanceUID",
+        "InstanceNumber=2",
+    )
+    assert [str(ds.SOPInstanceUID) for ds in images] == [archived.ct[1].SOPInstanceUID]
+
+
+def _find(port: int, identifier: Dataset, calling: str = "WS1", model: Any = None) -> list[tuple[int, Any]]:
+    ae = AE(ae_title=calling)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 20
+    model = model or StudyRootQueryRetrieveInformationModelFind
+    ae.add_requested_context(model)
+    assoc = ae.associate("127.0.0.1", port, ae_title="QREDGE")
+    assert assoc.is_established
+    try:
+        return [(int(status.Status), ds) for status, ds in assoc.send_c_find(identifier, model)]
+    finally:
+        assoc.release()
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DA")
+def test_permissions_and_bad_identifiers_get_clear_statuses(qr_gateway: Gateway, archived: Archived) -> None:
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.PatientID = "QR-1"
+    # An AE title allowed only to retrieve may not query: 0x0124 (not authorised)
+    assert [s for s, _ in _find(qr_gateway.port, query, calling="NOQUERY")] == [0x0124]
+    # A level the model does not have: 0xA900
+    query.QueryRetrieveLevel = "PATIENT"
+    assert [s for s, _ in _find(qr_gateway.port, query)] == [0xA900]
+    # A malformed date range: 0xA900, nothing leaks
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyDate = "2024-bad"
+    assert [s for s, _ in _find(qr_gateway.port, query)] == [0xA900]
+
+
+def test_the_match_limit_ends_the_search_with_b001(stack: Stack, archived: Archived, tmp_path: Path) -> None:
+    gateway = start_gateway(stack, tmp_path / "spool", max_find_matches=1)
+    try:
+        query = Dataset()
+        query.QueryRetrieveLevel = "STUDY"
+        query.PatientName = "Qrfind*"
+        query.StudyInstanceUID = ""
+        statuses = [s for s, _ in _find(gateway.port, query)]
+    finally:
+        gateway.stop()
+    assert statuses == [0xFF00, 0xB001]
+
+
+class SlowArchive(Archive):
+    """The real archive, with a pause before each instance: a C-CANCEL arrives mid-search."""
+
+    def instances(self, study_uid: str, series_uid: str | None = None) -> Iterator[Any]:
+        for item in super().instances(study_uid, series_uid):
+            time.sleep(0.4)
+            yield item
+
+
+def test_c_cancel_ends_a_find_with_fe00(
+    stack: Stack, archived: Archived, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edge_gateway import dimse_services
+
+    # GIVEN a gateway whose archive pauses between instances, so that the C-CANCEL arrives mid-search
+    monkeypatch.setattr(dimse_services, "Archive", SlowArchive)
+    gateway = start_gateway(stack, tmp_path / "spool")
+    try:
+        ae = AE(ae_title="WS1")
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 20
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+        assoc = ae.associate("127.0.0.1", gateway.port, ae_title="QREDGE")
+        assert assoc.is_established
+        context_id = assoc.accepted_contexts[0].context_id
+        query = Dataset()
+        query.QueryRetrieveLevel = "IMAGE"
+        query.StudyInstanceUID = archived.ct[0].StudyInstanceUID
+        query.SeriesInstanceUID = archived.ct[0].SeriesInstanceUID
+        query.SOPInstanceUID = ""
+        # WHEN the first match arrives, the peer sends C-CANCEL
+        statuses = []
+        for status, _ in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind, msg_id=7):
+            statuses.append(int(status.Status))
+            if len(statuses) == 1:
+                assoc.send_c_cancel(7, context_id)
+        assoc.release()
+    finally:
+        gateway.stop()
+    # THEN the search ends with Cancel before every match was sent
+    assert statuses[0] == 0xFF00
+    assert statuses[-1] == 0xFE00
+    assert len(statuses) < 4
+
+
+def test_patient_root_find_model_is_offered(qr_gateway: Gateway, archived: Archived) -> None:
+    query = Dataset()
+    query.QueryRetrieveLevel = "PATIENT"
+    query.PatientID = "QR-1"
+    query.PatientName = ""
+    results = _find(qr_gateway.port, query, model=PatientRootQueryRetrieveInformationModelFind)
+    assert [s for s, _ in results] == [0xFF00, 0x0000]
+    assert str(results[0][1].PatientName) == "Qrfind^Alpha"
