@@ -15,8 +15,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pynetdicom.presentation import PresentationContext
-
 from edge_gateway.archive_client import Archive
 from edge_gateway.dimse_access import AccessTable
 from edge_gateway.query_retrieve import Activity, Handler, QueryRetrieve
@@ -44,7 +42,8 @@ class DimseServices:
         self._published = 0.0
         self._lock = threading.Lock()
 
-    def contexts(self) -> list[PresentationContext]:
+    def contexts(self) -> list[tuple[str, list[str]]]:
+        """(SOP class UID, transfer syntax UIDs) to accept, SCP role."""
         return QueryRetrieve.contexts()
 
     def handlers(self) -> list[Handler]:

@@ -352,15 +352,9 @@ class QueryRetrieve:
         ]
 
     @staticmethod
-    def contexts() -> list[PresentationContext]:
-        """The Q/R SOP classes we accept, SCP role, in the uncompressed transfer syntaxes."""
-        out = []
-        for uid in (*FIND_CLASSES, *MOVE_CLASSES, *GET_CLASSES):
-            context = PresentationContext()
-            context.abstract_syntax = uid
-            context.transfer_syntax = list(UNCOMPRESSED)
-            out.append(context)
-        return out
+    def contexts() -> list[tuple[str, list[str]]]:
+        """(SOP class, transfer syntaxes) we accept as SCP: the Q/R models, uncompressed syntaxes."""
+        return [(uid, list(UNCOMPRESSED)) for uid in (*FIND_CLASSES, *MOVE_CLASSES, *GET_CLASSES)]
 
     # C-FIND ------------------------------------------------------------------------------
 

@@ -228,8 +228,8 @@ def start(
         from edge_gateway import dimse_services
 
         services = dimse_services.DimseServices(config)
-        for context in services.contexts():
-            ae.add_supported_context(context.abstract_syntax, context.transfer_syntax)
+        for sop_class, syntaxes in services.contexts():
+            ae.add_supported_context(sop_class, syntaxes)
         handlers += services.handlers()
     server_class: type[GatewayServer] = GatewayServer
     if handoff is not None:
