@@ -18,10 +18,11 @@ from typing import Any
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pynetdicom import AE
+from pynetdicom import AE, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelMove,
 )
 
 from edge_gateway.archive_client import Archive
@@ -325,3 +326,172 @@ def test_patient_root_find_model_is_offered(qr_gateway: Gateway, archived: Archi
     results = _find(qr_gateway.port, query, model=PatientRootQueryRetrieveInformationModelFind)
     assert [s for s, _ in results] == [0xFF00, 0x0000]
     assert str(results[0][1].PatientName) == "Qrfind^Alpha"
+
+
+@pytest.fixture
+def storescp(destination_port: int, tmp_path: Path) -> Iterator[Path]:
+    """dcmtk storescp as the move destination STORESCP, writing what it receives to a folder."""
+    out = tmp_path / "received"
+    out.mkdir()
+    log = tmp_path / "storescp.log"
+    with open(log, "wb") as log_file:
+        process = subprocess.Popen(
+            [dcmtk("storescp"), "-aet", "STORESCP", "-od", str(out), str(destination_port)],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env={"TCP_NODELAY": "1", "PATH": "/usr/bin:/bin"},
+        )
+    try:
+        wait_for(lambda: _listening(destination_port) or process.poll() is not None, 30, "storescp to listen")
+        assert process.poll() is None, log.read_text()
+        yield out
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _same_instances(received: list[Path], originals: list[Dataset]) -> None:
+    got = {str(ds.SOPInstanceUID): ds for ds in (dcmread(p) for p in received)}
+    assert sorted(got) == sorted(str(ds.SOPInstanceUID) for ds in originals)
+    for original in originals:
+        copy = got[str(original.SOPInstanceUID)]
+        assert copy.PixelData == original.PixelData
+        assert copy.PatientID == original.PatientID
+
+
+def test_movescu_series_to_storescp(qr_gateway: Gateway, archived: Archived, storescp: Path) -> None:
+    # WHEN movescu asks for the CT series to be moved to STORESCP
+    result = subprocess.run(
+        [
+            dcmtk("movescu"),
+            "-v",
+            "-S",
+            "-aet",
+            "WS1",
+            "-aec",
+            "QREDGE",
+            "-aem",
+            "STORESCP",
+            "-k",
+            "QueryRetrieveLevel=SERIES",
+            "-k",
+            f"StudyInstanceUID={archived.ct[0].StudyInstanceUID}",
+            "-k",
+            f"SeriesInstanceUID={archived.ct[0].SeriesInstanceUID}",
+            "127.0.0.1",
+            str(qr_gateway.port),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    # THEN it succeeds and storescp holds the three instances, pixel data intact
+    assert result.returncode == 0, result.stderr
+    assert "Final Move Response (Success)" in result.stdout + result.stderr
+    wait_for(lambda: len(list(storescp.iterdir())) == 3, 10, "storescp to write the files")
+    _same_instances(sorted(storescp.iterdir()), archived.ct)
+
+
+def test_getscu_study(qr_gateway: Gateway, archived: Archived, tmp_path: Path) -> None:
+    out = tmp_path / "got"
+    out.mkdir()
+    result = subprocess.run(
+        [
+            dcmtk("getscu"),
+            "-S",
+            "-aet",
+            "WS1",
+            "-aec",
+            "QREDGE",
+            "-od",
+            str(out),
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            f"StudyInstanceUID={archived.mr[0].StudyInstanceUID}",
+            "127.0.0.1",
+            str(qr_gateway.port),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    _same_instances(sorted(out.iterdir()), archived.mr)
+
+
+def _move(port: int, identifier: Dataset, destination: str, calling: str = "WS1") -> list[tuple[int, Any]]:
+    ae = AE(ae_title=calling)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 20
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+    assoc = ae.associate("127.0.0.1", port, ae_title="QREDGE")
+    assert assoc.is_established
+    try:
+        return [
+            (int(status.Status), status, ds)
+            for status, ds in assoc.send_c_move(
+                identifier, destination, StudyRootQueryRetrieveInformationModelMove
+            )
+        ]
+    finally:
+        assoc.release()
+
+
+def test_unknown_or_forbidden_move_destination_is_a801(qr_gateway: Gateway, archived: Archived) -> None:
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = archived.ct[0].StudyInstanceUID
+    assert [r[0] for r in _move(qr_gateway.port, query, "NOBODY")] == [0xA801]
+    # NOQUERY may C-GET only: a known destination is still refused for it
+    assert [r[0] for r in _move(qr_gateway.port, query, "STORESCP", calling="NOQUERY")] == [0xA801]
+
+
+def test_a_refused_sub_operation_is_reported(stack: Stack, archived: Archived, tmp_path: Path) -> None:
+    # GIVEN a destination (a real pynetdicom Storage SCP) that refuses one of the three instances
+    refused_uid = archived.ct[1].SOPInstanceUID
+    received: list[str] = []
+
+    def on_store(event: evt.Event) -> int:
+        uid = str(event.request.AffectedSOPInstanceUID)
+        if uid == refused_uid:
+            return 0xA700
+        received.append(uid)
+        return 0x0000
+
+    scp = AE(ae_title="PICKY")
+    scp.add_supported_context(archived.ct[0].SOPClassUID, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
+    server = scp.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    port = server.server_address[1]
+    gateway = start_gateway(stack, tmp_path / "spool", known_aets=(f"PICKY=127.0.0.1:{port}",))
+    try:
+        query = Dataset()
+        query.QueryRetrieveLevel = "SERIES"
+        query.StudyInstanceUID = archived.ct[0].StudyInstanceUID
+        query.SeriesInstanceUID = archived.ct[0].SeriesInstanceUID
+        results = _move(gateway.port, query, "PICKY")
+    finally:
+        gateway.stop()
+        server.shutdown()
+    # THEN pending responses count down, and the final Warning lists the refused instance
+    statuses = [r[0] for r in results]
+    assert statuses[:-1] == [0xFF00] * 3
+    final_status, final, identifier = results[-1]
+    assert final_status == 0xB000
+    assert final.NumberOfCompletedSuboperations == 2
+    assert final.NumberOfFailedSuboperations == 1
+    assert (
+        list(identifier.FailedSOPInstanceUIDList) == [refused_uid]
+        or identifier.FailedSOPInstanceUIDList == refused_uid
+    )
+    assert sorted(received) == sorted(
+        ds.SOPInstanceUID for ds in archived.ct if ds.SOPInstanceUID != refused_uid
+    )
