@@ -112,6 +112,10 @@ def status(config: GatewayConfig, as_json: bool) -> int:
             "written_at",
         ):
             result[key] = last.get(key)
+    if config.table_name:  # query/retrieve and storage commitment (edge_gateway.dimse_services)
+        from edge_gateway.gateway import dimse_status
+
+        result.update(dimse_status(config.spool_dir))
     if as_json:
         print(json.dumps(result, indent=1))
         return 0

@@ -15,9 +15,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pynetdicom import evt
+from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr-defined]
+
 from edge_gateway.archive_client import Archive
 from edge_gateway.dimse_access import AccessTable
-from edge_gateway.query_retrieve import Activity, Handler, QueryRetrieve
+from edge_gateway.query_retrieve import UNCOMPRESSED, Activity, Handler, QueryRetrieve
+from edge_gateway.storage_commitment import CommitmentScp
 
 if TYPE_CHECKING:
     from edge_gateway.config import GatewayConfig
@@ -39,15 +43,26 @@ class DimseServices:
         self.query_retrieve = QueryRetrieve(
             self.archive, self.access, config.ae_title, config.max_find_matches, self.activity
         )
+        self.commitment = CommitmentScp(config, self.access, self.activity)
         self._published = 0.0
         self._lock = threading.Lock()
 
     def contexts(self) -> list[tuple[str, list[str]]]:
         """(SOP class UID, transfer syntax UIDs) to accept, SCP role."""
-        return QueryRetrieve.contexts()
+        return [*QueryRetrieve.contexts(), (StorageCommitmentPushModel, list(UNCOMPRESSED))]
 
     def handlers(self) -> list[Handler]:
-        return [(event, self._published_after(handler)) for event, handler in self.query_retrieve.handlers()]
+        handlers: list[Handler] = [
+            (event, self._published_after(handler)) for event, handler in self.query_retrieve.handlers()
+        ]
+        handlers.append((evt.EVT_N_ACTION, self._n_action))
+        return handlers
+
+    def _n_action(self, event: evt.Event) -> Any:
+        try:
+            return self.commitment.handle_n_action(event)
+        finally:
+            self.publish()
 
     def _published_after(self, handler: Any) -> Any:
         """Run a generator handler, then publish the activity counters (at most every few seconds)."""
@@ -71,14 +86,17 @@ class DimseServices:
         os.replace(tmp, path)
 
 
-def for_config(config: GatewayConfig) -> DimseServices | None:
-    """The services, or None when ``table_name`` is not configured."""
-    return DimseServices(config) if config.table_name else None
-
-
 def activity_status(spool_dir: Path) -> dict[str, Any]:
-    """Counters summed over every process's published file, and when each service was last used."""
-    counts: dict[str, int] = {}
+    """Counters summed over every process's published file, when each service was last used, and
+    the storage commitment requests still waiting for their report.
+
+    Keys: ``find``, ``find_matches``, ``move``, ``move_instances``, ``get``, ``get_instances``,
+    ``commit_requests``, ``commit_instances`` and ``*_refused`` / ``*_failed`` / ``*_cancelled``
+    counts; ``last_find_at`` (etc.) as Unix times; ``commitments_pending``.
+    """
+    from edge_gateway.storage_commitment import pending_count
+
+    counts: dict[str, Any] = {}
     last: dict[str, float] = {}
     folder = spool_dir / FOLDER
     for path in sorted(folder.glob("activity-*.json")) if folder.is_dir() else []:
@@ -90,4 +108,7 @@ def activity_status(spool_dir: Path) -> dict[str, Any]:
             counts[name] = counts.get(name, 0) + int(value)
         for name, at in data.get("last", {}).items():
             last[name] = max(last.get(name, 0.0), float(at))
-    return {"dimse_counts": counts, "dimse_last": last}
+    for service in ("find", "move", "get", "commit"):
+        counts[f"last_{service}_at"] = last.get(service)
+    counts["commitments_pending"] = pending_count(spool_dir)
+    return counts
