@@ -25,6 +25,10 @@ from query.objects import Objects
 from query.search import StudyFilter, find_studies
 from query.store import IndexStore, Item
 
+from edge_gateway.retrieve_cache import RetrieveCache
+
+CACHE_FOLDER = "retrieve-cache"
+
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_s3 import S3Client
@@ -38,11 +42,17 @@ class Archive:
     """The index and the bucket, seen through the sites this gateway answers for."""
 
     def __init__(
-        self, store: IndexStore, s3: Callable[[], S3Client], bucket: str, sites: tuple[str, ...]
+        self,
+        store: IndexStore,
+        s3: Callable[[], S3Client],
+        bucket: str,
+        sites: tuple[str, ...],
+        cache: RetrieveCache | None = None,
     ) -> None:
         self.store = store
         self.objects = Objects(s3, bucket)
         self.sites = sites
+        self.cache = cache
         self._s3_factory = s3
         self._bucket = bucket
 
@@ -61,7 +71,10 @@ class Archive:
             return client
 
         sites = config.query_sites or (config.gateway_id,)
-        return cls(IndexStore(dynamodb, config.table_name), functools.cache(s3), config.bucket, sites)
+        cache = None
+        if config.retrieve_cache_bytes:
+            cache = RetrieveCache(config.spool_dir.parent / CACHE_FOLDER, config.retrieve_cache_bytes)
+        return cls(IndexStore(dynamodb, config.table_name), functools.cache(s3), config.bucket, sites, cache)
 
     def studies(self, flt: StudyFilter) -> Iterator[Item]:
         """Study items matching the filter, in the configured sites, as DynamoDB pages arrive."""
@@ -82,8 +95,17 @@ class Archive:
         return self.store.get(keys.study_pk(study_uid), keys.instance_sk(series_uid, sop_uid))
 
     def instance_bytes(self, instance: Item) -> bytes:
-        """Part 10 bytes of an indexed instance: one ranged GET of its zip member."""
-        return self.objects.instance_bytes(instance)
+        """Part 10 bytes of an indexed instance: from the retrieve cache, else one ranged GET of its
+        zip member (then cached)."""
+        sop_uid, fingerprint = str(instance.get("sop_uid", "")), str(instance.get("fingerprint", ""))
+        if self.cache is not None:
+            cached = self.cache.get(sop_uid, fingerprint)
+            if cached is not None:
+                return cached
+        data = self.objects.instance_bytes(instance)
+        if self.cache is not None:
+            self.cache.put(sop_uid, fingerprint, data)
+        return data
 
     def object_exists(self, object_key: str) -> bool:
         """Whether the part zip is in the bucket (HEAD)."""

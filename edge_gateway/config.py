@@ -78,6 +78,9 @@ class GatewayConfig:
     # empty: every accepted calling AE may use every service.
     dimse_permissions: tuple[str, ...] = ()
     commitment_wait: float = 3600.0  # seconds an instance may take to be shipped and indexed
+    # Instances retrieved from the archive are kept next to the spool (<spool_dir>/../retrieve-cache),
+    # least recently used out first; 0 turns the cache off.
+    retrieve_cache_bytes: int = 5 * 1024**3
 
     def validate(self) -> GatewayConfig:
         problems: list[str] = []

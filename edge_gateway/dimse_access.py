@@ -137,6 +137,8 @@ def config_problems(config: GatewayConfig) -> list[str]:
             problems.append(f"dimse_permissions: {title} may move to {', '.join(unknown)}, not in known_aets")
     if config.max_find_matches <= 0:
         problems.append("max_find_matches: must be positive")
+    if config.retrieve_cache_bytes < 0:
+        problems.append("retrieve_cache_bytes: 0 (off) or more")
     if config.commitment_wait <= 0:
         problems.append("commitment_wait: must be a positive number of seconds")
     return problems

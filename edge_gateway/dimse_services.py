@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,7 +26,6 @@ if TYPE_CHECKING:
     from edge_gateway.config import GatewayConfig
 
 FOLDER = "dimse"
-PUBLISH_EVERY = 2.0
 
 
 class DimseServices:
@@ -44,8 +42,6 @@ class DimseServices:
             self.archive, self.access, config.ae_title, config.max_find_matches, self.activity
         )
         self.commitment = CommitmentScp(config, self.access, self.activity)
-        self._published = 0.0
-        self._lock = threading.Lock()
 
     def contexts(self) -> list[tuple[str, list[str]]]:
         """(SOP class UID, transfer syntax UIDs) to accept, SCP role."""
@@ -65,7 +61,7 @@ class DimseServices:
             self.publish()
 
     def _published_after(self, handler: Any) -> Any:
-        """Run a generator handler, then publish the activity counters (at most every few seconds)."""
+        """Run a generator handler, then publish the activity counters."""
 
         def run(event: Any) -> Any:
             try:
@@ -75,11 +71,12 @@ class DimseServices:
 
         return run
 
-    def publish(self, force: bool = False) -> None:
-        with self._lock:
-            if not force and time.monotonic() - self._published < PUBLISH_EVERY:
-                return
-            self._published = time.monotonic()
+    def publish(self) -> None:
+        """Write this process's counters (after each request: a small file, replaced atomically)."""
+        cache = self.archive.cache
+        if cache is not None:
+            self.activity.counts["retrieve_cache_hits"] = cache.hits
+            self.activity.counts["retrieve_cache_misses"] = cache.misses
         path = self.folder / f"activity-{os.getpid()}.json"
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps({**self.activity.snapshot(), "written_at": time.time()}))

@@ -27,7 +27,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from edge_gateway.archive_client import Archive
 from edge_gateway.config import load
-from edge_gateway.gateway import Gateway
+from edge_gateway.gateway import Gateway, dimse_status
 from local_cloud.stack import LocalCloudConfig, free_port
 from tests.conftest import require_tool
 from tests.dicom_factory import series_from
@@ -366,9 +366,8 @@ def _same_instances(received: list[Path], originals: list[Dataset]) -> None:
         assert copy.PatientID == original.PatientID
 
 
-def test_movescu_series_to_storescp(qr_gateway: Gateway, archived: Archived, storescp: Path) -> None:
-    # WHEN movescu asks for the CT series to be moved to STORESCP
-    result = subprocess.run(
+def movescu(port: int, study_uid: str, series_uid: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [
             dcmtk("movescu"),
             "-v",
@@ -382,20 +381,48 @@ def test_movescu_series_to_storescp(qr_gateway: Gateway, archived: Archived, sto
             "-k",
             "QueryRetrieveLevel=SERIES",
             "-k",
-            f"StudyInstanceUID={archived.ct[0].StudyInstanceUID}",
+            f"StudyInstanceUID={study_uid}",
             "-k",
-            f"SeriesInstanceUID={archived.ct[0].SeriesInstanceUID}",
+            f"SeriesInstanceUID={series_uid}",
             "127.0.0.1",
-            str(qr_gateway.port),
+            str(port),
         ],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+def test_movescu_series_to_storescp_then_again_from_the_cache(
+    qr_gateway: Gateway, archived: Archived, storescp: Path
+) -> None:
+    # WHEN movescu asks for the CT series to be moved to STORESCP
+    result = movescu(qr_gateway.port, archived.ct[0].StudyInstanceUID, archived.ct[0].SeriesInstanceUID)
     # THEN it succeeds and storescp holds the three instances, pixel data intact
     assert result.returncode == 0, result.stderr
     assert "Final Move Response (Success)" in result.stdout + result.stderr
+    wait_for(lambda: len(list(storescp.iterdir())) == 3, 10, "storescp to write the files")
+    _same_instances(sorted(storescp.iterdir()), archived.ct)
+    before = wait_for(
+        lambda: (status := dimse_status(qr_gateway.config.spool_dir)).get("move_instances") == 3 and status,
+        10,
+        "the counters of the first move",
+    )
+
+    # WHEN the same prior is moved again
+    for path in storescp.iterdir():
+        path.unlink()
+    result = movescu(qr_gateway.port, archived.ct[0].StudyInstanceUID, archived.ct[0].SeriesInstanceUID)
+    assert result.returncode == 0, result.stderr
+    # THEN it comes from the edge box's disk cache, not from S3
+    after = wait_for(
+        lambda: (status := dimse_status(qr_gateway.config.spool_dir))["move_instances"] == 6 and status,
+        10,
+        "the counters of the second move",
+    )
+    assert after["retrieve_cache_hits"] - before["retrieve_cache_hits"] == 3
+    assert after["retrieve_cache_misses"] == before["retrieve_cache_misses"]
     wait_for(lambda: len(list(storescp.iterdir())) == 3, 10, "storescp to write the files")
     _same_instances(sorted(storescp.iterdir()), archived.ct)
 

@@ -99,3 +99,21 @@ def test_lists_come_from_the_environment_too(tmp_path: Path) -> None:
 )
 def test_c_find_key_matching(keyword: str, vr: str, pattern: str, values: list[str], expected: bool) -> None:
     assert matches_key(keyword, vr, pattern, values) is expected
+
+
+def test_retrieve_cache_keeps_recent_entries_within_its_limit(tmp_path: Path) -> None:
+    import os
+
+    from edge_gateway.retrieve_cache import RetrieveCache
+
+    cache = RetrieveCache(tmp_path / "cache", max_bytes=250)
+    cache.put("1.2.1", "sha256:aa", b"x" * 100)
+    cache.put("1.2.2", "bb", b"y" * 100)
+    [first] = list((tmp_path / "cache").glob("1.2.1-*.dcm"))
+    os.utime(first, (1, 1))  # the oldest use
+    assert cache.get("1.2.2", "bb") == b"y" * 100
+    cache.put("1.2.3", "cc", b"z" * 100)  # over the limit: the least recently used goes
+    assert cache.get("1.2.1", "sha256:aa") is None
+    assert cache.get("1.2.3", "cc") == b"z" * 100
+    assert cache.get("1.2.2", "other-version") is None  # a new version is another entry
+    assert (cache.hits, cache.misses) == (2, 2)
