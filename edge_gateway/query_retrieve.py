@@ -26,6 +26,7 @@ Errors reading the archive answer 0xC001 (find) or count as failed sub-operation
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
@@ -527,11 +528,22 @@ class QueryRetrieve:
             yield 1
             yield self._failure(exc, "move")
             return
-        yield peer.host, peer.port, {"ae_title": destination, "contexts": sending_contexts(instances)}
+        yield peer.host, peer.port, {
+            "ae_title": destination,
+            "contexts": sending_contexts(instances),
+            "evt_handlers": [(evt.EVT_CONN_OPEN, _set_nodelay)],
+        }
         yield from self._send(instances, event, "move")
 
 
 RETRIEVE_ERRORS = (Refused, QueryError, ValueError, KeyError, TypeError)
+
+
+def _set_nodelay(event: evt.Event) -> None:
+    """Nagle's algorithm would hold back the tail of each C-STORE to the destination; turn it off."""
+    sock = getattr(event.assoc.dul.socket, "socket", None)
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _verification() -> PresentationContext:
