@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -328,26 +329,31 @@ def test_patient_root_find_model_is_offered(qr_gateway: Gateway, archived: Archi
     assert str(results[0][1].PatientName) == "Qrfind^Alpha"
 
 
-@pytest.fixture
-def storescp(destination_port: int, tmp_path: Path) -> Iterator[Path]:
+@contextmanager
+def running_storescp(port: int, out: Path, *flags: str) -> Iterator[Path]:
     """dcmtk storescp as the move destination STORESCP, writing what it receives to a folder."""
-    out = tmp_path / "received"
     out.mkdir()
-    log = tmp_path / "storescp.log"
+    log = out.parent / f"{out.name}.log"
     with open(log, "wb") as log_file:
         process = subprocess.Popen(
-            [dcmtk("storescp"), "-aet", "STORESCP", "-od", str(out), str(destination_port)],
+            [dcmtk("storescp"), *flags, "-aet", "STORESCP", "-od", str(out), str(port)],
             stdout=log_file,
             stderr=subprocess.STDOUT,
             env={"TCP_NODELAY": "1", "PATH": "/usr/bin:/bin"},
         )
     try:
-        wait_for(lambda: _listening(destination_port) or process.poll() is not None, 30, "storescp to listen")
+        wait_for(lambda: _listening(port) or process.poll() is not None, 30, "storescp to listen")
         assert process.poll() is None, log.read_text()
         yield out
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@pytest.fixture
+def storescp(destination_port: int, tmp_path: Path) -> Iterator[Path]:
+    with running_storescp(destination_port, tmp_path / "received") as out:
+        yield out
 
 
 def _listening(port: int) -> bool:
@@ -522,3 +528,47 @@ def test_a_refused_sub_operation_is_reported(stack: Stack, archived: Archived, t
     assert sorted(received) == sorted(
         ds.SOPInstanceUID for ds in archived.ct if ds.SOPInstanceUID != refused_uid
     )
+
+
+def test_compressed_instances_go_as_stored_or_fail_visibly(
+    stack: Stack, qr_gateway: Gateway, destination_port: int, tmp_path: Path
+) -> None:
+    from tests.e2e.gateway_helpers import send_files, write_files
+
+    # GIVEN an RLE Lossless MR series in the archive, sent and stored as it was
+    series = series_from("MR_small_RLE.dcm", 2)
+    for ds in series:
+        ds.PatientID = "QR-RLE"
+    files = write_files(tmp_path / "rle", series)
+    assert send_files(stack.dicom_port, files).statuses == [0, 0]
+    study_uid, series_uid = series[0].StudyInstanceUID, series[0].SeriesInstanceUID
+
+    def indexed() -> bool:
+        status, _, body = stack.get(f"/dicomweb/studies?StudyInstanceUID={study_uid}")
+        return status == 200 and body[0]["00201208"]["Value"][0] == 2
+
+    wait_for(indexed, 90, "the RLE series to be indexed")
+    query = Dataset()
+    query.QueryRetrieveLevel = "SERIES"
+    query.StudyInstanceUID, query.SeriesInstanceUID = study_uid, series_uid
+
+    # WHEN the destination accepts only uncompressed syntaxes (storescp's default)
+    with running_storescp(destination_port, tmp_path / "plain"):
+        results = _move(qr_gateway.port, query, "STORESCP")
+    # THEN nothing is sent converted behind its back: both sub-operations fail, listed by UID
+    final_status, final, identifier = results[-1]
+    assert final_status == 0xA702
+    assert final.NumberOfFailedSuboperations == 2
+    assert sorted(identifier.FailedSOPInstanceUIDList) == sorted(ds.SOPInstanceUID for ds in series)
+
+    # WHEN it accepts every syntax (+xa)
+    with running_storescp(destination_port, tmp_path / "any", "+xa") as out:
+        results = _move(qr_gateway.port, query, "STORESCP")
+        wait_for(lambda: len(list(out.iterdir())) == 2, 10, "storescp to write the files")
+    # THEN the instances arrive in RLE Lossless with the stored pixel bytes
+    assert results[-1][0] == 0x0000
+    for path in out.iterdir():
+        received = dcmread(path)
+        assert received.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.5"
+        [original] = [ds for ds in series if ds.SOPInstanceUID == received.SOPInstanceUID]
+        assert received.PixelData == original.PixelData
