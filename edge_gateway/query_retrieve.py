@@ -528,11 +528,15 @@ class QueryRetrieve:
             yield 1
             yield self._failure(exc, "move")
             return
-        yield peer.host, peer.port, {
-            "ae_title": destination,
-            "contexts": sending_contexts(instances),
-            "evt_handlers": [(evt.EVT_CONN_OPEN, _set_nodelay)],
-        }
+        yield (
+            peer.host,
+            peer.port,
+            {
+                "ae_title": destination,
+                "contexts": sending_contexts(instances),
+                "evt_handlers": [(evt.EVT_CONN_OPEN, _set_nodelay)],
+            },
+        )
         yield from self._send(instances, event, "move")
 
 
