@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,10 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
     from edge_gateway.config import GatewayConfig
+
+# botocore's DEBUG records carry whole response bodies: index items hold patient names and IDs.
+# Whatever log_level says, this process never writes them.
+logging.getLogger("botocore").setLevel(max(logging.INFO, logging.getLogger("botocore").level))
 
 _RETRIES = Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30)
 

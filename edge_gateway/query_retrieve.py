@@ -38,7 +38,7 @@ from pydicom import Dataset, dcmread
 from pydicom.dataelem import DataElement
 from pydicom.multival import MultiValue
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import evt
+from pynetdicom import _config, evt
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
@@ -57,6 +57,9 @@ from edge_gateway.archive_client import Archive, level_json
 from edge_gateway.dimse_access import AccessTable
 
 log = logging.getLogger(__name__)
+# pynetdicom logs whole C-FIND/C-MOVE/C-GET identifiers (patient names, IDs) at INFO: never.
+_config.LOG_REQUEST_IDENTIFIERS = False
+_config.LOG_RESPONSE_IDENTIFIERS = False
 
 PATIENT_ROOT = {
     PatientRootQueryRetrieveInformationModelFind,

@@ -7,6 +7,7 @@ second gateway with query/retrieve configured answers dcmtk ``findscu``,
 
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
 import time
@@ -572,3 +573,24 @@ def test_compressed_instances_go_as_stored_or_fail_visibly(
         assert received.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.5"
         [original] = [ds for ds in series if ds.SOPInstanceUID == received.SOPInstanceUID]
         assert received.PixelData == original.PixelData
+
+
+def test_no_patient_data_in_any_log_record(
+    qr_gateway: Gateway, archived: Archived, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # GIVEN every logger at DEBUG (pynetdicom included)
+    caplog.set_level(logging.DEBUG)
+    # WHEN a workstation queries by name and ID and retrieves the study
+    findscu(
+        qr_gateway.port, tmp_path / "f", "-S", "QueryRetrieveLevel=STUDY", "PatientName=Qrfind*", "PatientID"
+    )
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = archived.mr[0].StudyInstanceUID
+    query.PatientID = "QR-2"
+    assert _move(qr_gateway.port, query, "NOBODY")[-1][0] == 0xA801
+    # THEN no log record names the patients
+    text = "\n".join(record.getMessage() for record in caplog.records)
+    assert text  # something was logged
+    for phi in ("Qrfind", "Müller", "QR-1", "QR-2", "ACC-Q1"):
+        assert phi not in text
