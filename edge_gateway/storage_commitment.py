@@ -2,7 +2,8 @@
 
 1. N-ACTION (Request Storage Commitment, action type 1) from a permitted AE whose
    address is in ``known_aets``: each referenced instance is located in the spool
-   (open series, parts, outbox) to learn its study and series, the request is
+   (open series, parts, outbox; shipped ones by the shipped record and the series -> study
+   map the coordinator keeps) to learn its study and series, the request is
    written durably to ``<spool>/commitments/`` and answered 0x0000 at once.
 2. The coordinator's ``CommitmentWorker`` checks pending requests every few
    seconds. An instance is committed only when its index item exists (ingest
@@ -20,6 +21,7 @@ No PHI is involved: requests hold UIDs and the requester's AE title only.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -95,6 +97,85 @@ def shipped_series(spool_root: Path, sop_uid: str) -> str | None:
     return None
 
 
+class SeriesStudyMap:
+    """Which study each series received here belongs to, remembered past shipping.
+
+    The shipped record keeps SOP Instance UIDs per series but not the study, and the index is
+    keyed by study: without this, an instance shipped before its commitment request arrived
+    (a PACS that asks after a long study) could not be checked. The coordinator learns every
+    open series folder (each stays open at least ``stable_after`` seconds) into an append-only
+    file; entries older than the shipped record's retention are dropped when it is rewritten.
+    """
+
+    FILE = "series-study.jsonl"
+
+    def __init__(self, spool_root: Path, retention: float) -> None:
+        self.root = spool_root
+        self.path = spool_root / FOLDER / self.FILE
+        self.retention = retention
+        self.known: dict[str, tuple[str, float]] = {}
+        self._read_at = -1.0
+
+    def _load(self) -> None:
+        try:
+            mtime = self.path.stat().st_mtime
+        except FileNotFoundError:
+            return
+        if mtime == self._read_at:
+            return
+        self._read_at = mtime
+        for line in self.path.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+                self.known[str(entry["series"])] = (str(entry["study"]), float(entry["at"]))
+            except (ValueError, KeyError, TypeError):  # a torn last line after power loss
+                continue
+
+    def study_of(self, series_uid: str) -> str | None:
+        self._load()
+        found = self.known.get(series_uid)
+        return found[0] if found else None
+
+    def learn(self, also: dict[str, str] | None = None) -> None:
+        """Add the open series folders (and ``also``: series -> study) not known yet; coordinator only.
+        Entries past retention are pruned."""
+        self._load()
+        now = time.time()
+        seen = dict(also or {})
+        for series_dir in (self.root / SERIES).glob("*/*"):
+            seen.setdefault(series_dir.name, series_dir.parent.name)
+        new = []
+        for series_uid, study_uid in seen.items():
+            if series_uid not in self.known:
+                new.append({"series": series_uid, "study": study_uid, "at": now})
+                self.known[series_uid] = (study_uid, now)
+        if new:
+            with open(self.path, "a") as fh:
+                fh.write("".join(json.dumps(e) + "\n" for e in new))
+        horizon = now - self.retention
+        if any(at < horizon for _, at in self.known.values()):
+            self.known = {k: v for k, v in self.known.items() if v[1] >= horizon}
+            lines = "".join(
+                json.dumps({"series": k, "study": v[0], "at": v[1]}) + "\n" for k, v in self.known.items()
+            )
+            write_durably(self.path, lines.encode(), self.root / TMP)
+        with contextlib.suppress(FileNotFoundError):
+            self._read_at = self.path.stat().st_mtime
+
+
+def locate(spool_root: Path, series_map: SeriesStudyMap, sop_uid: str) -> tuple[str, str] | bool | None:
+    """(study, series) of an instance received here; False when shipped but its study is unknown;
+    None when this gateway has no record of it."""
+    where = locate_in_spool(spool_root, sop_uid)
+    if where is not None:
+        return where
+    series_uid = shipped_series(spool_root, sop_uid)
+    if series_uid is None:
+        return None
+    study_uid = series_map.study_of(series_uid)
+    return (study_uid, series_uid) if study_uid else False
+
+
 @dataclass
 class Reference:
     """One referenced instance and what is known about it."""
@@ -151,6 +232,7 @@ class CommitmentScp:
         self.access = access
         self.activity = activity
         self.requests = CommitmentRequests(config.spool_dir)
+        self.series_map = SeriesStudyMap(config.spool_dir, config.shipped_retention_days * 86400)
 
     def handle_n_action(self, event: evt.Event) -> tuple[int | Dataset, Dataset | None]:
         """EVT_N_ACTION: validate, locate, persist; answer at once (the report follows later)."""
@@ -163,11 +245,13 @@ class CommitmentScp:
             log.warning("storage commitment refused: %s", exc)
             return _status(exc.status, str(exc)), None
         for ref in references:
-            where = locate_in_spool(self.config.spool_dir, ref.sop_uid)
-            if where is not None:
+            where = locate(self.config.spool_dir, self.series_map, ref.sop_uid)
+            if isinstance(where, tuple):
                 ref.study_uid, ref.series_uid = where
-            elif shipped_series(self.config.spool_dir, ref.sop_uid) is None:
+            elif where is None:
                 ref.failure = NO_SUCH_INSTANCE  # never received here (or too long ago to know)
+            else:
+                ref.failure = PROCESSING_FAILURE  # shipped, but its study was never seen by this version
         self.requests.add(transaction_uid, calling, references, self.config.commitment_wait)
         self.activity.add("commit_requests")
         self.activity.add("commit_instances", len(references))
@@ -226,12 +310,16 @@ class CommitmentWorker:
         self.access = AccessTable.from_config(config)
         self.archive = archive or Archive.from_config(config)
         self.requests = CommitmentRequests(config.spool_dir)
+        self.series_map = SeriesStudyMap(config.spool_dir, config.shipped_retention_days * 86400)
+        self._located: dict[str, str] = {}  # series -> study of pending references, for the map
         self.reported = 0
         self.failed_reports = 0
         self._lock = threading.Lock()
 
     def step(self, stop: threading.Event) -> None:
         """One pass over the pending requests, then a pause (``stop`` ends the pause early)."""
+        self.series_map.learn(self._located)
+        self._located = {}
         for path in self.requests.pending():
             if stop.is_set():
                 return
@@ -250,6 +338,7 @@ class CommitmentWorker:
         if now < float(data.get("next_report_at", 0.0)):
             return
         references = [Reference(**r) for r in data["references"]]
+        self._located.update({r.series_uid: r.study_uid for r in references if r.study_uid})
         changed = False
         for ref in references:
             if ref.committed or ref.failure:
@@ -275,8 +364,8 @@ class CommitmentWorker:
     def _check(self, ref: Reference) -> bool:
         """Try to decide one instance; True when something about it changed."""
         if not ref.study_uid:
-            where = locate_in_spool(self.config.spool_dir, ref.sop_uid)
-            if where is None:
+            where = locate(self.config.spool_dir, self.series_map, ref.sop_uid)
+            if not isinstance(where, tuple):
                 return False
             ref.study_uid, ref.series_uid = where
             return True

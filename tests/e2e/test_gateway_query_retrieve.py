@@ -32,9 +32,8 @@ from edge_gateway.config import load
 from edge_gateway.gateway import Gateway, dimse_status
 from local_cloud.stack import LocalCloudConfig, free_port
 from tests.conftest import require_tool
-from tests.dicom_factory import series_from
+from tests.dicom_factory import series_from, write_series
 from tests.e2e.conftest import Stack, wait_for
-from tests.e2e.test_pipeline import send
 
 pytestmark = pytest.mark.e2e
 
@@ -48,7 +47,7 @@ class Archived:
 
 
 @pytest.fixture(scope="module")
-def archived(stack: Stack) -> Archived:
+def archived(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Archived:
     """Two studies of two patients, stored through the stand-in's gateway and indexed."""
     ct = series_from("CT_small.dcm", 3)
     mr = series_from("MR_small.dcm", 2)
@@ -62,7 +61,7 @@ def archived(stack: Stack) -> Archived:
     for ds in mr:
         ds.SpecificCharacterSet = "ISO_IR 100"
         ds.PatientName, ds.PatientID, ds.StudyDate = "Qrfind^Müller", "QR-2", "20230601"
-    assert send(stack.dicom_port, [*ct, *mr]) == [0] * 5
+    store_with_dcmtk(stack.dicom_port, write_series(tmp_path_factory.mktemp("archived"), [*ct, *mr]))
     for series in (ct, mr):
         uid = series[0].StudyInstanceUID
 
@@ -72,6 +71,19 @@ def archived(stack: Stack) -> Archived:
 
         wait_for(indexed, 90, "the studies to be indexed")
     return Archived(ct, mr)
+
+
+def store_with_dcmtk(port: int, files: list[Path], *flags: str) -> None:
+    """C-STORE with dcmtk storescu (each file in its own syntax): the data every test queries."""
+    done = subprocess.run(
+        [dcmtk("storescu"), *flags, "-aec", "EDGE", "127.0.0.1", str(port), *map(str, files)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"TCP_NODELAY": "1", "PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
 
 
 def start_gateway(stack: Stack, spool: Path, **settings: Any) -> Gateway:
@@ -534,14 +546,13 @@ def test_a_refused_sub_operation_is_reported(stack: Stack, archived: Archived, t
 def test_compressed_instances_go_as_stored_or_fail_visibly(
     stack: Stack, qr_gateway: Gateway, destination_port: int, tmp_path: Path
 ) -> None:
-    from tests.e2e.gateway_helpers import send_files, write_files
+    from tests.e2e.gateway_helpers import write_files
 
     # GIVEN an RLE Lossless MR series in the archive, sent and stored as it was
     series = series_from("MR_small_RLE.dcm", 2)
     for ds in series:
         ds.PatientID = "QR-RLE"
-    files = write_files(tmp_path / "rle", series)
-    assert send_files(stack.dicom_port, files).statuses == [0, 0]
+    store_with_dcmtk(stack.dicom_port, write_files(tmp_path / "rle", series), "-xr")  # propose RLE
     study_uid, series_uid = series[0].StudyInstanceUID, series[0].SeriesInstanceUID
 
     def indexed() -> bool:
