@@ -18,11 +18,18 @@ PYTEST_ARGS ?=
 
 venv: $(STAMP)
 
+# setuptools says "Editable installation." (an information, not a problem) on every editable
+# install; the filter keeps the first run's console to what matters.
 $(STAMP): pyproject.toml constraints.txt
-	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -c constraints.txt -e ".[dev]"
-	touch $@
+	@echo "Setting up $(VENV) (first run, or pyproject.toml changed): the gateway, the Lambda code, moto,"
+	@echo "  Powertools, pydicom codecs and the test tools, from PyPI: about 2 minutes ..."
+	@start=$$(date +%s); \
+	$(PYTHON) -m venv $(VENV) && \
+	$(VENV)/bin/pip install -q --disable-pip-version-check --upgrade pip && \
+	PYTHONWARNINGS="ignore:Editable installation" \
+	    $(VENV)/bin/pip install -q --disable-pip-version-check -c constraints.txt -e ".[dev]" && \
+	echo "$(VENV) ready in $$(( $$(date +%s) - start )) s"
+	@touch $@
 
 # SAM CLI pins its own boto3/botocore: it lives in its own environment.
 $(SAM_STAMP):
@@ -38,7 +45,7 @@ $(CHECK_STAMP):
 	$(CHECK_VENV)/bin/pip install -q checkov==3.3.30
 	touch $@
 
-## run: the whole system on this machine (moto server, ingest, API on :3000, gateway on :11112)
+## run: the whole system on this machine (moto server, ingest, API on :3000, gateway on :11112); its data stays in .local-run between runs (RUN_ARGS=--fresh starts empty)
 run: $(STAMP)
 	$(VENV)/bin/local-cloud run $(RUN_ARGS)
 

@@ -154,7 +154,7 @@ def start_stack(workdir: Path) -> tuple[subprocess.Popen[bytes], str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     log = open(workdir / "stack.log", "wb")  # noqa: SIM115 - lives as long as the process
     process = subprocess.Popen(
-        [sys.executable, "-m", "local_cloud", "run", "--no-gateway", "--server-timing",
+        [sys.executable, "-m", "local_cloud", "run", "--no-gateway", "--no-persist", "--server-timing",
          "--moto-port", str(moto_port), "--api-port", str(api_port), "--data-dir", str(workdir / "run")],
         stdout=log, stderr=subprocess.STDOUT, env=env,
     )  # fmt: skip

@@ -4,6 +4,10 @@ DICOM has no end-of-series message, so a series is complete when no instance
 arrived for ``stable_after`` seconds. Closing is one rename of the series folder
 into ``parts/`` under an exclusive lock, so instances that arrive later start a
 new open series and become the next part of the same series.
+
+One bad entry never stalls the others: an entry under ``series/`` that is no
+series folder (a file where a folder should be, a name that is no UID) or that
+fails to close is quarantined with its reason (``Spool.quarantine``).
 """
 
 from __future__ import annotations
@@ -13,10 +17,11 @@ import os
 import secrets
 import threading
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_gateway.spool import PARTS, OpenSeries, Spool, fsync_dir, locked_folder
+from edge_gateway.spool import PARTS, OpenSeries, Spool, entry_problem, fsync_dir, locked_folder
 
 log = logging.getLogger(__name__)
 PART_FILE = "part.json"
@@ -81,19 +86,36 @@ class Assembler:
     def close_ready(self, now: float | None = None) -> list[Path]:
         """Close every series that is quiet or full; return the new part folders."""
         now = time.time() if now is None else now
+        for entry, reason in self._spool.odd_series_entries():
+            self._quarantine(entry, reason)
         closed: list[Path] = []
         for series in self._spool.open_series():
             try:
                 growth = self._growth_of(series)
                 quiet = now - series.last_change() >= self._stable_after
-            except FileNotFoundError:
+                full = growth.instances >= self._max_instances or growth.nbytes >= self._max_bytes
+                part = self.close(series, "quiet" if quiet else "size limit") if quiet or full else None
+            except Exception as exc:
+                problem = entry_problem(exc)
+                if problem is None:
+                    if isinstance(exc, FileNotFoundError):
+                        continue  # closed or emptied meanwhile
+                    raise
+                self._quarantine(series.path, f"series could not be closed: {problem}")
+                self._forget(series)
                 continue
-            full = growth.instances >= self._max_instances or growth.nbytes >= self._max_bytes
-            if quiet or full:
-                part = self.close(series, "quiet" if quiet else "size limit")
-                if part is not None:
-                    closed.append(part)
+            if part is not None:
+                closed.append(part)
         return closed
+
+    def _quarantine(self, entry: Path, reason: str) -> None:
+        # A series folder is flocked like for a close: no receiver is linking into it meanwhile.
+        lock: AbstractContextManager[object] = locked_folder(entry) if entry.is_dir() else nullcontext()
+        try:
+            with lock:
+                self._spool.quarantine([entry], reason)
+        except FileNotFoundError:
+            pass  # closed or removed meanwhile
 
     def close(self, series: OpenSeries, reason: str) -> Path | None:
         part_file = series.path / PART_FILE

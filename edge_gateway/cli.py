@@ -3,6 +3,10 @@
 edge-gateway run --config /etc/edge-gateway/edge-gateway.toml
 edge-gateway status --config /etc/edge-gateway/edge-gateway.toml [--json]
 edge-gateway import --config /etc/edge-gateway/edge-gateway.toml DIR
+
+``status`` and ``import`` only touch the spool (no bucket needed). Without ``--config``
+or ``--spool-dir`` they use ``.local-run/edge-gateway.toml`` when it exists: the gateway
+that ``make run`` started in this directory.
 """
 
 from __future__ import annotations
@@ -10,17 +14,26 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
-from edge_gateway.config import ConfigError, GatewayConfig, load
+from edge_gateway.config import ENV_PREFIX, ConfigError, GatewayConfig, load
 from edge_gateway.logs import configure_logging
 
 log = logging.getLogger("edge_gateway")
+
+# Written by `make run` (local_cloud) for the gateway it starts: spool-only commands run
+# from the repository find that gateway without flags.
+LOCAL_RUN_CONFIG = Path(".local-run") / "edge-gateway.toml"
+# status.json is rewritten every 2 s by a running gateway; older than this, it is not running.
+STALE_STATUS_SECONDS = 15.0
+SPOOL_ONLY = ("status", "import")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in (
         ("run", "run the gateway"),
-        ("status", "show spool, outbox and last upload"),
+        ("status", "show spool, outbox, last upload, duplicates and quarantine"),
         ("import", "spool existing DICOM files (a folder, recursively) for upload"),
     ):
         cmd = sub.add_parser(name, help=text)
@@ -94,15 +107,42 @@ def run(config: GatewayConfig) -> int:
     return 0
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: it exists
+    return True
+
+
+def gateway_state(last: dict[str, Any], now: float) -> str:
+    """Say "running (pid N)" when the pid in status.json lives and wrote recently, else "not running"."""
+    pid, written = last.get("pid"), last.get("written_at")
+    fresh = isinstance(written, int | float) and now - written < STALE_STATUS_SECONDS
+    if isinstance(pid, int) and fresh and _pid_alive(pid):
+        return f"running (pid {pid})"
+    return "not running"
+
+
 def status(config: GatewayConfig, as_json: bool) -> int:
     from edge_gateway.gateway import STATUS_FILE, spool_status
-    from edge_gateway.spool import Spool
+    from edge_gateway.spool import Spool, read_counters
 
+    if not config.spool_dir.is_dir():  # report only: never create a spool to say it is empty
+        message = f"no spool at {config.spool_dir}: no gateway ran with this configuration"
+        if as_json:
+            print(json.dumps({"state": "no spool", "spool_dir": str(config.spool_dir)}, indent=1))
+        else:
+            print(f"edge-gateway: {message} (give --config or --spool-dir)", file=sys.stderr)
+        return 1
     spool = Spool(config.spool_dir, config.max_spool_bytes)
-    result: dict[str, Any] = spool_status(spool)
+    result: dict[str, Any] = {"state": "not running", "spool_dir": str(spool.root), **spool_status(spool)}
     status_file = spool.root / STATUS_FILE
     if status_file.exists():
         last = spool.read_json(status_file)
+        result["state"] = gateway_state(last, time.time())
         for key in (
             "uploaded_parts",
             "last_upload",
@@ -112,11 +152,17 @@ def status(config: GatewayConfig, as_json: bool) -> int:
             "written_at",
         ):
             result[key] = last.get(key)
+    counters = read_counters(spool.root)
+    for key in ("duplicates_dropped", "versions_replaced", "versions_shipped"):
+        result[key] = counters.get(key, 0)
+    quarantined = spool.quarantined()
+    result["quarantined"] = len(quarantined)
     if config.table_name:  # query/retrieve and storage commitment (edge_gateway.dimse_services)
         from edge_gateway.gateway import dimse_status
 
         result.update(dimse_status(config.spool_dir))
     if as_json:
+        result["quarantine"] = quarantined
         print(json.dumps(result, indent=1))
         return 0
     for key, value in result.items():
@@ -124,32 +170,52 @@ def status(config: GatewayConfig, as_json: bool) -> int:
         if key.endswith(("_at", "_upload")) and isinstance(value, int | float):
             shown = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
         print(f"{key:>16}: {shown}")
+    for entry in quarantined:  # reasons name what is wrong, never a UID or PHI
+        print(f"{'':>16}  quarantine/{entry['id']} (from {entry.get('from', '?')}/): {entry.get('reason')}")
     return 0
 
 
 def import_command(config: GatewayConfig, folder: Path) -> int:
     from edge_gateway.importer import import_folder
 
+    # The files are stored byte for byte; pydicom's remarks on odd headers would bury the summary.
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom\.")
     if not folder.is_dir():
         print(f"edge-gateway: {folder} is not a folder", file=sys.stderr)
         return 2
     result = import_folder(config, folder)
     print(f"stored {result.stored} instances ({result.nbytes / 1e6:.1f} MB) in {config.spool_dir}")
     if result.duplicates:
-        print(f"{result.duplicates} already in an open series (kept once)")
+        print(f"{result.duplicates} already in an open series with the same bytes (dropped)")
+    if result.already_shipped:
+        print(f"{result.already_shipped} already shipped with the same bytes (dropped)")
+    if result.versions:
+        print(f"{result.versions} changed since spooled or shipped (stored as a new version)")
     for reason, count in sorted(result.skipped.items()):
         print(f"skipped {count}: {reason}")
+    for path, reason in result.refused:
+        print(f"refused {path}: {reason}")
     if result.stopped:
         print(f"stopped: {result.stopped}", file=sys.stderr)
         return 3
     print("the gateway closes, zips and uploads them after the quiet period (now, or at its next start)")
-    return 0
+    return 1 if result.refused else 0
+
+
+def _config_path(args: argparse.Namespace) -> Path | None:
+    """``--config``; for spool-only commands without any spool setting, ``make run``'s gateway config."""
+    if args.config is not None or args.command not in SPOOL_ONLY:
+        return args.config  # type: ignore[no-any-return]
+    if args.spool_dir is None and f"{ENV_PREFIX}SPOOL_DIR" not in os.environ and LOCAL_RUN_CONFIG.is_file():
+        print(f"edge-gateway: using {LOCAL_RUN_CONFIG} (the gateway of `make run`)", file=sys.stderr)
+        return LOCAL_RUN_CONFIG
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        config = load(args.config, _overrides(args))
+        config = load(_config_path(args), _overrides(args), spool_only=args.command in SPOOL_ONLY)
     except ConfigError as exc:
         print(f"edge-gateway: {exc}", file=sys.stderr)
         return 2

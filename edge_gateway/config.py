@@ -82,7 +82,8 @@ class GatewayConfig:
     # least recently used out first; 0 turns the cache off.
     retrieve_cache_bytes: int = 5 * 1024**3
 
-    def validate(self) -> GatewayConfig:
+    def validate(self, spool_only: bool = False) -> GatewayConfig:
+        """Raise ConfigError naming every bad setting; ``spool_only``: no upload settings needed."""
         problems: list[str] = []
         if not 0 <= self.port < 65536:
             problems.append(f"port: {self.port} is not a TCP port (0 picks a free one)")
@@ -93,7 +94,7 @@ class GatewayConfig:
                 problems.append(f"{name}: {value!r} is not an AE title (1-16 printable characters)")
         if not GATEWAY_ID.match(self.gateway_id):
             problems.append("gateway_id: letters, digits, '-' and '_' only (it is part of object keys)")
-        if not self.bucket:
+        if not self.bucket and not spool_only:
             problems.append("bucket: required (the S3 bucket the stack created)")
         if self.stable_after <= 0:
             problems.append("stable_after: must be a positive number of seconds")
@@ -160,8 +161,13 @@ def load(
     path: Path | None = None,
     overrides: dict[str, Any] | None = None,
     environ: dict[str, str] | None = None,
+    spool_only: bool = False,
 ) -> GatewayConfig:
-    """Defaults < TOML file < environment < explicit overrides (CLI flags); then validate."""
+    """Defaults < TOML file < environment < explicit overrides (CLI flags); then validate.
+
+    ``spool_only``: for commands that only touch the spool (``status``, ``import``), which
+    need no bucket.
+    """
     config = GatewayConfig()
     defaults = {f.name: getattr(config, f.name) for f in fields(GatewayConfig)}
     values: dict[str, Any] = {}
@@ -182,4 +188,4 @@ def load(
             values[name] = env[key]
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     converted = {k: _convert(k, v, defaults[k]) for k, v in values.items()}
-    return replace(config, **converted).validate()
+    return replace(config, **converted).validate(spool_only)

@@ -3,12 +3,16 @@
 Each Part 10 file is stored in the spool exactly as it is on disk (same durability
 as a C-STORE), under its Study/Series/SOP Instance UIDs; the running gateway (or the
 next ``edge-gateway run``) closes the series after the quiet period, zips and uploads
-them. Files that are not DICOM Part 10, or lack the routing UIDs, are skipped and
-counted. Nothing is deleted from DIR.
+them. The gateway's rules apply: a file whose UIDs fail the one UID rule is reported
+with the reason; a file already shipped (or waiting in the outbox, or in an open
+series) with the same bytes is dropped and counted; a file with changed bytes is
+stored and shipped as a new version. Files that are not DICOM Part 10, or lack the
+routing UIDs, are skipped and counted. Nothing is deleted from DIR.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sys
@@ -24,7 +28,9 @@ from pydicom.filereader import read_partial
 
 from edge_gateway.config import GatewayConfig
 from edge_gateway.dicom_peek import SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID
-from edge_gateway.spool import Spool, SpoolFull
+from edge_gateway.packager import Packager
+from edge_gateway.shipped import ShippedRecord, Versions
+from edge_gateway.spool import SHIPPED, Spool, SpoolFull, Stored, UnsafeUid, bump_counters
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +38,33 @@ log = logging.getLogger(__name__)
 @dataclass
 class ImportResult:
     stored: int = 0
-    duplicates: int = 0
+    duplicates: int = 0  # identical to a copy in an open series
+    already_shipped: int = 0  # identical to a copy shipped or waiting in the outbox
+    versions: int = 0  # changed bytes under a SOP Instance UID already spooled or shipped
     skipped: dict[str, int] = field(default_factory=dict)
+    refused: list[tuple[Path, str]] = field(default_factory=list)  # (file, reason without PHI)
     nbytes: int = 0
     stopped: str = ""
 
     def skip(self, reason: str) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
+
+
+class _Shipped:
+    """What the gateway shipped (or holds zipped in the outbox) per series, read once per series."""
+
+    def __init__(self, spool: Spool, retention_seconds: float) -> None:
+        self._record = ShippedRecord(spool.path(SHIPPED), retention_seconds)
+        self._packager = Packager(spool, self._record, gateway_id="")
+        self._seen: dict[str, Versions] = {}
+
+    def versions(self, series_uid: str) -> Versions:
+        if series_uid not in self._seen:
+            known = self._packager.outbox_versions(series_uid)
+            for sop, hashes in self._record.versions(series_uid).items():
+                known.setdefault(sop, set()).update(hashes)
+            self._seen[series_uid] = known
+        return self._seen[series_uid]
 
 
 def _files(folder: Path) -> Iterator[Path]:
@@ -87,7 +113,13 @@ class Progress:
 
 
 def import_folder(config: GatewayConfig, folder: Path, out: TextIO = sys.stderr) -> ImportResult:
+    """Spool every Part 10 file under ``folder`` (recursively) by the gateway's rules.
+
+    Raises nothing for a bad file (it is counted or reported in the result); stops early,
+    saying so in ``result.stopped``, when the spool limit is reached.
+    """
     spool = Spool(config.spool_dir, config.max_spool_bytes)
+    shipped = _Shipped(spool, config.shipped_retention_days * 86400)
     files = list(_files(folder))
     progress = Progress(len(files), out)
     result = ImportResult()
@@ -102,16 +134,34 @@ def import_folder(config: GatewayConfig, folder: Path, out: TextIO = sys.stderr)
             result.skip("not DICOM Part 10 with Study/Series/SOP Instance UIDs")
         else:
             try:
-                if spool.store(*uids, data):
-                    result.stored += 1
-                    result.nbytes += len(data)
-                else:
-                    result.duplicates += 1
+                _import_one(spool, shipped, uids, data, result)
             except SpoolFull:
                 result.stopped = "spool limit reached: run again once the gateway has uploaded"
                 break
-            except ValueError:
-                result.skip("UID unusable as a file name")
+            except UnsafeUid as exc:
+                result.refused.append((path, str(exc)))
         progress.update(done, result.nbytes)
     progress.finish()
     return result
+
+
+def _import_one(
+    spool: Spool, shipped: _Shipped, uids: tuple[str, str, str], data: bytes, result: ImportResult
+) -> None:
+    """Store one file unless the same bytes were shipped; count what happened in ``result``."""
+    study_uid, series_uid, sop_uid = uids
+    earlier = shipped.versions(series_uid).get(sop_uid)
+    if earlier is not None:
+        if hashlib.sha256(data).hexdigest() in earlier:
+            result.already_shipped += 1
+            bump_counters(spool.root, duplicates_dropped=1)
+            return
+        result.versions += 1  # the packager counts it as a shipped version
+    outcome = spool.store(study_uid, series_uid, sop_uid, data)
+    if outcome is Stored.DUPLICATE:
+        result.duplicates += 1
+        return
+    if outcome is Stored.REPLACED:
+        result.versions += 1
+    result.stored += 1
+    result.nbytes += len(data)

@@ -4,10 +4,18 @@ The zip is written under ``tmp/``, fsynced, and renamed into ``outbox/`` only
 when complete, after its descriptor; the part folder is removed last. A crash
 at any step leaves either the part folder (zip again) or a complete outbox
 entry (upload it), never half of both.
+
+Versions: an instance whose SOP Instance UID was already shipped (or waits in the
+outbox) is compared by SHA-256 with what was shipped. The same bytes are dropped
+and counted (``duplicates_dropped``); different bytes (a correction) are shipped
+in this part (``versions_shipped``), and the cloud decides. A part that cannot
+be zipped (unreadable, bad ``part.json``, names that are no UID) is quarantined
+with its reason; the other parts go on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -20,8 +28,18 @@ from pathlib import Path
 from typing import Any
 
 from edge_gateway.assembler import PART_FILE
-from edge_gateway.shipped import ShippedRecord
-from edge_gateway.spool import OUTBOX, TMP, Spool, fsync_dir
+from edge_gateway.shipped import ShippedRecord, Versions
+from edge_gateway.spool import (
+    OUTBOX,
+    PARTS,
+    TMP,
+    Spool,
+    bump_counters,
+    checked_uid,
+    entry_problem,
+    file_sha256,
+    fsync_dir,
+)
 
 log = logging.getLogger(__name__)
 MANIFEST_NAME = "manifest.json"
@@ -48,30 +66,53 @@ class Packager:
         self._compression = zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED
 
     def package(self, part_dir: Path) -> OutboxEntry | None:
-        """Zip one part folder into the outbox; None when nothing in it needs shipping."""
+        """Zip one part folder into the outbox; None when nothing in it needs shipping, or when
+        the part was quarantined (its reason is in ``quarantine/``, shown by ``edge-gateway status``).
+
+        Raises OSError only for spool-wide failures (disk full, read-only): retried later.
+        """
+        try:
+            return self._package(part_dir)
+        except Exception as exc:
+            problem = entry_problem(exc)
+            if problem is None:
+                raise
+            self._spool.quarantine([part_dir], f"part could not be zipped: {problem}")
+            return None
+
+    def _package(self, part_dir: Path) -> OutboxEntry | None:
         info = self._spool.read_json(part_dir / PART_FILE)
-        part_id = str(info["part_id"])
+        part_id = part_dir.name  # a name listed in parts/: one path component, never "." or ".."
+        if str(info["part_id"]) != part_id:
+            raise ValueError("part.json names another part")
+        study_uid = checked_uid(str(info["study_uid"]), "StudyInstanceUID")
+        series_uid = checked_uid(str(info["series_uid"]), "SeriesInstanceUID")
         outbox = self._spool.path(OUTBOX)
         zip_path = outbox / f"{part_id}.zip"
         if zip_path.exists():  # zipped before a crash; the folder is left over
             self._remove(part_dir)
             return self.entry(part_id)
-        already = self._shipped.shipped(str(info["series_uid"])) | self._waiting(str(info["series_uid"]))
-        members = [p for p in sorted(part_dir.glob("*.dcm")) if p.stem not in already]
+        candidates = sorted(part_dir.glob("*.dcm"))
+        for member in candidates:
+            checked_uid(member.stem, "SOPInstanceUID")
+        members, dropped, versions = self._to_ship(series_uid, candidates)
         if not members:
-            log.info("part %s holds only instances already shipped: dropped", part_id)
+            log.info("part %s holds only instances already shipped with the same bytes: dropped", part_id)
             self._remove(part_dir)
+            bump_counters(self._spool.root, duplicates_dropped=dropped)
             return None
         tmp = self._spool.path(TMP) / f"{part_id}.zip"
-        manifest_sha = self._write_zip(tmp, members, info)
+        records: list[dict[str, Any]] = []  # the manifest's, with each member's SHA-256
+        manifest_sha = self._write_zip(tmp, members, info, records)
         self._spool.account(tmp.stat().st_size)
         descriptor = {
             "part_id": part_id,
-            "study_uid": info["study_uid"],
-            "series_uid": info["series_uid"],
+            "study_uid": study_uid,
+            "series_uid": series_uid,
             "gateway_id": self._gateway_id,
             "instance_count": len(members),
             "sop_instance_uids": [p.stem for p in members],
+            "instance_sha256": {r["sop_instance_uid"]: r["sha256"] for r in records},
             "manifest_sha256": manifest_sha,
             "zip_bytes": tmp.stat().st_size,
             "packaged_at": time.time(),
@@ -80,18 +121,46 @@ class Packager:
         os.rename(tmp, zip_path)
         fsync_dir(outbox)
         self._remove(part_dir)
+        if dropped or versions:  # after the zip is in place: a crash before it zips (and counts) again
+            bump_counters(self._spool.root, duplicates_dropped=dropped, versions_shipped=versions)
         log.info(
-            "part %s zipped: %d instances, %d bytes",
+            "part %s zipped: %d instances (%d new versions of shipped ones), %d bytes",
             part_id,
             len(members),
+            versions,
             descriptor["zip_bytes"],
             extra={"part": part_id},
         )
         return OutboxEntry(part_id, zip_path, descriptor)
 
-    def _write_zip(self, path: Path, members: list[Path], info: dict[str, Any]) -> str:
-        """Write and fsync the zip; return the SHA-256 of its manifest."""
-        records: list[dict[str, Any]] = []
+    def _to_ship(self, series_uid: str, candidates: list[Path]) -> tuple[list[Path], int, int]:
+        """(members to zip, identical copies dropped, new versions of shipped instances).
+
+        Only instances whose SOP Instance UID was shipped or waits in the outbox are hashed here.
+        """
+        # The outbox first: an entry the uploader confirms meanwhile is in the shipped record by
+        # the time that record is read (it is written before the zip leaves the outbox).
+        known = self.outbox_versions(series_uid)
+        for sop, hashes in self._shipped.versions(series_uid).items():
+            known.setdefault(sop, set()).update(hashes)
+        members: list[Path] = []
+        dropped = versions = 0
+        for member in candidates:
+            earlier = known.get(member.stem)
+            if earlier is None:
+                members.append(member)
+            elif file_sha256(member) in earlier:
+                dropped += 1
+            else:
+                members.append(member)
+                versions += 1
+        return members, dropped, versions
+
+    def _write_zip(
+        self, path: Path, members: list[Path], info: dict[str, Any], records: list[dict[str, Any]]
+    ) -> str:
+        """Write and fsync the zip; return the SHA-256 of its manifest, whose per-member records
+        are appended to ``records``."""
         with zipfile.ZipFile(path, "w", compression=self._compression, allowZip64=True) as zf:
             for member in members:
                 stat = member.stat()
@@ -129,17 +198,22 @@ class Packager:
             os.fsync(fh.fileno())
         return hashlib.sha256(manifest).hexdigest()
 
-    def _waiting(self, series_uid: str) -> set[str]:
-        """SOP Instance UIDs of this series already zipped in the outbox, not yet confirmed by S3.
+    def outbox_versions(self, series_uid: str) -> Versions:
+        """SHA-256 of each instance of this series already zipped in the outbox, not yet confirmed
+        by S3 (an empty set for a descriptor of an older version, which recorded no hashes).
 
         Without this, an instance re-sent while its first part waits for upload (a PACS
         retrying after a crash or an outage) would be shipped in two parts.
         """
-        uids: set[str] = set()
+        found: Versions = {}
         for entry in self.outbox():
             if entry.descriptor.get("series_uid") == series_uid:
-                uids.update(str(u) for u in entry.descriptor.get("sop_instance_uids", ()))
-        return uids
+                hashes = entry.descriptor.get("instance_sha256", {})
+                for uid in entry.descriptor.get("sop_instance_uids", ()):
+                    known = found.setdefault(str(uid), set())
+                    if str(uid) in hashes:
+                        known.add(str(hashes[str(uid)]))
+        return found
 
     def entry(self, part_id: str) -> OutboxEntry:
         outbox = self._spool.path(OUTBOX)
@@ -154,15 +228,42 @@ class Packager:
         self._spool.account(-size)
 
     def pending(self) -> list[Path]:
-        return sorted(p for p in self._spool.path("parts").iterdir() if p.is_dir())
+        """Closed part folders, oldest close first: of two versions of an instance in two parts,
+        the later one is zipped (and compared with the earlier one) last."""
+        return sorted((p for p in self._spool.path(PARTS).iterdir() if p.is_dir()), key=self._closed_at)
+
+    def _closed_at(self, part_dir: Path) -> tuple[float, str]:
+        try:
+            return float(self._spool.read_json(part_dir / PART_FILE)["closed_at"]), part_dir.name
+        except (OSError, ValueError, KeyError, TypeError):
+            return 0.0, part_dir.name  # package() quarantines it, or zips a crash leftover
 
     def outbox(self) -> list[OutboxEntry]:
-        """Complete outbox entries, oldest first; a descriptor without its zip is a crash leftover."""
+        """Complete outbox entries, oldest first; a descriptor without its zip is a crash leftover,
+        an unreadable descriptor is quarantined with its zip."""
         entries: list[OutboxEntry] = []
         for descriptor in sorted(self._spool.path(OUTBOX).glob("*.json")):
             part_id = descriptor.stem
-            if (descriptor.parent / f"{part_id}.zip").exists():
-                entries.append(self.entry(part_id))
-            elif not (self._spool.path("parts") / part_id).exists():
-                descriptor.unlink()
+            zip_path = descriptor.parent / f"{part_id}.zip"
+            if not zip_path.exists():
+                if not (self._spool.path(PARTS) / part_id).exists():
+                    descriptor.unlink()
+                continue
+            try:
+                entry = self.entry(part_id)
+                for key in ("study_uid", "series_uid"):
+                    checked_uid(str(entry.descriptor[key]), key)
+                needed = ("instance_count", "gateway_id", "manifest_sha256", "sop_instance_uids")
+                if not all(key in entry.descriptor for key in needed):
+                    raise KeyError("descriptor lacks a field the upload needs")
+            except Exception as exc:
+                problem = entry_problem(exc)
+                if problem is None:
+                    if isinstance(exc, FileNotFoundError):
+                        continue  # uploaded meanwhile
+                    raise
+                with contextlib.suppress(FileNotFoundError):  # the other coordinator thread was first
+                    self._spool.quarantine([descriptor, zip_path], f"outbox entry unusable: {problem}")
+                continue
+            entries.append(entry)
         return entries

@@ -120,7 +120,8 @@ class Uploader:
 
     def _confirmed(self, entry: OutboxEntry) -> None:
         d = entry.descriptor
-        self._shipped.add(str(d["series_uid"]), [str(u) for u in d["sop_instance_uids"]])
+        hashes = d.get("instance_sha256", {})  # absent in descriptors of older versions
+        self._shipped.add(str(d["series_uid"]), {str(u): hashes.get(str(u)) for u in d["sop_instance_uids"]})
         size = entry.zip_path.stat().st_size
         entry.zip_path.unlink()
         entry.zip_path.with_suffix(".json").unlink(missing_ok=True)

@@ -30,10 +30,30 @@ def _parser() -> argparse.ArgumentParser:
         default=defaults.stable_after,
         help="quiet seconds that close a series (production default: 60)",
     )
-    run.add_argument("--data-dir", type=Path, default=defaults.data_dir, help="gateway spool lives here")
+    run.add_argument(
+        "--data-dir",
+        type=Path,
+        default=defaults.data_dir,
+        help="the gateway's spool, the saved bucket and index, and logs live here",
+    )
+    run.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start with an empty bucket and index (deletes the ones saved by earlier runs)",
+    )
+    run.add_argument(
+        "--no-persist",
+        action="store_true",
+        help="neither load nor save the bucket and index (benchmarks, throw-away runs)",
+    )
     run.add_argument("--no-gateway", action="store_true", help="cloud side only")
     run.add_argument(
         "--auth", action="store_true", help="require a development JWT on the API (printed at start)"
+    )
+    run.add_argument(
+        "--viewer-url",
+        default=defaults.viewer_url,
+        help="base URL of the OHIF viewer the /ui page links studies to (default: <API URL>/viewer)",
     )
     run.add_argument(
         "--server-timing",
@@ -45,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logs.configure()
+    logs.configure(log_dir=args.data_dir / "logs")
     config = LocalCloudConfig(
         host=args.host,
         moto_port=args.moto_port,
@@ -54,9 +74,12 @@ def main(argv: list[str] | None = None) -> int:
         ae_title=args.ae_title,
         stable_after=args.stable_after,
         data_dir=args.data_dir,
+        fresh=args.fresh,
+        persist=not args.no_persist,
         with_gateway=not args.no_gateway,
         dev_secret=new_secret() if args.auth else None,
         server_timing=args.server_timing,
+        viewer_url=args.viewer_url,
     )
     stopping = threading.Event()
 
@@ -72,22 +95,41 @@ def main(argv: list[str] | None = None) -> int:
         except PortInUse as exc:
             print(f"local-cloud: {exc}", file=sys.stderr)
             return 2
-        c = cloud.config
-        print(
-            f"\nReady. Send DICOM:  storescu -aec {c.ae_title} {c.host} {c.dicom_port} +sd <dir>\n"
-            f"Query:  curl {cloud.api_url}/dicomweb/studies\n"
-            f"Browse: {cloud.api_url}/ui   (API description: {cloud.api_url}/swagger)\n"
-            f"S3:     AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x .venv/bin/aws --region {c.region} "
-            f"--endpoint-url {cloud.endpoint} "
-            f"s3 ls s3://{c.bucket} --recursive\n"
-            "Ctrl-C stops everything.\n",
-            file=sys.stderr,
-            flush=True,
-        )
+        print(ready_banner(cloud), file=sys.stderr, flush=True)
         stopping.wait()
     finally:
+        if stopping.is_set():
+            saving = ": saving the bucket and index" if config.persist else ""
+            print(f"\nstopping{saving} ...", file=sys.stderr, flush=True)
         cloud.stop()
+    kept = "the bucket and index were not saved (--no-persist)"
+    if config.persist:
+        kept = f"data kept in {config.data_dir} (`make run` goes on with it, --fresh starts empty)"
+    print(f"stopped; {kept}", file=sys.stderr)
     return 0
+
+
+def ready_banner(cloud: LocalCloud) -> str:
+    """What to do next, with this run's ports: send a folder, query, browse, look at S3."""
+    c = cloud.config
+    # edge-gateway status/import find .local-run/edge-gateway.toml by themselves; elsewhere, say where.
+    config_file = c.data_dir / "edge-gateway.toml"
+    gateway_flags = "" if c.data_dir == Path(".local-run") else f" --config {config_file}"
+    send = (
+        f"  dcmsend -aec {c.ae_title} {c.host} {c.dicom_port} --scan-directories --recurse -nh <folder>"
+        "    # dcmtk\n"
+        f"  .venv/bin/edge-gateway import{gateway_flags} <folder>    # no network: straight into the spool\n"
+        f"  .venv/bin/edge-gateway status{gateway_flags}\n"
+    )
+    return (
+        f"\nReady. Send a folder of DICOM files (compressed ones too; other files are skipped):\n{send}"
+        f"Query:  curl {cloud.api_url}/dicomweb/studies\n"
+        f"Browse: {cloud.api_url}/ui   (API description: {cloud.api_url}/swagger)\n"
+        f"S3:     AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x .venv/bin/aws --region {c.region} "
+        f"--endpoint-url {cloud.endpoint} s3 ls s3://{c.bucket} --recursive\n"
+        f"Logs:   {c.data_dir / 'logs'} (metrics.log: EMF metrics, warnings.log: pydicom's warnings)\n"
+        "Ctrl-C stops everything; the next `make run` has the same data.\n"
+    )
 
 
 if __name__ == "__main__":

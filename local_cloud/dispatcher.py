@@ -46,9 +46,10 @@ class Dispatcher:
                 response = self._sqs.receive_message(
                     QueueUrl=self._queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
                 )
-            except Exception:
+            except Exception as exc:
                 if not self._stop.is_set():
-                    log.exception("cannot read the ingest queue")
+                    # One line, not a traceback: the queue is moto's, and the next poll retries.
+                    log.warning("cannot read the ingest queue (%s); retrying", type(exc).__name__)
                     self._stop.wait(1)
                 continue
             for message in response.get("Messages", []):

@@ -1,11 +1,19 @@
-"""One readable log stream for ``make run``: ``time level [component] message key=value``."""
+"""One readable log stream for ``make run``: ``time level [component] message key=value``.
+
+What a person does not need on the console goes to files under ``<data dir>/logs/``:
+CloudWatch EMF metric blobs (``metrics.log``, as CloudWatch keeps them apart from the
+log lines) and library warnings such as pydicom's about odd values (``warnings.log``).
+"""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import sys
-from typing import Any
+import threading
+from pathlib import Path
+from typing import IO, Any
 
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 
@@ -64,7 +72,17 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def configure(level: int = logging.INFO) -> None:
+METRICS_LOG = "metrics.log"
+WARNINGS_LOG = "warnings.log"
+# Loggers whose records are about the data, not the system: a console line each would bury the events.
+_TO_WARNINGS_LOG = ("py.warnings", "pydicom")
+
+
+def configure(level: int = logging.INFO, log_dir: Path | None = None) -> None:
+    """Readable lines on stderr; with ``log_dir``, EMF metrics and library warnings go to files there.
+
+    Creates ``log_dir`` when given. Safe to call again (handlers are replaced, not added).
+    """
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(ReadableFormatter())
     root = logging.getLogger()
@@ -72,6 +90,58 @@ def configure(level: int = logging.INFO) -> None:
     root.setLevel(level)
     for noisy in ("pynetdicom", "botocore", "urllib3", "werkzeug"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if log_dir is None:
+        return
+    log_dir.mkdir(parents=True, exist_ok=True)
+    logging.captureWarnings(True)  # warnings.warn (pydicom's validation) -> the "py.warnings" logger
+    to_file = logging.FileHandler(log_dir / WARNINGS_LOG, encoding="utf-8")
+    to_file.setFormatter(ReadableFormatter())
+    for name in _TO_WARNINGS_LOG:
+        quiet = logging.getLogger(name)
+        quiet.handlers[:] = [to_file]
+        quiet.propagate = False
+    if not isinstance(sys.stdout, MetricsSplitter):
+        sys.stdout = MetricsSplitter(sys.stdout, log_dir / METRICS_LOG)
+
+
+class MetricsSplitter(io.TextIOBase):
+    """stdout that sends CloudWatch EMF lines (``{"_aws": ...}``) to a file, everything else on.
+
+    Powertools prints EMF blobs with ``print``; in Lambda CloudWatch turns them into metrics
+    and keeps them out of the way. Here they would fill the console with 100-value arrays.
+    """
+
+    def __init__(self, console: IO[str], path: Path) -> None:
+        super().__init__()
+        self._console = console
+        self._path = path
+        self._pending = ""
+        self._lock = threading.Lock()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            self._pending += text
+            *lines, self._pending = self._pending.split("\n")
+            for line in lines:
+                if line.startswith('{"_aws"'):
+                    with open(self._path, "a", encoding="utf-8") as metrics:
+                        metrics.write(line + "\n")
+                else:
+                    self._console.write(line + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        with self._lock:
+            if self._pending and not self._pending.startswith('{"_aws"'):
+                self._console.write(self._pending)
+                self._pending = ""
+            self._console.flush()
+
+    def isatty(self) -> bool:
+        return self._console.isatty()
 
 
 class FunctionFormatter(LambdaPowertoolsFormatter):

@@ -1,21 +1,37 @@
 """``python -m local_cloud.moto_launcher -H HOST -p PORT``: moto's server with the stand-in's patch.
 
 The same as ``python -m moto.server`` (same arguments), after
-``local_cloud.moto_patches.apply()``. Its own status lines start with
+``local_cloud.moto_patches.apply()``. It runs in its own process group (the
+terminal's Ctrl-C does not reach it, so moto serves until the stand-in has saved
+its data) and ends when its parent's end of stdin closes. Its own status lines start with
 ``local_cloud.`` so that ``MotoServer`` can tell them from moto's request log.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import threading
 
 from local_cloud import moto_patches
 
 STATUS_PREFIX = "local_cloud.moto_patches"
 
 
+def _exit_with_parent() -> None:
+    """End when the parent's end of stdin closes: a killed stand-in leaves no moto holding the port."""
+
+    def watch() -> None:
+        while sys.stdin.buffer.read(4096):
+            pass
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+
+
 def main(argv: list[str] | None = None) -> None:
+    _exit_with_parent()
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
     patch_log = logging.getLogger(moto_patches.__name__)

@@ -60,8 +60,13 @@ class MotoServer:
         return f"http://{self.host}:{self.port}"
 
     def start(self, timeout: float = 60) -> None:
+        # Ctrl-C reaches the terminal's process group; moto gets its own (moto exits on SIGINT),
+        # so it serves until the stand-in has stopped its users and saved the bucket, then
+        # gets SIGTERM. Its stdin is a pipe from us: when we die, it ends too (moto_launcher).
         self.process = subprocess.Popen(
             [sys.executable, "-m", "local_cloud.moto_launcher", "-H", self.host, "-p", str(self.port)],
+            stdin=subprocess.PIPE,
+            process_group=0,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
@@ -102,10 +107,23 @@ class MotoServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self.process is not None and self.process.stdin is not None:
+            self.process.stdin.close()
 
 
-def create_resources(endpoint: str, region: str, bucket: str, table: str, queue: str) -> dict[str, Any]:
-    """Bucket, table (keys and indexes from template.yaml), ingest queue and the S3 -> SQS notification."""
+def create_resources(
+    endpoint: str,
+    region: str,
+    bucket: str,
+    table: str,
+    queue: str,
+    before_notification: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """Bucket, table (keys and indexes from template.yaml), ingest queue and the S3 -> SQS notification.
+
+    ``before_notification`` runs once bucket, table and queues exist but before S3 sends
+    ObjectCreated events: the place to load saved data without ingesting it again.
+    """
     template = load_template()
     session = boto3.Session(region_name=region)
     s3 = session.client("s3", endpoint_url=endpoint)
@@ -131,6 +149,8 @@ def create_resources(endpoint: str, region: str, bucket: str, table: str, queue:
             }
         ]
     }
+    if before_notification is not None:
+        before_notification()
     s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=notification)
     log.info("created bucket %s, table %s and the S3 -> ingest queue", bucket, table)
     return {"queue_url": queue_url, "failures_url": failures_url}

@@ -8,6 +8,7 @@ DICOM 127.0.0.1:11112 -> edge gateway -> S3 incoming/
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import boto3
 
+from local_cloud import snapshot
 from local_cloud.api_server import ApiServer
 from local_cloud.dispatcher import Dispatcher
 from local_cloud.moto_server import MotoServer, create_resources
@@ -34,9 +36,10 @@ log = logging.getLogger("local_cloud")
 def forget_earlier_shipments(spool_dir: Path) -> int:
     """Drop the gateway's records of instances shipped in earlier runs; how many series had one.
 
-    The stand-in's moto keeps S3 and DynamoDB in memory, so every run starts with an empty
-    bucket, while the spool on disk survives. Its shipped record would make the gateway drop
-    instances sent again as "already shipped" to a bucket that no longer has them.
+    Called when the bucket starts without what earlier runs shipped (``--fresh``, or a
+    snapshot older than the records because the last run was killed): a shipped record
+    would make the gateway drop instances sent again as "already shipped" to a bucket
+    that no longer has them.
     """
     from edge_gateway.spool import SHIPPED
 
@@ -57,11 +60,16 @@ class PortInUse(RuntimeError):
 
 
 def check_ports_free(host: str, ports: dict[str, int]) -> None:
-    """Fail before starting anything, with the port's role, rather than half-start next to another run."""
+    """Fail before starting anything, with the port's role, rather than half-start next to another run.
+
+    SO_REUSEADDR as the servers themselves set it: a port whose last connections linger in
+    TIME_WAIT after a Ctrl-C is free to listen on again; only a listening socket is "in use".
+    """
     for role, port in ports.items():
         if not port:
             continue  # 0: a free port is picked
         with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind((host, port))
             except OSError as exc:
@@ -85,6 +93,12 @@ class LocalCloudConfig:
     region: str = "us-east-1"
     gateway_id: str = "local-edge"
     with_gateway: bool = True
+    # Base URL of the OHIF viewer the /ui page links studies to; "" = <API>/viewer.
+    viewer_url: str = ""
+    # Keep the bucket and index in <data_dir>/cloud between runs (local_cloud.snapshot).
+    persist: bool = True
+    # Start with an empty bucket and index (the saved ones are deleted).
+    fresh: bool = False
     # None: the API runs open. A secret: only requests with a dev token signed by it (see dev_token).
     dev_secret: str | None = None
     # Server-Timing header on API responses: the handler's time vs its AWS calls (local_cloud.aws_timing).
@@ -101,6 +115,9 @@ class LocalCloud:
         self.dispatcher: Dispatcher | None = None
         self.gateway: Gateway | None = None
         self._stopped = False
+        # Objects the bucket does not hold although earlier runs shipped them: fresh start, or killed.
+        self._bucket_behind_spool = False
+        self._saving = False
 
     @property
     def endpoint(self) -> str:
@@ -124,7 +141,8 @@ class LocalCloud:
             # it must not be a substring of "local_cloud" or "edge_gateway".
             "POWERTOOLS_SERVICE_NAME": "dicom-functions",
             "POWERTOOLS_TRACE_DISABLED": "true",
-            "POWERTOOLS_METRICS_DISABLED": "true",
+            # Flushed per invocation as in Lambda; `make run` sends the EMF lines to logs/metrics.log.
+            "POWERTOOLS_METRICS_DISABLED": "false",
         }
 
     def s3(self) -> S3Client:
@@ -149,7 +167,23 @@ class LocalCloud:
         check_ports_free(cfg.host, {**ports, "DICOM": cfg.dicom_port} if cfg.with_gateway else ports)
         os.environ.update(self.environment())
         self.moto.start()
-        queues = create_resources(self.endpoint, cfg.region, cfg.bucket, cfg.table, cfg.queue)
+        restored = snapshot.Counts()
+
+        def load_saved() -> None:
+            nonlocal restored
+            if cfg.persist and not cfg.fresh:
+                restored = snapshot.load(self.s3(), self.dynamodb(), cfg.bucket, cfg.table, cfg.data_dir)
+
+        self._prepare_persistence()
+        queues = create_resources(
+            self.endpoint, cfg.region, cfg.bucket, cfg.table, cfg.queue, before_notification=load_saved
+        )
+        if restored.objects or restored.items:
+            log.info(
+                "loaded the saved bucket and index: %d objects, %d index items (--fresh starts empty)",
+                restored.objects,
+                restored.items,
+            )
 
         timer = None
         if cfg.server_timing:
@@ -167,8 +201,13 @@ class LocalCloud:
         adopt_powertools(function_logger)
         self.dispatcher = Dispatcher(self.sqs(), queues["queue_url"], ingest_handler)
         self.dispatcher.start()
+        if restored.to_ingest:
+            snapshot.load_unindexed(self.s3(), cfg.bucket, cfg.data_dir, restored.to_ingest)
+            log.info("%d saved parts were not indexed yet: ingesting them now", len(restored.to_ingest))
         self.api = ApiServer(cfg.host, cfg.api_port, query_handler, dev_secret=cfg.dev_secret, timer=timer)
         self.api.start()
+        # The /ui page reads it per request (query.routes.ui); the port is known only now.
+        os.environ["UI_VIEWER_URL"] = cfg.viewer_url or f"{self.api_url}/viewer"
         log.info("API on %s (DICOMweb under /dicomweb)", self.api_url)
         if cfg.dev_secret:
             from local_cloud.dev_token import issue
@@ -183,32 +222,84 @@ class LocalCloud:
         from edge_gateway.gateway import Gateway
 
         cfg = self.config
-        forgotten = forget_earlier_shipments(cfg.data_dir / "spool")
-        if forgotten:
-            log.info(
-                "moto starts empty: forgot the shipped-instance records of %d series from earlier runs "
-                "(unfinished work in the spool is kept and goes to the new bucket)",
-                forgotten,
-            )
-        config = load(
-            overrides={
-                "host": cfg.host,
-                "port": cfg.dicom_port,
-                "ae_title": cfg.ae_title,
-                "allowed_calling_aets": (),  # any calling AE title in local mode
-                "stable_after": cfg.stable_after,
-                "spool_dir": cfg.data_dir / "spool",
-                "bucket": cfg.bucket,
-                "region": cfg.region,
-                "endpoint_url": self.endpoint,
-                "gateway_id": cfg.gateway_id,
-                "table_name": cfg.table,  # C-FIND/C-MOVE/C-GET and storage commitment
-            },
-            environ={},
-        )
+        if self._bucket_behind_spool:
+            forgotten = forget_earlier_shipments(cfg.data_dir / "spool")
+            if forgotten:
+                log.info(
+                    "forgot the shipped-instance records of %d series: the bucket does not hold them "
+                    "(unfinished work in the spool is kept and goes to the bucket)",
+                    forgotten,
+                )
+        config = load(self.write_gateway_config(), environ={})
         gateway = Gateway(config)
         gateway.start()
         return gateway
+
+    def _prepare_persistence(self) -> None:
+        """Decide what the bucket will hold: saved data, or nothing (``--fresh``, no persistence)."""
+        cfg = self.config
+        if not cfg.persist:
+            self._bucket_behind_spool = True
+            return
+        if cfg.fresh:
+            if snapshot.forget(cfg.data_dir):
+                log.info("--fresh: deleted the saved bucket and index")
+            self._bucket_behind_spool = True
+        if not snapshot.exists(cfg.data_dir):  # first run, or the saved copy was deleted: empty bucket
+            self._bucket_behind_spool = True
+        killed = snapshot.mark_running(cfg.data_dir)
+        self._saving = True
+        if killed and not cfg.fresh:
+            log.warning(
+                "the last run was not stopped with Ctrl-C: what it received after its start is not in "
+                "the saved bucket (send it again; the gateway will not drop it as already shipped)"
+            )
+            self._bucket_behind_spool = True
+
+    def _save(self) -> None:
+        cfg = self.config
+        try:
+            counts = snapshot.save(self.s3(), self.dynamodb(), cfg.bucket, cfg.table, cfg.data_dir)
+        except Exception as exc:
+            log.error("could not save the bucket and index (%s): the earlier copy is kept", exc)
+            return
+        snapshot.mark_stopped(cfg.data_dir)
+        log.info(
+            "saved %d objects (%.1f MB new) and %d index items in %s",
+            counts.objects,
+            counts.downloaded_bytes / 1e6,
+            counts.items,
+            snapshot.cloud_dir(cfg.data_dir),
+        )
+
+    def write_gateway_config(self) -> Path:
+        """``<data_dir>/edge-gateway.toml``: the gateway's settings, where ``edge-gateway status``
+        and ``import`` find them (``.local-run/edge-gateway.toml`` is their default)."""
+        from edge_gateway.cli import LOCAL_RUN_CONFIG
+
+        cfg = self.config
+        settings: dict[str, str | float | int] = {
+            "host": cfg.host,
+            "port": cfg.dicom_port,
+            "ae_title": cfg.ae_title,
+            "stable_after": cfg.stable_after,
+            "spool_dir": str((cfg.data_dir / "spool").resolve()),
+            "bucket": cfg.bucket,
+            "region": cfg.region,
+            "endpoint_url": self.endpoint,
+            "gateway_id": cfg.gateway_id,
+            "table_name": cfg.table,  # C-FIND/C-MOVE/C-GET and storage commitment
+        }
+        lines = [
+            "# Written by `make run` (local_cloud) at every start: the gateway it runs.",
+            "[gateway]",
+            "allowed_calling_aets = []  # any calling AE title in local mode",
+            *(f"{key} = {json.dumps(value)}" for key, value in settings.items()),
+        ]
+        path = cfg.data_dir / LOCAL_RUN_CONFIG.name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(lines) + "\n")
+        return path
 
     def stop(self) -> None:
         if self._stopped:
@@ -220,6 +311,10 @@ class LocalCloud:
             self.api.stop()
         if self.dispatcher is not None:
             self.dispatcher.stop()
+        if self._saving and self.dispatcher is not None:  # started far enough to have data worth keeping
+            self._save()
+        elif self._saving:  # failed while starting: the saved copy was not touched
+            snapshot.mark_stopped(self.config.data_dir)
         self.moto.stop()
         log.info("local stand-in stopped")
 

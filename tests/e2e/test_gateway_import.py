@@ -66,3 +66,53 @@ def test_import_a_folder_then_the_gateway_ships_it(
     [key] = [k for k, v in found.items() if mr[0].stem in v]
     assert member_bytes(aws.s3, aws.bucket, key, mr[0].stem) == mr[0].read_bytes()  # the file, as it was
     assert archive.joinpath("README.txt").exists()  # nothing deleted from the archive
+
+
+def import_folder(config: Path, folder: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edge_gateway", "import", "--config", str(config), str(folder)],
+        capture_output=True, text=True, timeout=120, env=gateway_env(), check=False,
+    )  # fmt: skip
+
+
+def test_reimport_drops_identical_files_ships_changed_ones_and_reports_odd_uids(
+    start_gateway: GatewayFactory, aws: Aws, tmp_path: Path
+) -> None:
+    # GIVEN a folder imported and shipped by a running gateway
+    spool = tmp_path / "spool"
+    config = write_config(tmp_path / "gw.toml", bucket=aws.bucket, spool_dir=str(spool))
+    instances = series_from("CT_small.dcm", 3)
+    files = write_files(tmp_path / "archive", instances)
+    start_gateway(spool_dir=spool)
+    assert import_folder(config, tmp_path / "archive").returncode == 0
+
+    def parts(count: int) -> dict[str, list[str]]:
+        def found() -> dict[str, list[str]] | None:
+            members = bucket_members(aws.s3, aws.bucket)
+            return members if len(members) >= count else None
+
+        return wait_for(found, 30, f"{count} parts in the bucket")
+
+    [first_key] = parts(1)
+
+    # WHEN the folder is imported again with one file changed (PatientName corrected) and one
+    # file whose StudyInstanceUID is ".." (it would name a path outside the spool)
+    instances[1].PatientName = "Corrected^Name"
+    write_files(tmp_path / "archive", [instances[1]])
+    [odd] = series_from("CT_small.dcm", 1)
+    odd.StudyInstanceUID = ".."
+    [odd_file] = write_files(tmp_path / "archive" / "odd", [odd])
+    done = import_folder(config, tmp_path / "archive")
+
+    # THEN the unchanged files are dropped and counted, the changed one stored, the odd one reported
+    assert done.returncode == 1, done.stderr
+    assert "stored 1 instances" in done.stdout
+    assert "2 already shipped with the same bytes (dropped)" in done.stdout
+    assert "1 changed since spooled or shipped (stored as a new version)" in done.stdout
+    assert f"refused {odd_file}: StudyInstanceUID: UID is not dot-separated digits" in done.stdout
+    # AND the gateway ships the changed file alone, as it is on disk
+    found = parts(2)
+    [second_key] = [k for k in found if k != first_key]
+    assert found[second_key] == [files[1].stem]
+    assert member_bytes(aws.s3, aws.bucket, second_key, files[1].stem) == files[1].read_bytes()
+    assert not (spool / odd.SeriesInstanceUID).exists()  # nothing written outside series/

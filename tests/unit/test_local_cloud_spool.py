@@ -16,8 +16,8 @@ def test_records_of_earlier_runs_are_forgotten_and_unfinished_work_kept(tmp_path
     # GIVEN a spool from an earlier run: two series recorded as shipped, one instance not yet shipped
     spool = Spool(tmp_path / "spool", 10**9)
     record = ShippedRecord(spool.path(SHIPPED), retention_seconds=3600)
-    record.add("1.2.3.1", ["1.2.3.1.1"])
-    record.add("1.2.3.2", ["1.2.3.2.1"])
+    record.add("1.2.3.1", {"1.2.3.1.1": "0" * 64})
+    record.add("1.2.3.2", {"1.2.3.2.1": "0" * 64})
     assert spool.store("1.2.3", "1.2.3.3", "1.2.3.3.1", b"DICOM bytes")
     # WHEN the stand-in starts again
     forgotten = forget_earlier_shipments(tmp_path / "spool")

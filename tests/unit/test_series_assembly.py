@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import zipfile
@@ -28,6 +29,10 @@ def store(spool: Spool, assembler: Assembler, study: str, series: str, sop: str)
     if stored:
         assembler.stored(study, series, len(data))
     return stored
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def members(part: Path) -> set[str]:
@@ -88,7 +93,7 @@ def test_count_limit_closes_a_series_before_it_is_quiet(tmp_path: Path) -> None:
     assert len(members(part)) == 3
 
 
-def test_duplicate_instance_in_an_open_series_is_kept_once(tmp_path: Path) -> None:
+def test_identical_copy_in_an_open_series_is_kept_once(tmp_path: Path) -> None:
     spool, assembler, _ = make(tmp_path)
     assert store(spool, assembler, "1.2", "1.2.3", "1.2.3.1")
     assert not store(spool, assembler, "1.2", "1.2.3", "1.2.3.1")
@@ -120,7 +125,7 @@ def test_packaged_part_is_a_zip_with_members_and_manifest(tmp_path: Path) -> Non
 
 def test_instances_already_shipped_are_not_shipped_again(tmp_path: Path) -> None:
     spool, assembler, packager = make(tmp_path)
-    ShippedRecord(spool.path(SHIPPED), 3600).add("1.2.3", ["1.2.3.1"])
+    ShippedRecord(spool.path(SHIPPED), 3600).add("1.2.3", {"1.2.3.1": sha256(b"dicom bytes of 1.2.3.1")})
     store(spool, assembler, "1.2", "1.2.3", "1.2.3.1")
     store(spool, assembler, "1.2", "1.2.3", "1.2.3.2")
     [part] = assembler.close_ready(now=_later(spool))

@@ -64,3 +64,13 @@ def test_every_ui_and_rendering_route_is_declared_in_the_template(monkeypatch: p
     }
     assert len(routes) == 4
     assert routes <= declared
+
+
+def test_viewer_base_is_put_in_the_page_with_a_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("UI_VIEWER_URL", raising=False)
+    assert f'<meta name="viewer-url" content="{ui.DEFAULT_VIEWER_URL}">' in ui.page()
+    monkeypatch.setenv("UI_VIEWER_URL", 'http://viewer.example.org/ohif?a=1&b="x"')
+    escaped = "http://viewer.example.org/ohif?a=1&amp;b=&quot;x&quot;"
+    assert f'<meta name="viewer-url" content="{escaped}">' in ui.page()
+    monkeypatch.setenv("UI_VIEWER_URL", "")
+    assert '<meta name="viewer-url" content="">' in ui.page()  # no link

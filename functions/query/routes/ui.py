@@ -9,6 +9,10 @@ user can sign in.
 example a Cognito hosted UI ``/login`` URL with ``response_type=token`` and
 ``redirect_uri=<api>/ui``); without it the page asks for a pasted token (the development
 token of the local stand-in).
+
+``UI_VIEWER_URL`` is the base URL of the OHIF viewer the page links each study to
+(``<base>/viewer?StudyInstanceUIDs=<uid>``); unset, ``DEFAULT_VIEWER_URL`` (the local
+stand-in's), empty: no link.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ CONTENT_TYPES = {
     ".css": "text/css; charset=utf-8",
     ".svg": "image/svg+xml",
 }
+DEFAULT_VIEWER_URL = "http://127.0.0.1:3000/viewer"
 # A strict policy: the page loads only its own files and talks only to this API.
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -55,9 +60,12 @@ def assets() -> dict[str, str]:
 
 
 def page() -> str:
+    """index.html with the login URL and the viewer base URL filled in (HTML-escaped)."""
     login_url = os.environ.get("UI_LOGIN_URL", "").strip()
+    viewer_url = os.environ.get("UI_VIEWER_URL", DEFAULT_VIEWER_URL).strip()
     text = (STATIC / "index.html").read_text(encoding="utf-8")
-    return text.replace("{{LOGIN_URL}}", html.escape(login_url, quote=True))
+    text = text.replace("{{LOGIN_URL}}", html.escape(login_url, quote=True))
+    return text.replace("{{VIEWER_URL}}", html.escape(viewer_url, quote=True))
 
 
 @router.get("/ui")

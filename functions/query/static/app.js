@@ -1,5 +1,7 @@
 // The study browser: plain ES module, no framework, no build step. It uses only the public API
 // (QIDO-RS, WADO-RS rendered, the JSON series summary and preview) with the user's bearer token.
+// On open it lists the most recent studies; each study links to the OHIF viewer whose base URL
+// the page carries in <meta name="viewer-url">.
 
 const TOKEN_KEY = "dicom-api-token";
 const TAG = {
@@ -25,7 +27,12 @@ const VIEWER_ATTRIBUTES = [
 ];
 
 const $ = (id) => document.getElementById(id);
-const state = { instances: [], index: 0, study: "", series: "", loadSeq: 0, metadata: true, images: new Map() };
+const state = {
+  instances: [], index: 0, study: "", series: "", loadSeq: 0, metadata: true, images: new Map(),
+  // Searches: each has a generation; a newer one aborts the older's requests and its late answers
+  // are dropped, so the message and the cards always come from the same (latest) search.
+  searchSeq: 0, searchAbort: null,
+};
 const CACHED_IMAGES = 64;
 
 // ---- API access -------------------------------------------------------------------------------
@@ -36,10 +43,10 @@ export class ApiError extends Error {
 
 function token() { return localStorage.getItem(TOKEN_KEY) || ""; }
 
-async function api(path, accept = "application/json") {
+async function api(path, accept = "application/json", signal = undefined) {
   const headers = { Accept: accept };
   if (token()) headers.Authorization = `Bearer ${token()}`;
-  const response = await fetch(path, { headers });
+  const response = await fetch(path, { headers, signal });
   if (response.status === 401 || response.status === 403) {
     throw new ApiError(response.status, "Not signed in or not allowed: give a valid token.");
   }
@@ -51,19 +58,27 @@ async function api(path, accept = "application/json") {
   return response;
 }
 
-async function apiJson(path, accept = "application/json", onResponse = null) {
-  const response = await api(path, accept);
+async function apiJson(path, accept = "application/json", onResponse = null, signal = undefined) {
+  const response = await api(path, accept, signal);
   onResponse?.(response);
   if (response.status === 204) return [];
   return response.json();
 }
 
-async function apiImage(path) {
-  const response = await api(path, "image/png");
+async function apiImage(path, signal = undefined) {
+  const response = await api(path, "image/png", signal);
   return URL.createObjectURL(await response.blob());
 }
 
 const enc = encodeURIComponent;
+
+// The OHIF viewer's page for a study: <viewer base>/viewer?StudyInstanceUIDs=<uid>; "" without a base.
+export function viewerLink(base, studyUid) {
+  if (!base || base.startsWith("{{")) return "";
+  return `${base.replace(/\/+$/, "")}/viewer?StudyInstanceUIDs=${enc(studyUid)}`;
+}
+
+function viewerBase() { return document.querySelector('meta[name="viewer-url"]')?.content ?? ""; }
 
 // ---- DICOM JSON helpers -------------------------------------------------------------------------
 
@@ -121,31 +136,58 @@ export function searchQuery(form) {
 
 async function search(event) {
   event?.preventDefault();
+  state.searchAbort?.abort();
+  const controller = new AbortController();
+  state.searchAbort = controller;
+  const generation = ++state.searchSeq;
+  const current = () => generation === state.searchSeq;
+  const { signal } = controller;
   const form = {
     name: $("patient-name").value, pid: $("patient-id").value, from: $("date-from").value,
     to: $("date-to").value, modality: $("modality").value,
   };
+  const recent = !Object.values(form).some((value) => value.trim());
   const results = $("results");
   results.replaceChildren();
-  say("Searching…");
+  results.dataset.state = "searching";
+  say(recent ? "Loading the most recent studies…" : "Searching…");
   try {
     let more = false;
     const studies = await apiJson(`/dicomweb/studies?${searchQuery(form)}`, "application/dicom+json",
-      (response) => { more = response.headers.has("Warning"); });
+      (response) => { more = response.headers.has("Warning"); }, signal);
+    if (!current()) return;
     const count = `${studies.length} stud${studies.length === 1 ? "y" : "ies"}`;
-    say(!studies.length ? "No study matches." : more ? `First ${count}: refine the search to see others.` : count);
-    for (const study of studies) results.append(await studyCard(study));
+    let message = count;
+    if (!studies.length) message = recent ? "No studies yet: send some (see the README)." : "No study matches.";
+    else if (recent) message = more ? `The ${count} most recent (search to find others)` : `${count}, most recent first`;
+    else if (more) message = `First ${count}: refine the search to see others.`;
+    say(message);
+    for (const study of studies) {
+      const card = await studyCard(study, signal);
+      if (!current()) return;
+      results.append(card);
+    }
+    results.dataset.state = "done";
   } catch (error) {
+    if (!current() || error.name === "AbortError") return;
     say(error.message);
+    results.dataset.state = "failed";
   }
 }
 
 function say(message) { $("message").textContent = message; }
 
-async function studyCard(study) {
+async function studyCard(study, signal) {
   const uid = text(study, "StudyInstanceUID");
+  const title = element("h3", { text: `${formatName(text(study, "PatientName")) || "(no name)"} — ${text(study, "PatientID")}` });
+  const link = viewerLink(viewerBase(), uid);
+  if (link) {
+    title.append(" ", element("a", {
+      class: "open-viewer", href: link, target: "_blank", rel: "noopener", text: "Open in viewer",
+    }));
+  }
   const card = element("article", { class: "study", dataset: { study: uid } },
-    element("h3", { text: `${formatName(text(study, "PatientName")) || "(no name)"} — ${text(study, "PatientID")}` }),
+    title,
     element("div", {
       class: "meta",
       text: [formatDate(text(study, "StudyDate")), text(study, "StudyDescription"),
@@ -155,16 +197,17 @@ async function studyCard(study) {
   const list = element("div", { class: "series-list" });
   card.append(list);
   try {
-    const series = await apiJson(`/dicomweb/studies/${enc(uid)}/series`, "application/dicom+json");
+    const series = await apiJson(`/dicomweb/studies/${enc(uid)}/series`, "application/dicom+json", null, signal);
     series.sort((a, b) => Number(text(a, "SeriesNumber") || 0) - Number(text(b, "SeriesNumber") || 0));
-    for (const s of series) list.append(seriesCard(uid, s));
+    for (const s of series) list.append(seriesCard(uid, s, signal));
   } catch (error) {
+    if (error.name === "AbortError") throw error;
     list.append(element("p", { text: error.message }));
   }
   return card;
 }
 
-function seriesCard(study, series) {
+function seriesCard(study, series, signal) {
   const uid = text(series, "SeriesInstanceUID");
   const img = element("img", { alt: "preview", class: "preview" });
   const open = element("button", { class: "thumb", type: "button", title: "Open the viewer" }, img);
@@ -181,19 +224,24 @@ function seriesCard(study, series) {
       element("dt", { text: "Ingest" }), status,
       element("dt", { text: "Zip" }), download));
   open.addEventListener("click", () => openViewer(study, uid, series));
-  apiImage(`/api/studies/${enc(study)}/series/${enc(uid)}/preview.png?size=170`)
+  apiImage(`/api/studies/${enc(study)}/series/${enc(uid)}/preview.png?size=170`, signal)
     .then((url) => { img.src = url; })
     .catch((error) => {
+      if (error.name === "AbortError") return;
       img.replaceWith(element("span", { class: "no-preview", title: error.message, text: "no picture" }));
     });
-  apiJson(`/api/studies/${enc(study)}/series/${enc(uid)}`)
+  apiJson(`/api/studies/${enc(study)}/series/${enc(uid)}`, "application/json", null, signal)
     .then(async (summary) => {
       status.textContent = summary.ingest_status || "unknown";
       status.classList.add(summary.ingest_status === "indexed" ? "status-indexed" : "status-other");
       const links = await downloadLinks(study, uid);
       download.replaceChildren(...links.map((link) => element("a", { href: link.href, download: "", text: link.label })));
     })
-    .catch((error) => { status.textContent = error.message; download.textContent = ""; });
+    .catch((error) => {
+      if (error.name === "AbortError") return;
+      status.textContent = error.message;
+      download.textContent = "";
+    });
   return card;
 }
 
@@ -340,6 +388,7 @@ function init() {
   $("viewer").addEventListener("close", () => { state.loadSeq++; clearImages(); $("viewer-image").removeAttribute("src"); });
   document.addEventListener("keydown", onKey);
   document.body.dataset.ready = "true";
+  search();  // the most recent studies, without a click
 }
 
 init();
