@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import threading
 import time
 import uuid
@@ -17,19 +18,35 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from local_cloud.aws_timing import AwsCallTimer
-from local_cloud.dev_token import authorizer_context, verify
+from local_cloud.dev_token import TokenRejected, authorizer_context, check
 from local_cloud.lambda_context import LocalLambdaContext
 
 log = logging.getLogger("local_cloud.api")
 
 LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
 TEXT_TYPES = ("text/", "application/json", "application/dicom+json", "application/javascript")
+# Query strings carry PatientID, PatientName, AccessionNumber...: never logged.
+_QUERY = re.compile(r"\?[^\s'\"]*")
+
+
+def without_query(text: str) -> str:
+    """``text`` with every URL query string replaced by ``?…`` (for log lines)."""
+    return _QUERY.sub("?\u2026", text)
 
 
 def http_api_event(
-    method: str, target: str, headers: dict[str, str], body: bytes, source_ip: str
+    method: str,
+    target: str,
+    headers: dict[str, str],
+    body: bytes,
+    source_ip: str,
+    domain_name: str = "127.0.0.1",
 ) -> dict[str, Any]:
-    """The payload-format-2.0 event API Gateway would send for this request."""
+    """The payload-format-2.0 event API Gateway would send for this request.
+
+    ``domain_name`` is the server's own (configured) name, as API Gateway puts its domain in
+    ``requestContext.domainName``; the client's ``Host`` header never replaces it.
+    """
     url = urlsplit(target)
     params: dict[str, list[str]] = {}
     for name, value in parse_qsl(url.query, keep_blank_values=True):
@@ -49,7 +66,7 @@ def http_api_event(
         "requestContext": {
             "accountId": "123456789012",
             "apiId": "local",
-            "domainName": lower.get("host", "127.0.0.1"),
+            "domainName": domain_name,
             "domainPrefix": "local",
             "http": {
                 "method": method,
@@ -103,15 +120,23 @@ class ApiServer:
                     dict(self.headers.items()),
                     body,
                     self.client_address[0],
+                    outer.domain_name,
                 )
                 outer.respond(self, event)
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
 
+            def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+                # Like API Gateway's access log in template.yaml: the path, never the query string.
+                path = self.path.split("?", 1)[0]
+                log.info("%s %s %s %s", self.address_string(), self.command, path, code)
+
             def log_message(self, format: str, *args: Any) -> None:
-                log.info("%s %s", self.address_string(), format % args)
+                log.info("%s %s", self.address_string(), without_query(format % args))
 
         self.server = ThreadingHTTPServer((host, port), RequestHandler)
+        # What the function sees as requestContext.domainName (links come from configuration).
+        self.domain_name = f"{host}:{self.port}"
         self.server.daemon_threads = True
         self._thread = threading.Thread(target=self.server.serve_forever, name="api", daemon=True)
 
@@ -127,12 +152,25 @@ class ApiServer:
         self.server.server_close()
 
     def _authorize(self, event: dict[str, Any]) -> bool:
-        """With a dev secret, act like API Gateway's JWT authorizer: no valid bearer token, no call."""
+        """With a dev secret, act like API Gateway's JWT authorizer: no valid bearer token, no call.
+
+        The token is checked by local_cloud.dev_token.check (iss, aud/client_id, exp, nbf, iat,
+        claim types); the reason of a refusal is logged, as API Gateway's access log records
+        ``$context.authorizer.error``.
+        """
         if self._dev_secret is None:
             return True
-        scheme, _, token = event["headers"].get("authorization", "").partition(" ")
-        claims = verify(self._dev_secret, token.strip()) if scheme.lower() == "bearer" else None
+        value = event["headers"].get("authorization", "").strip()
+        # API Gateway takes the token alone or prefixed with Bearer.
+        scheme, _, rest = value.partition(" ")
+        token = rest.strip() if scheme.lower() == "bearer" else value
+        try:
+            claims = check(self._dev_secret, token) if token else None
+        except TokenRejected as exc:
+            log.info("401: %s", exc)
+            return False
         if claims is None:
+            log.info("401: the token is missing")
             return False
         event["requestContext"]["authorizer"] = authorizer_context(claims)
         return True

@@ -137,6 +137,8 @@ class LocalCloud:
             "AWS_ENDPOINT_URL": self.endpoint,
             "TABLE_NAME": self.config.table,
             "BUCKET_NAME": self.config.bucket,
+            # Links in answers (RetrieveURL) start here, whatever Host header a client sends.
+            "PUBLIC_BASE_URL": f"http://{self.config.host}:{self.config.api_port}",
             # Powertools suppresses root-logger records whose name contains the service name:
             # it must not be a substring of "local_cloud" or "edge_gateway".
             "POWERTOOLS_SERVICE_NAME": "dicom-functions",

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 import pydicom
+from common import decode_limits
 from common.attributes import (
     INSTANCE_ATTRIBUTES,
     SERIES_ATTRIBUTES,
@@ -126,6 +127,22 @@ def _check_deflated(fp: _Watch | MemberStream) -> None:
     fp.truncated = False
 
 
+def _check_counts(fp: _Watch | MemberStream) -> None:
+    """Element, item and nesting limits (common.decode_limits) before pydicom builds an object per element.
+
+    The header is read (at most ``MAX_HEADER_BYTES``) and walked without allocating per element:
+    a member of a million tiny elements is refused after its first megabytes.
+    """
+    try:
+        decode_limits.check_header_stream(fp, max_bytes=MAX_HEADER_BYTES)
+    except decode_limits.LimitExceeded as exc:
+        raise RejectedMember(str(exc)) from exc
+    except ValueError:
+        pass  # a corrupt deflate stream: _check_deflated says so
+    finally:
+        fp.truncated = False  # the walk's reads may end short of a cut-off file: pydicom's say
+
+
 def _plausible_start(first: bytes) -> bool:
     """Whether bytes without a preamble start like a data set: group 0002..0010, little or big endian.
 
@@ -190,6 +207,7 @@ def read_header(fp: IO[bytes]) -> Dataset:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
+            _check_counts(watch)
             _check_deflated(watch)
             try:
                 ds = pydicom.dcmread(watch, stop_before_pixels=True)

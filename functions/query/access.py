@@ -3,7 +3,10 @@
 API Gateway's JWT authorizer puts the verified token's claims and scopes into
 ``requestContext.authorizer.jwt``. The function checks a read scope for
 queries and a write scope for STOW-RS, and restricts every answer to the sites
-named in the ``sites`` (or ``custom:sites``) claim; ``*`` names every site.
+named in the ``sites`` claim, or by the caller's Cognito groups named
+``site:<site>`` (``cognito:groups``, which only an administrator can change);
+``*`` (or the group ``site:*``) names every site. A user-writable attribute such
+as Cognito's ``custom:sites`` is never read.
 
 Without an authorizer context (the local stand-in run open) every registered
 site is visible, unless ``REQUIRE_AUTH=true`` in the environment, which the
@@ -21,7 +24,10 @@ from typing import Any
 from query.errors import Forbidden, Unauthorized
 from query.store import IndexStore
 
-SITE_CLAIMS = ("sites", "custom:sites")
+SITE_CLAIMS = ("sites",)
+# Cognito access tokens list the user's groups; groups named site:<site> grant that site.
+GROUPS_CLAIM = "cognito:groups"
+SITE_GROUP_PREFIX = "site:"
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,9 @@ def caller_from_event(event: dict[str, Any]) -> Caller:
     sites: set[str] = set()
     for name in SITE_CLAIMS:
         sites.update(_words(claims.get(name, "")))
+    groups = _words(claims.get(GROUPS_CLAIM, ""))
+    sites.update(g.removeprefix(SITE_GROUP_PREFIX) for g in groups if g.startswith(SITE_GROUP_PREFIX))
+    sites.discard("")
     return Caller(True, frozenset(scopes), None if "*" in sites else frozenset(sites))
 
 

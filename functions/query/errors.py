@@ -29,5 +29,9 @@ class UnsupportedMediaType(QueryError):
     """The request body's media type is not accepted (415)."""
 
 
+class PayloadTooLarge(QueryError):
+    """The request or the object it names is over a size or decode limit (413)."""
+
+
 class StoreError(QueryError):
     """The index could not be read (503: try again later)."""

@@ -15,6 +15,7 @@ from query.errors import (
     Forbidden,
     NotAcceptable,
     NotFound,
+    PayloadTooLarge,
     StoreError,
     Unauthorized,
     UnsupportedMediaType,
@@ -64,6 +65,11 @@ def not_acceptable(exc: NotAcceptable) -> Response[dict[str, Any]]:
 @app.exception_handler(UnsupportedMediaType)
 def unsupported_media_type(exc: UnsupportedMediaType) -> Response[dict[str, Any]]:
     return _error(415, str(exc))
+
+
+@app.exception_handler(PayloadTooLarge)
+def payload_too_large(exc: PayloadTooLarge) -> Response[dict[str, Any]]:
+    return _error(413, str(exc))
 
 
 @app.exception_handler(StoreError)

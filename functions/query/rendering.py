@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+from common.decode_limits import check_pixel_budget, read_part10
 from PIL import Image
-from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
@@ -32,6 +32,13 @@ JPEG = "image/jpeg"
 MEDIA_TYPES = (PNG, JPEG)
 VoiFunction = Literal["LINEAR", "LINEAR_EXACT", "SIGMOID"]
 MAX_SIZE = 4096
+# Decoded bytes of the one frame a picture is made from (PS3.3 C.7.6.3: Rows x Columns x
+# SamplesPerPixel x BitsAllocated/8): 4096 x 4096 RGB at 8 bits, or 4096 x 4096 x 1.5 at
+# 16 bits. With the instance's bytes, the 8-bit picture and Pillow's copy of it, one render
+# stays near 200 MB (bench/decode_bombs.py); more is refused before anything is decoded.
+MAX_RENDER_FRAME_BYTES = 48 * 1024 * 1024
+# Pixels converted to float64 at a time (8 MB per temporary array).
+_BLOCK_PIXELS = 1 << 20
 
 
 class RenderError(ValueError):
@@ -93,12 +100,22 @@ class Picture:
 
 
 def read_dataset(data: bytes) -> Dataset:
+    """The instance parsed within common.decode_limits, its first frame within the render budget.
+
+    Raises ``common.decode_limits.LimitExceeded`` (413) before anything large is allocated or
+    decoded, :class:`RenderError` when it is not DICOM or has no pixel data.
+    """
+    from common.decode_limits import LimitExceeded
+
     try:
-        ds = dcmread(io.BytesIO(data), force=True)
-    except (InvalidDicomError, EOFError, ValueError, OSError) as exc:
+        ds = read_part10(data, stop_before_pixels=False)
+    except LimitExceeded:
+        raise
+    except (InvalidDicomError, EOFError, ValueError, OSError, struct.error) as exc:
         raise RenderError("the instance could not be read as DICOM") from exc
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise RenderError("the instance has no pixel data")
+    check_pixel_budget(ds, 1, MAX_RENDER_FRAME_BYTES)
     return ds
 
 
@@ -143,13 +160,6 @@ def _multi(value: Any) -> bool:
     return isinstance(value, MultiValue | list | tuple)
 
 
-def _full_range(values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    low, high = float(values.min()), float(values.max())
-    if high <= low:
-        return np.zeros(values.shape, dtype=np.float64)
-    return (values - low) / (high - low)
-
-
 def _voi_lut(item: Dataset, values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     """The first VOI LUT (PS3.3 C.11.2.1.1), output scaled to 0..1 by its bits per entry.
 
@@ -171,22 +181,58 @@ def _voi_lut(item: Dataset, values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any
     return shown
 
 
+def _rows_per_block(arr: np.ndarray[Any, Any]) -> int:
+    per_row = max(1, int(np.prod(arr.shape[1:])))
+    return max(1, _BLOCK_PIXELS // per_row)
+
+
+def _modality_range(ds: Dataset, arr: np.ndarray[Any, Any]) -> tuple[float, float]:
+    """Minimum and maximum of the frame after the Modality LUT, a block of rows at a time."""
+    low, high = np.inf, -np.inf
+    step = _rows_per_block(arr)
+    for row in range(0, arr.shape[0], step):
+        values = np.asarray(apply_modality_lut(arr[row : row + step], ds), dtype=np.float64)
+        low, high = min(low, float(values.min())), max(high, float(values.max()))
+    return low, high
+
+
+def _usable_voi_lut(ds: Dataset) -> Dataset | None:
+    if "VOILUTSequence" not in ds or len(ds.VOILUTSequence) == 0:
+        return None
+    item: Dataset = ds.VOILUTSequence[0]
+    try:
+        _voi_lut(item, np.zeros(1, dtype=np.float64))
+    except (AttributeError, IndexError, KeyError, ValueError, TypeError, struct.error):
+        return None
+    return item
+
+
 def grayscale(ds: Dataset, arr: np.ndarray[Any, Any], window: Window | None) -> np.ndarray[Any, Any]:
-    """8-bit display values of one grayscale frame."""
-    values = np.asarray(apply_modality_lut(arr, ds), dtype=np.float64)
+    """8-bit display values of one grayscale frame.
+
+    The float64 work runs on blocks of rows (``_BLOCK_PIXELS``), so its temporaries stay a few
+    MB whatever the frame size; only the 8-bit result is frame-sized.
+    """
     chosen = window or _header_window(ds)
-    if chosen is not None:
-        shown = chosen.apply(values)
-    elif "VOILUTSequence" in ds and len(ds.VOILUTSequence) > 0:
-        try:
-            shown = _voi_lut(ds.VOILUTSequence[0], values)
-        except (AttributeError, IndexError, KeyError, ValueError, TypeError, struct.error):
-            shown = _full_range(values)
-    else:
-        shown = _full_range(values)
-    if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
-        shown = 1.0 - shown
-    return np.asarray(np.rint(shown * 255.0), dtype=np.uint8)
+    lut = _usable_voi_lut(ds) if chosen is None else None
+    low, high = _modality_range(ds, arr) if chosen is None and lut is None else (0.0, 0.0)
+    invert = str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1"
+    out = np.empty(arr.shape, dtype=np.uint8)
+    step = _rows_per_block(arr)
+    for row in range(0, arr.shape[0], step):
+        values = np.asarray(apply_modality_lut(arr[row : row + step], ds), dtype=np.float64)
+        if chosen is not None:
+            shown = chosen.apply(values)
+        elif lut is not None:
+            shown = _voi_lut(lut, values)
+        elif high > low:
+            shown = (values - low) / (high - low)
+        else:
+            shown = np.zeros(values.shape, dtype=np.float64)
+        if invert:
+            shown = 1.0 - shown
+        out[row : row + step] = np.rint(shown * 255.0)
+    return out
 
 
 def color(ds: Dataset, arr: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
@@ -202,8 +248,12 @@ def color(ds: Dataset, arr: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         bits = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 8)
     if arr.dtype == np.uint8 and bits <= 8:
         return arr
-    scaled = np.asarray(arr, dtype=np.float64) / float(2**bits - 1)
-    return np.asarray(np.rint(np.clip(scaled, 0.0, 1.0) * 255.0), dtype=np.uint8)
+    out = np.empty(arr.shape, dtype=np.uint8)
+    step = _rows_per_block(arr)
+    for row in range(0, arr.shape[0], step):
+        scaled = np.asarray(arr[row : row + step], dtype=np.float64) / float(2**bits - 1)
+        out[row : row + step] = np.rint(np.clip(scaled, 0.0, 1.0) * 255.0)
+    return out
 
 
 def to_image(ds: Dataset, window: Window | None = None) -> Image.Image:

@@ -67,7 +67,7 @@ def test_bucket_is_named_with_sub_in_functions_to_avoid_the_notification_cycle()
 
 # The browser page's static files and the API description carry no data; the page signs in
 # and sends the token itself.
-PUBLIC_PATHS = {"/ui", "/ui/{asset}", "/openapi.json", "/swagger"}
+PUBLIC_PATHS = {"/ui", "/ui/{asset}", "/openapi.json", "/swagger", "/swagger/{asset}"}
 
 
 def test_every_route_is_explicit_and_behind_the_jwt_authorizer() -> None:

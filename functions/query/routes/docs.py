@@ -8,13 +8,16 @@ would cost the cold start of every request; this one runs only when asked.)
 
 from __future__ import annotations
 
+import functools
 import json
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 
+from query.errors import NotFound
 from query.search import INSTANCE_MATCHING, SERIES_MATCHING, STUDY_MATCHING
 
 if TYPE_CHECKING:
@@ -53,6 +56,7 @@ ERRORS = {
     "403": "token lacks the scope",
     "404": "unknown study, series, instance or route",
     "405": "method not allowed",
+    "413": "over a request or decode limit (common.decode_limits)",
     "503": "index temporarily unavailable",
 }
 ERROR_SCHEMA = {
@@ -127,13 +131,33 @@ def openapi_document(app: APIGatewayHttpResolver) -> dict[str, Any]:
     }
 
 
+# Swagger UI is served from the pinned swagger-ui-bundle package (Python wheel, shipped in the
+# Lambda code asset): no CDN, so it works offline and no third-party script runs on the page
+# where users paste tokens. Only these files are served; the page runs no inline script.
+SWAGGER_ASSETS = {
+    "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
+    "swagger-ui.css": "text/css; charset=utf-8",
+}
+SWAGGER_INIT = "swagger-init.js"
 SWAGGER_HTML = """<!doctype html>
-<html><head><meta charset="utf-8"><title>DICOM query API</title>
-<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css"></head>
+<html lang="en"><head><meta charset="utf-8"><title>DICOM query API</title>
+<link rel="stylesheet" href="swagger/swagger-ui.css"></head>
 <body><div id="swagger-ui"></div>
-<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
-<script>SwaggerUIBundle({url: "openapi.json", dom_id: "#swagger-ui"});</script>
+<script src="swagger/swagger-ui-bundle.js"></script>
+<script src="swagger/swagger-init.js"></script>
 </body></html>"""
+# Relative to the page (/swagger): /openapi.json of this API.
+SWAGGER_INIT_JS = 'window.ui = SwaggerUIBundle({url: "openapi.json", dom_id: "#swagger-ui"});\n'
+# Scripts and styles from this API only; requests ("Try it out") only to this API. Swagger UI
+# sets styles through the DOM (allowed) and draws its icons as data: images.
+SWAGGER_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 @router.get("/openapi.json")
@@ -147,4 +171,34 @@ def openapi() -> Response[str]:
 @router.get("/swagger")
 def swagger() -> Response[str]:
     """Swagger UI over /openapi.json."""
-    return Response(200, "text/html; charset=utf-8", SWAGGER_HTML)
+    return Response(
+        200,
+        "text/html; charset=utf-8",
+        SWAGGER_HTML,
+        headers={**SWAGGER_HEADERS, "Cache-Control": "no-cache"},
+    )
+
+
+@functools.cache
+def _swagger_file(name: str) -> str:
+    from swagger_ui_bundle import swagger_ui_path
+
+    return (Path(str(swagger_ui_path)) / name).read_text(encoding="utf-8")
+
+
+@router.get("/swagger/<asset>")
+def swagger_asset(asset: str) -> Response[str]:
+    """Swagger UI's script and style sheet, from the pinned swagger-ui-bundle package."""
+    if asset == SWAGGER_INIT:
+        body, content_type = SWAGGER_INIT_JS, "text/javascript; charset=utf-8"
+    elif asset in SWAGGER_ASSETS:
+        body, content_type = _swagger_file(asset), SWAGGER_ASSETS[asset]
+    else:
+        raise NotFound("no such Swagger UI file")
+    return Response(
+        200,
+        content_type,
+        body,
+        headers={**SWAGGER_HEADERS, "Cache-Control": "public, max-age=86400"},
+        compress=True,
+    )

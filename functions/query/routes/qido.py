@@ -11,6 +11,7 @@ from common import attributes as attrs
 from common import keys
 from common.dicom_json import DicomJson, element
 
+from query import links
 from query.access import allowed_sites
 from query.dependencies import objects, store
 from query.errors import BadRequest, NotFound
@@ -79,10 +80,7 @@ def _respond(results: Iterable[DicomJson], params: Mapping[str, str]) -> Respons
 
 
 def _base_url() -> str:
-    event = router.current_event
-    host = event.headers.get("host", "localhost")
-    proto = event.headers.get("x-forwarded-proto", "https")
-    return f"{proto}://{host}/dicomweb"
+    return links.dicomweb_base(router.current_event.raw_event)
 
 
 def study_json(study: Item) -> DicomJson:

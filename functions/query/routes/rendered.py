@@ -130,6 +130,8 @@ def instance_bytes(s3: S3Client, bucket: str, instance: Item) -> bytes:
 
 
 def _picture(instance: Item, media_type: str, **options: Any) -> Response[Any]:
+    from common.decode_limits import LimitExceeded
+
     from query import rendering
 
     try:
@@ -138,6 +140,9 @@ def _picture(instance: Item, media_type: str, **options: Any) -> Response[Any]:
         raise StoreError(str(exc)) from exc
     try:
         picture = rendering.render(data, media_type, **options)
+    except LimitExceeded as exc:
+        # Checked from the header before decoding (common.decode_limits): bytes, not time.
+        return _json_error(413, f"the instance is over a decode limit: {exc}")
     except rendering.RenderError as exc:
         return _json_error(415, f"the instance cannot be rendered: {exc}")
     if len(picture.body) > MAX_RESPONSE_BYTES:

@@ -21,11 +21,12 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
-from common import keys
+from common import decode_limits, keys
 
+from query import links
 from query.access import current_caller, require, write_scope
 from query.dependencies import objects, store
-from query.errors import BadRequest, UnsupportedMediaType
+from query.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from query.matching import UID_PATTERN, check_uid
 
 router = APIGatewayHttpRouter()
@@ -35,6 +36,10 @@ DICOM_JSON = "application/dicom+json"
 CANNOT_UNDERSTAND = 0xC000
 DUPLICATE = 0x0111
 WRONG_STUDY = 0xA900
+# PS3.4 C.4.2.1.3 / PS3.18 Table 10.5.3-1: refused, out of resources (over a decode limit).
+OUT_OF_RESOURCES = 0xA700
+# Parts one request may carry (API Gateway also caps the body at 10 MB).
+MAX_PARTS = 1000
 DEFAULT_SITE = "default"
 
 
@@ -63,6 +68,8 @@ def _boundary(content_type: str) -> str:
 def split_multipart(body: bytes, boundary: str) -> list[tuple[dict[str, str], bytes]]:
     """(headers, content) of each part of a multipart body."""
     delimiter = b"--" + boundary.encode()
+    if body.count(delimiter) > MAX_PARTS + 1:
+        raise PayloadTooLarge(f"more than {MAX_PARTS} parts in one request")
     pieces = body.split(delimiter)
     if len(pieces) < 3:
         raise BadRequest("the multipart body has no part")
@@ -80,6 +87,22 @@ def split_multipart(body: bytes, boundary: str) -> list[tuple[dict[str, str], by
                 headers[name.strip().lower()] = value.strip()
         parts.append((headers, content.removesuffix(b"\r\n")))
     return parts
+
+
+def over_limits(data: bytes) -> str | None:
+    """Why a part is refused before pydicom parses it (common.decode_limits), or None.
+
+    Bounded inflation of a deflated data set, element/item counts, and the decoded size
+    of one frame: an instance that could never be decoded here is refused at the door.
+    """
+    try:
+        numbers = decode_limits.check_part10(data, stop_before_pixels=True)
+        decode_limits.check_pixel_budget(numbers)
+    except decode_limits.LimitExceeded as exc:
+        return str(exc)
+    except ValueError:
+        return None  # corrupt: _read says it cannot be understood
+    return None
 
 
 def _read(data: bytes) -> tuple[str, str, str, str]:
@@ -144,8 +167,7 @@ def _zip(
 
 
 def _base_url() -> str:
-    headers = router.current_event.headers
-    return f"{headers.get('x-forwarded-proto', 'https')}://{headers.get('host', 'localhost')}/dicomweb"
+    return links.dicomweb_base(router.current_event.raw_event)
 
 
 def _store(study_uid: str | None) -> Response[str]:
@@ -163,6 +185,10 @@ def _store(study_uid: str | None) -> Response[str]:
         media = headers.get("content-type", "application/dicom").split(";")[0].strip().lower()
         if media != "application/dicom":
             failed.append({"reason": CANNOT_UNDERSTAND})
+            continue
+        refused = over_limits(content)
+        if refused is not None:
+            failed.append({"reason": OUT_OF_RESOURCES, "comment": refused})
             continue
         try:
             sop_class, sop_uid, study, series = _read(content)
@@ -230,6 +256,9 @@ def _answer(study_uid: str | None, accepted: list[Accepted], failed: list[dict[s
                 item["00081150"] = {"vr": "UI", "Value": [f["class"]]}
             if f.get("uid"):
                 item["00081155"] = {"vr": "UI", "Value": [f["uid"]]}
+            if f.get("comment"):
+                # Error Comment (0000,0902): why the instance was refused, without any value of it.
+                item["00000902"] = {"vr": "LO", "Value": [f["comment"]]}
             items.append(dict(sorted(item.items())))
         result["00081198"] = {"vr": "SQ", "Value": items}
     status = 200 if not failed else (202 if accepted else 409)
