@@ -157,6 +157,10 @@ def status(config: GatewayConfig, as_json: bool) -> int:
         result[key] = counters.get(key, 0)
     quarantined = spool.quarantined()
     result["quarantined"] = len(quarantined)
+    if config.table_name:  # query/retrieve and storage commitment (edge_gateway.dimse_services)
+        from edge_gateway.gateway import dimse_status
+
+        result.update(dimse_status(config.spool_dir))
     if as_json:
         result["quarantine"] = quarantined
         print(json.dumps(result, indent=1))

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from edge_gateway import dimse_access
+
 ENV_PREFIX = "EDGE_GATEWAY_"
 AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable, no backslash
 GATEWAY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
@@ -66,6 +68,19 @@ class GatewayConfig:
     upload_backoff_cap: float = 300.0
     log_format: str = "text"  # or "json"
     log_level: str = "INFO"
+    # Query/retrieve and storage commitment from the cloud archive (edge_gateway.dimse_services).
+    table_name: str = ""  # the stack's index table (TableName output); empty: these services are off
+    query_sites: tuple[str, ...] = ()  # sites answered; empty: this gateway's own (gateway_id)
+    max_find_matches: int = 1000  # a C-FIND with more matches ends with 0xA700 after this many
+    # Known peers, "AET=host:port": C-MOVE destinations and where commitment reports go.
+    known_aets: tuple[str, ...] = ()
+    # Per calling AE title, "AET: find get commit move=DEST1,DEST2" (move=* any known AE);
+    # empty: every accepted calling AE may use every service.
+    dimse_permissions: tuple[str, ...] = ()
+    commitment_wait: float = 3600.0  # seconds an instance may take to be shipped and indexed
+    # Instances retrieved from the archive are kept next to the spool (<spool_dir>/../retrieve-cache),
+    # least recently used out first; 0 turns the cache off.
+    retrieve_cache_bytes: int = 5 * 1024**3
 
     def validate(self, spool_only: bool = False) -> GatewayConfig:
         """Raise ConfigError naming every bad setting; ``spool_only``: no upload settings needed."""
@@ -91,6 +106,7 @@ class GatewayConfig:
         if not 1 <= self.receivers <= 64:
             problems.append("receivers: 1 to 64 processes")
         problems += self._network_problems()
+        problems += dimse_access.config_problems(self)
         if self.log_format not in ("text", "json"):
             problems.append("log_format: 'text' or 'json'")
         if problems:

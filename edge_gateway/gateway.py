@@ -11,6 +11,7 @@ import logging
 import os
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -93,7 +94,13 @@ class Gateway:
             self.spool.publish_usage()
             self._pool = pool_for(self.config, self.port, dispatcher)
             self._pool.start()
-        for name, loop in (("assemble", self._assemble_loop), ("upload", self._upload_loop)):
+        loops = [("assemble", self._assemble_loop), ("upload", self._upload_loop)]
+        if self.config.table_name:  # storage commitment reports (edge_gateway.storage_commitment)
+            from edge_gateway.storage_commitment import CommitmentWorker
+
+            worker = CommitmentWorker(self.config)
+            loops.append(("commitment", lambda: worker.step(self._stop)))
+        for name, loop in loops:
             thread = threading.Thread(target=self._guarded(loop), name=f"edge-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -156,11 +163,19 @@ class Gateway:
             "last_error_at": stats.last_error_at,
             "retrying_parts": len(stats.retrying),
             "receiver_pids": [os.getpid(), *(self._pool.pids if self._pool else [])],
+            **(dimse_status(self.config.spool_dir) if self.config.table_name else {}),
         }
 
     def _write_status(self) -> None:
         self._status_written = time.monotonic()
         self.spool.write_json(self.spool.root / STATUS_FILE, {**self.status(), "written_at": time.time()})
+
+
+def dimse_status(spool_dir: Path) -> dict[str, Any]:
+    """Query/retrieve and storage commitment activity (edge_gateway.dimse_services)."""
+    from edge_gateway.dimse_services import activity_status
+
+    return activity_status(spool_dir)
 
 
 def spool_status(spool: Spool) -> dict[str, Any]:

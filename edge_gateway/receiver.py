@@ -224,6 +224,13 @@ def start(
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_CONN_OPEN, _set_nodelay),
     ]
+    if config.table_name:  # query/retrieve and storage commitment from the cloud archive
+        from edge_gateway import dimse_services
+
+        services = dimse_services.DimseServices(config)
+        for sop_class, syntaxes in services.contexts():
+            ae.add_supported_context(sop_class, syntaxes)
+        handlers += services.handlers()
     server_class: type[GatewayServer] = GatewayServer
     if handoff is not None:
         handlers.append((evt.EVT_CONN_CLOSE, _tell_coordinator, [handoff.channel]))

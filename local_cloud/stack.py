@@ -344,6 +344,7 @@ class LocalCloud:
             "region": cfg.region,
             "endpoint_url": self.endpoint,
             "gateway_id": cfg.gateway_id,
+            "table_name": cfg.table,  # C-FIND/C-MOVE/C-GET and storage commitment
         }
         lines = [
             "# Written by `make run` (local_cloud) at every start: the gateway it runs.",

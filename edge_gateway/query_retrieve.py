@@ -1,0 +1,586 @@
+"""Query/Retrieve SCP (PS3.4 Annex C): C-FIND, C-MOVE and C-GET answered from the cloud archive.
+
+- C-FIND, Patient Root and Study Root, levels PATIENT / STUDY / SERIES / IMAGE.
+  Matching (PS3.4 C.2.2.2): single value, wildcards ``*`` ``?``, UID lists,
+  date and time ranges, person names case- and accent-insensitive, universal
+  (empty) keys. The narrowest index is chosen by ``query.search`` (the QIDO-RS
+  code); the remaining keys are matched on the candidates. Each match goes out
+  as a Pending response as soon as it is found; C-CANCEL ends the search with
+  0xFE00; after ``max_find_matches`` matches the search ends with 0xB001
+  ("matching reached response limit").
+  Lower levels need no upper unique key: a SERIES query without
+  StudyInstanceUID searches the studies its study-level keys select
+  (relational-style), still bounded by the match limit.
+- C-MOVE / C-GET, levels PATIENT / STUDY / SERIES / IMAGE: instances are read
+  from their part zip with one ranged GET each and sent by C-STORE (to the move
+  destination from ``known_aets``, or back over the C-GET association). pynetdicom
+  counts sub-operations, sends Pending responses and lists failed SOP Instance
+  UIDs (0xB000 when some failed, 0xA702 when all did).
+- Per calling AE permissions (``edge_gateway.dimse_access``): a refused request
+  gets 0x0124 (Refused: not authorised); an unknown move destination 0xA801.
+
+Errors reading the archive answer 0xC001 (find) or count as failed sub-operations
+(retrieve). Logs carry UIDs and counts only, never patient attributes.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from io import BytesIO
+from typing import Any
+
+from common import attributes as attrs
+from pydicom import Dataset, dcmread
+from pydicom.dataelem import DataElement
+from pydicom.multival import MultiValue
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import _config, evt
+from pynetdicom.presentation import PresentationContext
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+)
+from query.errors import BadRequest, QueryError
+from query.matching import date_range, full_time, has_wildcard, match_name, match_text, time_range, uid_list
+from query.search import StudyFilter
+from query.store import Item
+
+from edge_gateway.archive_client import Archive, level_json
+from edge_gateway.dimse_access import AccessTable
+
+log = logging.getLogger(__name__)
+# pynetdicom logs whole C-FIND/C-MOVE/C-GET identifiers (patient names, IDs) at INFO: never.
+_config.LOG_REQUEST_IDENTIFIERS = False
+_config.LOG_RESPONSE_IDENTIFIERS = False
+
+PATIENT_ROOT = {
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelMove,
+    PatientRootQueryRetrieveInformationModelGet,
+}
+FIND_CLASSES = (PatientRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelFind)
+MOVE_CLASSES = (PatientRootQueryRetrieveInformationModelMove, StudyRootQueryRetrieveInformationModelMove)
+GET_CLASSES = (PatientRootQueryRetrieveInformationModelGet, StudyRootQueryRetrieveInformationModelGet)
+
+PENDING = 0xFF00
+CANCELLED = 0xFE00
+LIMIT_REACHED = 0xB001
+NOT_AUTHORISED = 0x0124
+IDENTIFIER_MISMATCH = 0xA900
+UNABLE_TO_PROCESS = 0xC001
+MOVE_DESTINATION_UNKNOWN = 0xA801
+
+LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
+PATIENT_KEYS = {"PatientName", "PatientID", "PatientBirthDate", "PatientSex"}
+# Keys the study filter (and so the index choice) understands.
+STUDY_FILTER_KEYS = {
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "ModalitiesInStudy",
+    "ReferringPhysicianName",
+    "PatientName",
+    "PatientID",
+    "StudyInstanceUID",
+    "StudyID",
+}
+STUDY_LEVEL = {a.keyword: a.vr for a in attrs.STUDY_ATTRIBUTES} | {"ModalitiesInStudy": "CS"}
+SERIES_LEVEL = {a.keyword: a.vr for a in attrs.SERIES_ATTRIBUTES}
+IMAGE_LEVEL = {a.keyword: a.vr for a in attrs.INSTANCE_ATTRIBUTES}
+# Keys never matched on (computed counts, or about the response itself).
+NOT_MATCHED = {
+    "QueryRetrieveLevel",
+    "SpecificCharacterSet",
+    "RetrieveAETitle",
+    "ModalitiesInStudy",
+    "NumberOfPatientRelatedStudies",
+    "NumberOfPatientRelatedSeries",
+    "NumberOfPatientRelatedInstances",
+    "NumberOfStudyRelatedSeries",
+    "NumberOfStudyRelatedInstances",
+    "NumberOfSeriesRelatedInstances",
+    "TimezoneOffsetFromUTC",
+}
+UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+MAX_CONTEXTS = 128  # PS3.8: at most 128 presentation contexts (odd IDs 1..255)
+
+Handler = tuple[Any, ...]
+
+
+class Refused(Exception):
+    """The request cannot be served; ``status`` is the DICOM status, the message is PHI-free."""
+
+    def __init__(self, status: int, comment: str) -> None:
+        super().__init__(comment)
+        self.status = status
+
+
+class Activity:
+    """Counters of query, retrieve and commitment activity, for ``edge-gateway status``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.counts: Counter[str] = Counter()
+        self.last: dict[str, float] = {}
+
+    def add(self, name: str, amount: int = 1) -> None:
+        import time
+
+        with self._lock:
+            self.counts[name] += amount
+            self.last[name.split("_", 1)[0]] = time.time()
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {"counts": dict(self.counts), "last": dict(self.last)}
+
+
+def status_dataset(status: int, comment: str) -> Dataset:
+    """A status with an Error Comment (0000,0902): at most 64 characters, no PHI."""
+    ds = Dataset()
+    ds.Status = status
+    ds.ErrorComment = comment[:64]
+    return ds
+
+
+def _text(element: DataElement) -> str:
+    """A matching key's value as QIDO-style text ('' for universal matching)."""
+    value = element.value
+    if value is None:
+        return ""
+    if isinstance(value, MultiValue | list):
+        return "\\".join(str(v) for v in value)
+    if isinstance(value, bytes):
+        return value.decode("ascii", "replace")
+    return str(value).strip()
+
+
+def _json_text(level: Mapping[str, Any], keyword: str) -> list[str]:
+    """Values of an attribute in a level's DICOM JSON as text (person names alphabetic)."""
+    attribute = attrs.BY_KEYWORD.get(keyword)
+    if attribute is None:
+        return []
+    values = (level.get(attribute.tag) or {}).get("Value") or []
+    out: list[str] = []
+    for value in values:
+        if isinstance(value, dict):
+            out.append(str(value.get("Alphabetic", "")))
+        elif value is not None:
+            out.append(str(value))
+    return out
+
+
+def matches_key(keyword: str, vr: str, pattern: str, values: list[str]) -> bool:
+    """PS3.4 C.2.2.2 matching of one key against the stored values (any value may match).
+
+    Raises query.errors.BadRequest for a malformed UID list, date or time range.
+    """
+    if pattern in ("", "*"):
+        return True
+    matcher = _matcher(keyword, vr, pattern)
+    return any(matcher(v) for v in values)
+
+
+def _matcher(keyword: str, vr: str, pattern: str) -> Callable[[str], bool]:
+    if vr == "UI":
+        return set(uid_list(pattern, keyword)).__contains__
+    if vr == "DA":
+        return date_range(pattern, keyword).contains
+    if vr == "TM":
+        span = time_range(pattern, keyword)
+        return lambda v: bool(v) and span.contains(full_time(v))
+    if vr == "PN":
+        return lambda v: match_name(v, pattern, fuzzy=False)
+    if vr in ("IS", "DS", "US"):
+        return lambda v: v.strip() == pattern.strip()
+    return lambda v: match_text(v, pattern)
+
+
+class Query:
+    """One C-FIND/C-MOVE/C-GET identifier: the level and the non-universal matching keys by level."""
+
+    def __init__(self, identifier: Dataset, patient_root: bool) -> None:
+        level = str(identifier.get("QueryRetrieveLevel", "") or "").strip().upper()
+        if level not in LEVELS or (level == "PATIENT" and not patient_root):
+            raise Refused(IDENTIFIER_MISMATCH, "QueryRetrieveLevel missing or not offered by this model")
+        self.level = level
+        self.keys: dict[str, str] = {}
+        for element in identifier:
+            if element.tag.is_private or element.VR == "SQ" or element.tag.group == 0x0002:
+                continue
+            keyword = element.keyword
+            text = _text(element)
+            if keyword and text and keyword not in NOT_MATCHED:
+                self.keys[keyword] = text
+        modality = self.keys.get("Modality", "")
+        self.study_params = {k: v for k, v in self.keys.items() if k in STUDY_FILTER_KEYS}
+        if modality and not has_wildcard(modality) and "ModalitiesInStudy" not in identifier:
+            self.study_params["ModalitiesInStudy"] = modality
+        if "ModalitiesInStudy" in identifier and _text(identifier["ModalitiesInStudy"]):
+            self.study_params["ModalitiesInStudy"] = _text(identifier["ModalitiesInStudy"])
+
+    def filter(self) -> StudyFilter:
+        return StudyFilter.from_params(self.study_params)
+
+    def matches(self, level: dict[str, str], data: Mapping[str, Any]) -> bool:
+        """Every key of this level (``level`` maps keyword to VR) matches the level's JSON."""
+        return all(
+            matches_key(k, vr, self.keys[k], _json_text(data, k)) for k, vr in level.items() if k in self.keys
+        )
+
+
+class Match:
+    """A study, optionally a series and an instance of it: one C-FIND answer or retrieve unit."""
+
+    def __init__(self, study: Item, series: Item | None = None, instance: Item | None = None) -> None:
+        self.study = study
+        self.series = series
+        self.instance = instance
+
+    def json(self) -> dict[str, Any]:
+        merged = level_json(self.study)
+        modalities = sorted(self.study.get("modalities", ()))
+        if modalities:
+            merged[attrs.MODALITIES_IN_STUDY.tag] = {"vr": "CS", "Value": modalities}
+        merged[attrs.STUDY_RELATED_SERIES.tag] = {
+            "vr": "IS",
+            "Value": [int(self.study.get("series_count", 0))],
+        }
+        merged[attrs.STUDY_RELATED_INSTANCES.tag] = {
+            "vr": "IS",
+            "Value": [int(self.study.get("instance_count", 0))],
+        }
+        if self.series is not None:
+            merged.update(level_json(self.series))
+            merged[attrs.SERIES_RELATED_INSTANCES.tag] = {
+                "vr": "IS",
+                "Value": [int(self.series.get("instance_count", 0))],
+            }
+        if self.instance is not None:
+            merged.update(level_json(self.instance))
+        return merged
+
+
+def find_matches(archive: Archive, query: Query) -> Iterator[Match]:
+    """Matches of a query, level by level, as the index pages arrive (generator: stops when closed)."""
+    seen_patients: set[tuple[str, str]] = set()
+    for study in archive.studies(query.filter()):
+        study_json = level_json(study)
+        if not query.matches(STUDY_LEVEL, study_json):
+            continue
+        if query.level == "PATIENT":
+            patient = (str(study.get("site", "")), str(study.get("PatientID", "")))
+            if patient not in seen_patients:
+                seen_patients.add(patient)
+                yield Match(study)
+            continue
+        if query.level == "STUDY":
+            yield Match(study)
+            continue
+        study_uid = str(study["study_uid"])
+        for series in archive.series(study_uid):
+            if not query.matches(SERIES_LEVEL, level_json(series)):
+                continue
+            if query.level == "SERIES":
+                yield Match(study, series)
+                continue
+            for instance in archive.instances(study_uid, str(series["series_uid"])):
+                if query.matches(IMAGE_LEVEL, level_json(instance)):
+                    yield Match(study, series, instance)
+
+
+def response_identifier(
+    requested: Dataset, match: Match, level: str, ae_title: str, archive: Archive
+) -> Dataset:
+    """The requested keys filled from the match (empty when unknown) and the unique keys.
+
+    PS3.4 C.4.1.1.3.2: every requested key is returned, with the level's unique keys.
+    """
+    full = Dataset.from_json(match.json())
+    answer = Dataset()
+    answer.SpecificCharacterSet = "ISO_IR 192"  # values come from the index as Unicode
+    for element in requested:
+        if element.tag.is_private or element.tag.group == 0x0002 or element.keyword == "SpecificCharacterSet":
+            continue
+        if element.tag in full:
+            answer[element.tag] = full[element.tag]
+        elif element.VR == "SQ":
+            answer.add_new(element.tag, "SQ", [])
+        else:
+            answer.add_new(element.tag, element.VR, None)
+    if "NumberOfPatientRelatedStudies" in requested and level == "PATIENT":
+        pid = str(match.study.get("PatientID", ""))
+        count = sum(1 for _ in archive.studies(StudyFilter.from_params({"PatientID": pid}))) if pid else 1
+        answer.NumberOfPatientRelatedStudies = count
+    unique = {"PATIENT": ["PatientID"], "STUDY": ["StudyInstanceUID"]}
+    unique["SERIES"] = [*unique["STUDY"], "SeriesInstanceUID"]
+    unique["IMAGE"] = [*unique["SERIES"], "SOPInstanceUID"]
+    for keyword in unique[level]:
+        if keyword in full and keyword not in answer:
+            setattr(answer, keyword, full[keyword].value)
+    answer.QueryRetrieveLevel = level
+    answer.RetrieveAETitle = ae_title
+    return answer
+
+
+class QueryRetrieve:
+    """The C-FIND, C-MOVE and C-GET handlers, with their dependencies injected (STYLE 11)."""
+
+    def __init__(
+        self,
+        archive: Archive,
+        access: AccessTable,
+        ae_title: str,
+        max_matches: int,
+        activity: Activity,
+    ) -> None:
+        self.archive = archive
+        self.access = access
+        self.ae_title = ae_title
+        self.max_matches = max_matches
+        self.activity = activity
+
+    def handlers(self) -> list[Handler]:
+        return [
+            (evt.EVT_C_FIND, self.handle_find),
+            (evt.EVT_C_MOVE, self.handle_move),
+            (evt.EVT_C_GET, self.handle_get),
+        ]
+
+    @staticmethod
+    def contexts() -> list[tuple[str, list[str]]]:
+        """(SOP class, transfer syntaxes) we accept as SCP: the Q/R models, uncompressed syntaxes."""
+        return [(uid, list(UNCOMPRESSED)) for uid in (*FIND_CLASSES, *MOVE_CLASSES, *GET_CLASSES)]
+
+    # C-FIND ------------------------------------------------------------------------------
+
+    def handle_find(self, event: evt.Event) -> Iterator[tuple[int | Dataset, Dataset | None]]:
+        """EVT_C_FIND: yields (0xFF00, identifier) per match, then nothing (success) or a final status."""
+        calling = str(event.assoc.requestor.ae_title)
+        if not self.access.of(calling).find:
+            self.activity.add("find_refused")
+            log.warning("C-FIND refused: calling AE title not permitted to query")
+            yield status_dataset(NOT_AUTHORISED, "this AE title may not query"), None
+            return
+        try:
+            requested = event.identifier
+            query = Query(requested, event.request.AffectedSOPClassUID in PATIENT_ROOT)
+            query.filter()  # malformed values are refused before any response
+        except Refused as exc:
+            self.activity.add("find_failed")
+            yield status_dataset(exc.status, str(exc)), None
+            return
+        except (BadRequest, ValueError, KeyError, TypeError) as exc:
+            self.activity.add("find_failed")
+            log.warning("C-FIND refused: identifier not understood (%s)", type(exc).__name__)
+            yield (
+                status_dataset(IDENTIFIER_MISMATCH, str(exc) if isinstance(exc, BadRequest) else "bad key"),
+                None,
+            )
+            return
+        self.activity.add("find")
+        sent = 0
+        try:
+            for match in find_matches(self.archive, query):
+                if event.is_cancelled:
+                    log.info("C-FIND cancelled by the peer after %d matches", sent)
+                    self.activity.add("find_cancelled")
+                    yield CANCELLED, None
+                    return
+                if sent >= self.max_matches:
+                    log.info("C-FIND reached the match limit (%d)", self.max_matches)
+                    self.activity.add("find_limited")
+                    yield (
+                        status_dataset(
+                            LIMIT_REACHED, f"more than {self.max_matches} matches: narrow the query"
+                        ),
+                        None,
+                    )
+                    return
+                answer = response_identifier(requested, match, query.level, self.ae_title, self.archive)
+                sent += 1
+                yield PENDING, answer
+        except QueryError as exc:
+            log.error("C-FIND failed reading the archive: %s", type(exc).__name__)
+            self.activity.add("find_failed")
+            yield status_dataset(UNABLE_TO_PROCESS, "the cloud archive cannot be read now"), None
+            return
+        self.activity.add("find_matches", sent)
+        log.info("C-FIND %s level: %d matches", query.level, sent)
+
+    # C-MOVE / C-GET ----------------------------------------------------------------------
+
+    def _instances(self, event: evt.Event) -> list[Item]:
+        """The instance items a retrieve identifier selects (unique keys; other keys are ignored)."""
+        query = Query(event.identifier, event.request.AffectedSOPClassUID in PATIENT_ROOT)
+        for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+            if keyword in query.keys:
+                uid_list(query.keys[keyword], keyword)
+        if query.level == "PATIENT" and "PatientID" not in query.keys:
+            raise Refused(IDENTIFIER_MISMATCH, "PATIENT level needs PatientID")
+        if query.level != "PATIENT" and "StudyInstanceUID" not in query.keys:
+            raise Refused(IDENTIFIER_MISMATCH, "StudyInstanceUID is required")
+        if query.level in ("IMAGE",) and "SeriesInstanceUID" not in query.keys:
+            raise Refused(IDENTIFIER_MISMATCH, "SeriesInstanceUID is required at IMAGE level")
+        retrieve = Query.__new__(Query)
+        retrieve.level = "IMAGE"
+        unique = {"PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"}
+        retrieve.keys = {k: v for k, v in query.keys.items() if k in unique}
+        retrieve.study_params = {k: v for k, v in retrieve.keys.items() if k in STUDY_FILTER_KEYS}
+        found = []
+        for match in find_matches(self.archive, retrieve):
+            assert match.instance is not None
+            found.append(match.instance)
+            if len(found) > 65535:
+                raise Refused(0xA701, "more than 65535 instances: retrieve in smaller steps")
+        return found
+
+    def _load(self, instance: Item) -> Dataset:
+        """The stored instance as a dataset to send; one that cannot be read becomes a failed sub-operation.
+
+        pynetdicom counts a dataset without SOPClassUID as a failed C-STORE and lists its
+        SOPInstanceUID in the Failed SOP Instance UID List, which is what the peer must be told.
+        """
+        try:
+            data = self.archive.instance_bytes(instance)
+            ds = dcmread(BytesIO(data))
+        except Exception as exc:  # any read or parse failure is one failed sub-operation
+            log.error(
+                "instance unreadable from the archive: %s",
+                type(exc).__name__,
+                extra={"sop": instance.get("sop_uid")},
+            )
+            failed = Dataset()
+            failed.SOPInstanceUID = str(instance.get("sop_uid", ""))
+            return failed
+        return ds
+
+    def _send(self, instances: list[Item], event: evt.Event, kind: str) -> Iterator[Any]:
+        """The count of sub-operations, then (0xFF00, dataset) per instance; C-CANCEL stops it."""
+        self.activity.add(kind)
+        yield len(instances)
+        sent = 0
+        for instance in instances:
+            if event.is_cancelled:
+                self.activity.add(f"{kind}_cancelled")
+                yield CANCELLED, Dataset()
+                return
+            sent += 1
+            yield PENDING, self._load(instance)
+        self.activity.add(f"{kind}_instances", sent)
+        log.info("%s: %d instances offered", kind.upper(), sent)
+
+    def _failure(self, exc: Exception, kind: str) -> tuple[Dataset, None]:
+        """The final status for a retrieve refused before its sub-operations."""
+        self.activity.add(f"{kind}_failed")
+        if isinstance(exc, Refused):
+            return status_dataset(exc.status, str(exc)), None
+        if isinstance(exc, BadRequest):
+            return status_dataset(IDENTIFIER_MISMATCH, str(exc)), None
+        if isinstance(exc, QueryError):
+            log.error("%s failed reading the archive: %s", kind.upper(), type(exc).__name__)
+            return status_dataset(0xA701, "the cloud archive cannot be read now"), None
+        log.warning("%s refused: identifier not understood (%s)", kind.upper(), type(exc).__name__)
+        return status_dataset(IDENTIFIER_MISMATCH, "identifier not understood"), None
+
+    def handle_get(self, event: evt.Event) -> Iterator[Any]:
+        """EVT_C_GET: yields the number of sub-operations, then (0xFF00, dataset) per instance.
+
+        The datasets go back over the same association (the peer took the Storage SCP role).
+        """
+        if not self.access.of(str(event.assoc.requestor.ae_title)).get:
+            log.warning("C-GET refused: calling AE title not permitted to retrieve")
+            yield 1  # pynetdicom wants a count before any status
+            yield self._failure(Refused(NOT_AUTHORISED, "this AE title may not retrieve"), "get")
+            return
+        try:
+            instances = self._instances(event)
+        except RETRIEVE_ERRORS as exc:
+            yield 1
+            yield self._failure(exc, "get")
+            return
+        yield from self._send(instances, event, "get")
+
+    def handle_move(self, event: evt.Event) -> Iterator[Any]:
+        """EVT_C_MOVE: yields the destination (host, port, association kwargs), the count, then datasets.
+
+        A destination not in ``known_aets``, or one this calling AE title may not move to,
+        gets 0xA801 (Move Destination unknown) before any association is made.
+        """
+        calling = str(event.assoc.requestor.ae_title)
+        destination = str(event.move_destination).strip()
+        peer = self.access.peers.get(destination)
+        if peer is None or not self.access.of(calling).may_move_to(destination):
+            self.activity.add("move_refused")
+            log.warning("C-MOVE refused: destination unknown or not permitted for this AE title")
+            yield None, None
+            return
+        try:
+            instances = self._instances(event)
+        except RETRIEVE_ERRORS as exc:
+            # pynetdicom wants the destination and a count before any status.
+            yield peer.host, peer.port, {"ae_title": destination, "contexts": [_verification()]}
+            yield 1
+            yield self._failure(exc, "move")
+            return
+        yield (
+            peer.host,
+            peer.port,
+            {
+                "ae_title": destination,
+                "contexts": sending_contexts(instances),
+                "evt_handlers": [(evt.EVT_CONN_OPEN, _set_nodelay)],
+            },
+        )
+        yield from self._send(instances, event, "move")
+
+
+RETRIEVE_ERRORS = (Refused, QueryError, ValueError, KeyError, TypeError)
+
+
+def _set_nodelay(event: evt.Event) -> None:
+    """Nagle's algorithm would hold back the tail of each C-STORE to the destination; turn it off."""
+    sock = getattr(event.assoc.dul.socket, "socket", None)
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _verification() -> PresentationContext:
+    context = PresentationContext()
+    context.abstract_syntax = UID("1.2.840.10008.1.1")
+    context.transfer_syntax = list(UNCOMPRESSED)
+    return context
+
+
+def sending_contexts(instances: list[Item]) -> list[PresentationContext]:
+    """Presentation contexts to propose to a move destination (PS3.4 C.4.2.3.1).
+
+    Per SOP class: its stored transfer syntax when compressed (sent as stored), and
+    Explicit/Implicit VR Little Endian (uncompressed data is converted between them by
+    pynetdicom). A compressed instance whose syntax the destination refuses fails its
+    sub-operation and is listed in the Failed SOP Instance UID List.
+    """
+    wanted: dict[tuple[str, tuple[str, ...]], None] = {}
+    for item in instances:
+        sop_class = str(item.get("SOPClassUID") or "")
+        syntax = str(item.get("transfer_syntax") or ExplicitVRLittleEndian)
+        if not sop_class:
+            continue
+        if syntax not in UNCOMPRESSED:
+            wanted[(sop_class, (syntax,))] = None
+        wanted[(sop_class, tuple(UNCOMPRESSED))] = None
+    contexts = []
+    for sop_class, syntaxes in list(wanted)[:MAX_CONTEXTS]:
+        context = PresentationContext()
+        context.abstract_syntax = UID(sop_class)
+        context.transfer_syntax = [UID(s) for s in syntaxes]
+        contexts.append(context)
+    return contexts or [_verification()]

@@ -1,0 +1,179 @@
+"""Storage commitment (push model) against a gateway process, with kill -9 between request and report.
+
+A PACS (pynetdicom, real associations) stores a series to the gateway, asks for
+commitment of it plus one instance the gateway never received, and listens for the
+N-EVENT-REPORT. The gateway is killed right after accepting the N-ACTION; after a
+restart it ships the series, the stand-in indexes it, and the report arrives on a new
+association: three committed, one failed with 0x0112.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr-defined]
+
+from local_cloud.stack import LocalCloudConfig, free_port
+from tests.dicom_factory import series_from, write_series
+from tests.e2e.conftest import Stack, wait_for
+from tests.e2e.gateway_helpers import GatewayProcess, gateway_env, write_config
+from tests.e2e.test_gateway_query_retrieve import store_with_dcmtk
+
+pytestmark = pytest.mark.e2e
+
+COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"
+
+
+def test_commitment_report_after_kill_9(stack: Stack, tmp_path: Path) -> None:
+    # GIVEN a PACS listening for N-EVENT-REPORTs
+    reports: queue.Queue[tuple[int, Dataset]] = queue.Queue()
+
+    def on_report(event: evt.Event) -> tuple[int, None]:
+        reports.put((int(event.event_type), event.event_information))
+        return 0x0000, None
+
+    pacs = AE(ae_title="PACSC")
+    pacs.add_supported_context(StorageCommitmentPushModel, scu_role=True, scp_role=True)
+    server = pacs.start_server(
+        ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)]
+    )
+    pacs_port = server.server_address[1]
+    # AND a gateway that knows where the PACS listens
+    port = free_port()
+    spool = tmp_path / "spool"
+    config = write_config(
+        tmp_path / "gateway.toml",
+        host="127.0.0.1",
+        port=port,
+        ae_title="EDGE",
+        spool_dir=str(spool),
+        bucket=stack.bucket,
+        region="us-east-1",
+        endpoint_url=stack.moto,
+        gateway_id="commit-edge",
+        table_name=LocalCloudConfig().table,
+        stable_after=1.0,
+        known_aets=[f"PACSC=127.0.0.1:{pacs_port}"],
+        dimse_permissions=["PACSC: commit find"],
+    )
+    gateway = GatewayProcess(config, tmp_path / "gateway.log", port)
+    gateway.start()
+    try:
+        # WHEN the PACS stores a series and requests commitment for it and one unknown instance
+        series = series_from("CT_small.dcm", 3)
+        sender = AE(ae_title="PACSC")
+        sender.acse_timeout = sender.dimse_timeout = sender.network_timeout = 20
+        sender.add_requested_context(StorageCommitmentPushModel)
+        # dcmtk sends (pynetdicom's requestor can lose a C-STORE-RSP under load: issue 11)
+        store_with_dcmtk(port, write_series(tmp_path / "series", series))
+        assoc = sender.associate("127.0.0.1", port, ae_title="EDGE")
+        assert assoc.is_established
+        request = Dataset()
+        request.TransactionUID = generate_uid()
+        request.ReferencedSOPSequence = []
+        unknown = generate_uid()
+        for sop_class, sop_uid in [(ds.SOPClassUID, ds.SOPInstanceUID) for ds in series] + [
+            (series[0].SOPClassUID, unknown)
+        ]:
+            item = Dataset()
+            item.ReferencedSOPClassUID = sop_class
+            item.ReferencedSOPInstanceUID = sop_uid
+            request.ReferencedSOPSequence.append(item)
+        status, _ = assoc.send_n_action(request, 1, StorageCommitmentPushModel, COMMITMENT_INSTANCE)
+        assoc.release()
+        assert int(status.Status) == 0x0000
+        # AND the gateway is killed before it could report
+        gateway.kill9()
+        assert len(list((spool / "commitments").glob("*.json"))) == 1
+
+        # THEN after a restart the report comes on a new association: 3 committed, 1 failed (0x0112)
+        gateway.start()
+        event_type, info = reports.get(timeout=90)
+        assert event_type == 2
+        assert info.TransactionUID == request.TransactionUID
+        assert sorted(i.ReferencedSOPInstanceUID for i in info.ReferencedSOPSequence) == sorted(
+            ds.SOPInstanceUID for ds in series
+        )
+        [failed] = info.FailedSOPSequence
+        assert failed.ReferencedSOPInstanceUID == unknown
+        assert failed.FailureReason == 0x0112
+        # AND the request is gone from the spool, and status shows the activity
+        wait_for(lambda: not list((spool / "commitments").glob("*.json")), 30, "the request to be removed")
+        status_run = subprocess.run(
+            [sys.executable, "-m", "edge_gateway", "status", "--config", str(config), "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=gateway_env(),
+            check=True,
+        )
+        shown: dict[str, Any] = json.loads(status_run.stdout)
+        assert shown["commitments_pending"] == 0
+        assert shown["commit_requests"] == 1
+        assert shown["commit_instances"] == 4
+
+        # WHEN the PACS asks again, long after the series was shipped
+        again = Dataset()
+        again.TransactionUID = generate_uid()
+        again.ReferencedSOPSequence = request.ReferencedSOPSequence[:3]
+        assoc = sender.associate("127.0.0.1", port, ae_title="EDGE")
+        assert assoc.is_established
+        status, _ = assoc.send_n_action(again, 1, StorageCommitmentPushModel, COMMITMENT_INSTANCE)
+        assoc.release()
+        assert int(status.Status) == 0x0000
+        # THEN the index still answers it: every instance committed (event type 1)
+        event_type, info = reports.get(timeout=60)
+        assert event_type == 1
+        assert info.TransactionUID == again.TransactionUID
+        assert len(info.ReferencedSOPSequence) == 3
+        assert "FailedSOPSequence" not in info
+    finally:
+        gateway.stop()
+        server.shutdown()
+
+
+def test_commitment_refused_for_a_requester_without_permission(stack: Stack, tmp_path: Path) -> None:
+    port = free_port()
+    config = write_config(
+        tmp_path / "gateway.toml",
+        host="127.0.0.1",
+        port=port,
+        ae_title="EDGE",
+        spool_dir=str(tmp_path / "spool"),
+        bucket=stack.bucket,
+        region="us-east-1",
+        endpoint_url=stack.moto,
+        gateway_id="commit-edge",
+        table_name=LocalCloudConfig().table,
+        known_aets=["PACSC=127.0.0.1:104"],
+        dimse_permissions=["PACSC: find"],
+    )
+    gateway = GatewayProcess(config, tmp_path / "gateway.log", port)
+    gateway.start()
+    try:
+        sender = AE(ae_title="PACSC")
+        sender.acse_timeout = sender.dimse_timeout = sender.network_timeout = 20
+        sender.add_requested_context(StorageCommitmentPushModel)
+        assoc = sender.associate("127.0.0.1", port, ae_title="EDGE")
+        assert assoc.is_established
+        request = Dataset()
+        request.TransactionUID = generate_uid()
+        item = Dataset()
+        item.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+        item.ReferencedSOPInstanceUID = generate_uid()
+        request.ReferencedSOPSequence = [item]
+        status, _ = assoc.send_n_action(request, 1, StorageCommitmentPushModel, COMMITMENT_INSTANCE)
+        assoc.release()
+    finally:
+        gateway.stop()
+    assert int(status.Status) == 0x0124
+    assert not list((tmp_path / "spool" / "commitments").glob("*.json"))
