@@ -86,18 +86,22 @@ class Archive:
         return find_studies(self.store, self.sites, flt)
 
     def study(self, study_uid: str) -> Item | None:
-        """The study item if it exists in one of the configured sites."""
-        item = self.store.get(keys.study_pk(study_uid), keys.STUDY_SK)
-        return item if item is not None and item.get("site") in self.sites else None
+        """The study item if exactly one configured site holds this UID (sites are partitions:
+        the same UID in two sites is two studies, never merged), else None."""
+        found = self.store.study_in_sites(list(self.sites), study_uid)
+        return found[0] if len(found) == 1 else None
 
-    def series(self, study_uid: str) -> Iterator[Item]:
-        return self.store.study_children(study_uid, "SERIES#")
+    def series(self, study: Item) -> Iterator[Item]:
+        """Series items of a study item (in the study's own site)."""
+        return self.store.study_children(study, "SERIES#")
 
-    def instances(self, study_uid: str, series_uid: str | None = None) -> Iterator[Item]:
-        return self.store.study_children(study_uid, keys.instance_prefix(series_uid))
+    def instances(self, study: Item, series_uid: str | None = None) -> Iterator[Item]:
+        """Instance items of a study item, of one series or all."""
+        return self.store.study_children(study, keys.instance_prefix(series_uid))
 
-    def instance(self, study_uid: str, series_uid: str, sop_uid: str) -> Item | None:
-        return self.store.get(keys.study_pk(study_uid), keys.instance_sk(series_uid, sop_uid))
+    def instance(self, site: str, study_uid: str, series_uid: str, sop_uid: str) -> Item | None:
+        """The instance item of one site, or None when that site has not indexed it."""
+        return self.store.get(keys.study_pk(site, study_uid), keys.instance_sk(series_uid, sop_uid))
 
     def instance_bytes(self, instance: Item) -> bytes:
         """Part 10 bytes of an indexed instance: from the retrieve cache, else one ranged GET of its

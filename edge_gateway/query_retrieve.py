@@ -285,14 +285,13 @@ def find_matches(archive: Archive, query: Query) -> Iterator[Match]:
         if query.level == "STUDY":
             yield Match(study)
             continue
-        study_uid = str(study["study_uid"])
-        for series in archive.series(study_uid):
+        for series in archive.series(study):
             if not query.matches(SERIES_LEVEL, level_json(series)):
                 continue
             if query.level == "SERIES":
                 yield Match(study, series)
                 continue
-            for instance in archive.instances(study_uid, str(series["series_uid"])):
+            for instance in archive.instances(study, str(series["series_uid"])):
                 if query.matches(IMAGE_LEVEL, level_json(instance)):
                     yield Match(study, series, instance)
 

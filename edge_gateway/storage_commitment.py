@@ -385,8 +385,8 @@ class CommitmentWorker:
     def _archived(self, ref: Reference) -> bool | None:
         """True: indexed (same SOP class, this site) and its zip in the bucket; False: indexed under
         another SOP class; None: not (yet) both."""
-        item = self.archive.instance(ref.study_uid, ref.series_uid, ref.sop_uid)
-        if item is None or item.get("site") != self.config.gateway_id:
+        item = self.archive.instance(self.config.gateway_id, ref.study_uid, ref.series_uid, ref.sop_uid)
+        if item is None:
             return None
         if ref.sop_class and str(item.get("SOPClassUID", "")) != ref.sop_class:
             return False
