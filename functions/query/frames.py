@@ -24,16 +24,15 @@ import json
 import struct
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from typing import IO, Any, cast
 
 from common.s3_reader import S3RangeReader, SeekableReader
 from common.zip_members import MemberLocation, MemberReader
 
 from query.accept import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN
+from query.pixel_layout import FrameError, PixelLayout
 
 FRAME_INDEX_PREFIX = "frame-index/"
-LAYOUT_VERSION = 1
 _ITEM = b"\xfe\xff\x00\xe0"
 _SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0"
 # Codestream start markers: JPEG SOI, JPEG 2000 SOC, JPEG XL codestream.
@@ -41,54 +40,6 @@ _FRAME_STARTS = (b"\xff\xd8", b"\xff\x4f", b"\xff\x0a")
 _CACHED_LAYOUTS = 512
 # A multi-frame header (Enhanced CT/MR functional groups) can be MBs; read it in blocks this big.
 _HEADER_BLOCK = 64 * 1024
-
-
-class FrameError(Exception):
-    """The instance's frames cannot be located (message safe for clients: no PHI)."""
-
-
-class NoSuchFrame(FrameError):
-    """A frame number outside 1..NumberOfFrames."""
-
-
-@dataclass(frozen=True)
-class PixelLayout:
-    """Where the frames are, in offsets within the member's (uncompressed) bytes.
-
-    ``value_offset``: first byte of the Pixel Data value; ``frame_length``: bytes of one
-    native frame; ``spans``: per encapsulated frame, ``[start, end)`` of its items.
-    ``header``: the attributes a decoder needs (Rows, Columns, BitsAllocated, ...).
-    """
-
-    transfer_syntax: str
-    number_of_frames: int
-    value_offset: int
-    value_length: int
-    encapsulated: bool
-    frame_length: int = 0
-    spans: list[list[int]] = field(default_factory=list)
-    header: dict[str, Any] = field(default_factory=dict)
-    source: str = ""
-
-    def frame_span(self, number: int) -> tuple[int, int]:
-        """``[start, end)`` of frame ``number`` (1-based) within the member; NoSuchFrame outside."""
-        if not 1 <= number <= self.number_of_frames:
-            raise NoSuchFrame(f"frame {number} outside 1..{self.number_of_frames}")
-        if self.encapsulated:
-            start, end = self.spans[number - 1]
-            return start, end
-        start = self.value_offset + (number - 1) * self.frame_length
-        return start, start + self.frame_length
-
-    def to_json(self) -> str:
-        return json.dumps({"version": LAYOUT_VERSION, **asdict(self)})
-
-    @classmethod
-    def from_json(cls, text: bytes | str) -> PixelLayout | None:
-        data = json.loads(text)
-        if not isinstance(data, dict) or data.pop("version", None) != LAYOUT_VERSION:
-            return None
-        return cls(**data)
 
 
 def fragments_payload(block: bytes) -> bytes:

@@ -9,7 +9,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from common.observability import logger, metrics, tracer
 
-from query import access
+from query import access, route_table
 from query.errors import (
     BadRequest,
     Forbidden,
@@ -99,7 +99,7 @@ def store_unavailable(exc: StoreError) -> Response[dict[str, Any]]:
 
 @app.not_found
 def unknown_route(_: Exception) -> Response[dict[str, Any]]:
-    if docs.other_methods(app, app.current_event.path, app.current_event.http_method):
+    if route_table.other_methods(app.current_event.path, app.current_event.http_method):
         return _error(405, "method not allowed on this route")
     return _error(404, "no such route")
 

@@ -12,7 +12,7 @@ from typing import Any
 from common.decode_limits import check_pixel_budget
 
 from query.accept import EXPLICIT_VR_BIG_ENDIAN
-from query.frames import FrameError, PixelLayout
+from query.pixel_layout import FrameError, PixelLayout
 
 
 def can_decode(transfer_syntax: str) -> bool:

@@ -7,7 +7,8 @@ import io
 import pytest
 from pydicom import dcmread
 from pydicom.encaps import encapsulate, encapsulate_extended, generate_frames
-from query.frames import FrameError, NoSuchFrame, _cut, layout_of_bytes
+from query.frames import _cut, layout_of_bytes
+from query.pixel_layout import FrameError, NoSuchFrame
 
 from tests.dicom_factory import encode, pydicom_file
 

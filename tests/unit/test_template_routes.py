@@ -33,10 +33,10 @@ def unpartitioned(path: str) -> str:
 
 
 def resolver_routes() -> set[tuple[str, str]]:
-    from query.handler import app
+    import query.handler  # noqa: F401 - registers every route
     from query.routes.docs import openapi_document
 
-    document = openapi_document(app)
+    document = openapi_document()
     return {
         (method.upper(), shape(path)) for path, methods in document["paths"].items() for method in methods
     }

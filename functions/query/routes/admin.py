@@ -16,16 +16,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 from common import keys
 
 from query.access import admin_sites, current_caller
 from query.dependencies import objects, store
 from query.errors import BadRequest, NotFound
 from query.matching import check_uid
+from query.route_table import DocumentedRouter
 from query.store import Item
 
-router = APIGatewayHttpRouter()
+router = DocumentedRouter()
 
 STATUSES = ("open", "accepted", "dismissed")
 ACTIONS = {"accept": "accepted", "dismiss": "dismissed"}

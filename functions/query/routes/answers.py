@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 from common import keys
 from common.dicom_json import DicomJson, first_text
 
@@ -13,11 +12,12 @@ from query.access import allowed_sites
 from query.dependencies import objects, store
 from query.errors import BadRequest, NotFound
 from query.matching import check_uid
+from query.route_table import DocumentedRouter
 from query.search import StudyFilter, find_studies
 from query.store import Item
 from query.tags import keyword_of, tag_of
 
-router = APIGatewayHttpRouter()
+router = DocumentedRouter()
 
 LINK_SECONDS = 900
 MAX_PATIENT_STUDIES = 1000

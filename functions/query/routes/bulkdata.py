@@ -14,18 +14,18 @@ import uuid
 from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 from common.zip_members import MemberTooLarge
 
 from query import accept
 from query.bulkdata import PIXEL_DATA, BadPath, element_value, parse_path
 from query.dependencies import objects
 from query.errors import BadRequest, NotAcceptable, NotFound
+from query.route_table import DocumentedRouter
 from query.routes.frames import multipart_body
 from query.routes.qido import visible_instance
 from query.routes.wado import INLINE_LIMIT, redirect_large
 
-router = APIGatewayHttpRouter()
+router = DocumentedRouter()
 
 MAX_INSTANCE_BYTES = 512 * 1024 * 1024
 
@@ -74,7 +74,8 @@ def retrieve_bulkdata(study_uid: str, series_uid: str, sop_uid: str, path: str) 
 
 
 def _pixel_data(data: bytes, single: bool) -> Response[Any]:
-    from query.frames import FrameError, layout_of_bytes
+    from query.frames import layout_of_bytes
+    from query.pixel_layout import FrameError
 
     try:
         layout = layout_of_bytes(data)

@@ -12,18 +12,15 @@ import functools
 import json
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 
 from query.errors import NotFound
+from query.route_table import ROUTES, DocumentedRouter
 from query.search import INSTANCE_MATCHING, SERIES_MATCHING, STUDY_MATCHING
 
-if TYPE_CHECKING:
-    from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
-
-router = APIGatewayHttpRouter()
+router = DocumentedRouter()
 
 UID = r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$"
 PAGING: dict[str, dict[str, Any]] = {
@@ -66,12 +63,6 @@ ERROR_SCHEMA = {
 }
 
 
-def other_methods(app: APIGatewayHttpResolver, path: str, method: str) -> list[str]:
-    """Methods registered for this path other than ``method`` (for a 405 instead of a 404)."""
-    routes = [*app._static_routes, *app._dynamic_routes]
-    return sorted({r.method for r in routes if r.method != method.upper() and r.rule.match(path)})
-
-
 def _parameter(name: str, location: str, schema: dict[str, Any]) -> dict[str, Any]:
     described = {k: v for k, v in schema.items() if k != "description"}
     result: dict[str, Any] = {
@@ -85,10 +76,15 @@ def _parameter(name: str, location: str, schema: dict[str, Any]) -> dict[str, An
     return result
 
 
-def openapi_document(app: APIGatewayHttpResolver) -> dict[str, Any]:
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.0 document of every route in :data:`query.route_table.ROUTES`.
+
+    Paths and methods come from the route table, summaries from each handler's
+    docstring, query parameters from :data:`QUERY_PARAMETERS`.
+    """
     paths: dict[str, dict[str, Any]] = {}
-    for route in [*app._static_routes, *app._dynamic_routes]:
-        path = str(route.openapi_path)
+    for route in ROUTES:
+        path = route.openapi_path
         parameters = [
             _parameter(name, "path", {"type": "string", "pattern": UID, "maxLength": 64})
             if name.endswith("_uid")
@@ -163,9 +159,7 @@ SWAGGER_HEADERS = {
 @router.get("/openapi.json")
 def openapi() -> Response[str]:
     """The OpenAPI 3 document of this API."""
-    from query.handler import app
-
-    return Response(200, "application/json", json.dumps(openapi_document(app)))
+    return Response(200, "application/json", json.dumps(openapi_document()))
 
 
 @router.get("/swagger")

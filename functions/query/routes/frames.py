@@ -17,20 +17,20 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 from common.decode_limits import LimitExceeded
 from common.zip_members import MemberError, MemberTooLarge, ObjectMissing
 
 from query import accept
 from query.dependencies import objects
 from query.errors import BadRequest, NotAcceptable, NotFound, StoreError
+from query.route_table import DocumentedRouter
 from query.routes.qido import visible_instance
 from query.routes.wado import INLINE_LIMIT, redirect_large
 
 if TYPE_CHECKING:
     from query.frames import FrameLocator
 
-router = APIGatewayHttpRouter()
+router = DocumentedRouter()
 
 MAX_FRAMES_PER_REQUEST = 1000
 # Stored bytes read for one request: the answer goes through S3 (303) when it is large.
@@ -88,7 +88,7 @@ def retrieve_frames(study_uid: str, series_uid: str, sop_uid: str, frame_list: s
             f'frames of this instance are offered as multipart/related; type="{offered}" '
             f"(transfer-syntax {stored} or *) or decoded to application/octet-stream"
         )
-    from query.frames import FrameError, NoSuchFrame
+    from query.pixel_layout import FrameError, NoSuchFrame
 
     try:
         layout, frames = frame_locator().frames(item, numbers, MAX_FRAME_BYTES)

@@ -6,7 +6,6 @@ import json
 from collections.abc import Iterable, Iterator, Mapping
 
 from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 from common import attributes as attrs
 from common import keys
 from common.dicom_json import DicomJson, element, first_text
@@ -16,6 +15,7 @@ from query.access import allowed_sites
 from query.dependencies import objects, store
 from query.errors import BadRequest, NotFound
 from query.matching import check_uid, date_range, has_wildcard, match_folded, match_text, uid_list
+from query.route_table import DocumentedRouter
 from query.search import (
     CONTROL_PARAMETERS,
     INSTANCE_MATCHING,
@@ -27,7 +27,7 @@ from query.search import (
 from query.store import Item
 from query.tags import INDEXED_TAGS, tag_of
 
-router = APIGatewayHttpRouter()
+router = DocumentedRouter()
 
 DICOM_JSON = "application/dicom+json"
 MAX_LIMIT = 1000

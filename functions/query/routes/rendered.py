@@ -11,17 +11,17 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.event_handler import Response, content_types
-from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 from common import keys
 from common.zip_members import MemberTooLarge
 
 from query.dependencies import objects, store
 from query.errors import BadRequest, NotFound
 from query.matching import check_uid
+from query.route_table import DocumentedRouter
 from query.routes.qido import visible_instance, visible_study
 from query.store import Item
 
-router = APIGatewayHttpRouter()
+router = DocumentedRouter()
 
 RENDERED_PARAMETERS = {"accept", "window", "quality", "viewport"}
 PREVIEW_PARAMETERS = {"size"}

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 from common import decode_limits, keys, part_format
 from common.uids import strip_padding, uid_problem
 
@@ -29,8 +28,9 @@ from query.access import current_caller, partition, require, write_scope
 from query.dependencies import objects, store
 from query.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from query.matching import check_uid
+from query.route_table import DocumentedRouter
 
-router = APIGatewayHttpRouter()
+router = DocumentedRouter()
 
 DICOM_JSON = "application/dicom+json"
 # PS3.4 / PS3.7 failure reasons used in FailedSOPSequence.

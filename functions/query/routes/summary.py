@@ -5,16 +5,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 from common import keys
 from common.dicom_json import first_text
 
 from query.dependencies import settings, store
 from query.errors import NotFound
 from query.matching import check_uid
+from query.route_table import DocumentedRouter
 from query.routes.qido import visible_study
 
-router = APIGatewayHttpRouter()
+router = DocumentedRouter()
 
 
 @router.get("/api/studies/<study_uid>/series/<series_uid>")

@@ -14,18 +14,18 @@ import json
 from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 from common.decode_limits import LimitExceeded, check_pixel_budget
 from common.zip_members import MemberTooLarge
 
 from query.dependencies import objects, store
 from query.errors import BadRequest, NotAcceptable, NotFound
 from query.matching import check_uid
+from query.route_table import DocumentedRouter
 from query.routes.qido import visible_instance, visible_study
 from query.routes.rendered import middle_instance
 from query.store import Item
 
-router = APIGatewayHttpRouter()
+router = DocumentedRouter()
 
 THUMBNAIL_PREFIX = "thumbnails/"
 DEFAULT_SIZE = 128

@@ -23,11 +23,11 @@ import os
 from pathlib import Path
 
 from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 
 from query.errors import NotFound
+from query.route_table import DocumentedRouter
 
-router = APIGatewayHttpRouter()
+router = DocumentedRouter()
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 CONTENT_TYPES = {

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 from common import keys
 
 from query.access import visible_instance
 from query.dependencies import store
+from query.route_table import DocumentedRouter
 from query.store import Item
 
-router = APIGatewayHttpRouter()
+router = DocumentedRouter()
 
 
 def _version(item: Item) -> dict[str, Any]:

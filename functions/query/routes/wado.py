@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 from common import keys
 from common.dicom_json import DicomJson
 
@@ -25,10 +24,11 @@ from query.bulkdata import instance_url, with_bulk_data_uris
 from query.dependencies import objects, settings, store
 from query.errors import NotAcceptable, NotFound
 from query.matching import check_uid
+from query.route_table import DocumentedRouter
 from query.routes.qido import site_base, visible_instance, visible_study
 from query.store import Item
 
-router = APIGatewayHttpRouter()
+router = DocumentedRouter()
 
 DICOM_JSON = "application/dicom+json"
 INLINE_LIMIT = 4 * 1024 * 1024
@@ -127,7 +127,7 @@ def _instance_data(item: Item, transfer_syntax: str) -> tuple[bytes, str]:
         )
     from common.decode_limits import LimitExceeded
 
-    from query.frames import FrameError
+    from query.pixel_layout import FrameError
     from query.transcode import to_explicit_little_endian
 
     try:
