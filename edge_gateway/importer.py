@@ -85,7 +85,7 @@ def _uids(data: bytes) -> tuple[str, str, str] | None:
     return (uids[0], uids[1], uids[2]) if all(uids) else None
 
 
-class Progress:
+class ImportProgress:
     """A one-line progress bar on a terminal (a line every 10% otherwise)."""
 
     def __init__(self, total: int, out: TextIO) -> None:
@@ -121,7 +121,7 @@ def import_folder(config: GatewayConfig, folder: Path, out: TextIO = sys.stderr)
     spool = Spool(config.spool_dir, config.max_spool_bytes)
     shipped = _Shipped(spool, config.shipped_retention_days * 86400)
     files = list(_files(folder))
-    progress = Progress(len(files), out)
+    progress = ImportProgress(len(files), out)
     result = ImportResult()
     for done, path in enumerate(files, start=1):
         try:

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("local_cloud.ingest")
 
 
-class Dispatcher:
+class NotificationDispatcher:
     def __init__(self, sqs: SQSClient, queue_url: str, handler: Callable[[dict[str, Any], Any], Any]) -> None:
         self._sqs = sqs
         self._queue_url = queue_url

@@ -1,7 +1,7 @@
 """Start and stop the whole system on one machine: the same handler code that runs in Lambda.
 
 moto server (S3, DynamoDB, SQS)  <- resources from template.yaml
-S3 ObjectCreated -> SQS -> Dispatcher -> ingest.handler.lambda_handler
+S3 ObjectCreated -> SQS -> NotificationDispatcher -> ingest.handler.lambda_handler
 http://127.0.0.1:3000 -> ApiServer (HTTP API v2 events) -> query.handler.lambda_handler
 DICOM 127.0.0.1:11112 -> edge gateway -> S3 incoming/
 """
@@ -22,7 +22,7 @@ import boto3
 from local_cloud import snapshot
 from local_cloud.api_server import ApiServer
 from local_cloud.cors import CorsPolicy
-from local_cloud.dispatcher import Dispatcher
+from local_cloud.dispatcher import NotificationDispatcher
 from local_cloud.moto_server import MotoServer, create_resources
 
 if TYPE_CHECKING:
@@ -125,7 +125,7 @@ class LocalCloud:
             config.moto_port = free_port(config.host)
         self.moto = MotoServer(config.host, config.moto_port)
         self.api: ApiServer | None = None
-        self.dispatcher: Dispatcher | None = None
+        self.dispatcher: NotificationDispatcher | None = None
         self.gateway: Gateway | None = None
         self.viewer: ViewerServer | None = None
         self._stopped = False
@@ -218,7 +218,7 @@ class LocalCloud:
         from local_cloud.logs import adopt_powertools
 
         adopt_powertools(function_logger)
-        self.dispatcher = Dispatcher(self.sqs(), queues["queue_url"], ingest_handler)
+        self.dispatcher = NotificationDispatcher(self.sqs(), queues["queue_url"], ingest_handler)
         self.dispatcher.start()
         if restored.to_ingest:
             snapshot.load_unindexed(self.s3(), cfg.bucket, cfg.data_dir, restored.to_ingest)

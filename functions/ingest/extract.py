@@ -31,7 +31,7 @@ from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from ingest.fast_json import to_json_dict
-from ingest.zip_part import MAX_HEADER_BYTES, HeaderTooLarge, MemberError, MemberStream
+from ingest.zip_part import MAX_HEADER_BYTES, HeaderTooLarge, MemberStream, UnreadableMember
 
 # Elements longer than this are not copied into the JSON header; they are bulk data.
 BULK_DATA_THRESHOLD = 1024
@@ -273,13 +273,13 @@ def _read_header(fp: IO[bytes], head: bytes | None) -> Dataset:
                 watch.seek(0)
                 try:
                     ds = pydicom.dcmread(watch, stop_before_pixels=True, force=True)
-                except (HeaderTooLarge, MemberError):
+                except (HeaderTooLarge, UnreadableMember):
                     raise
                 except Exception as exc:
                     raise RejectedMember(f"not DICOM: {type(exc).__name__}") from exc
                 if not any(k in ds for k in REQUIRED_UIDS):
                     raise RejectedMember("not DICOM (no DICM preamble and no DICOM UIDs)") from None
-        except (RejectedMember, HeaderTooLarge, MemberError) as exc:
+        except (RejectedMember, HeaderTooLarge, UnreadableMember) as exc:
             raise RejectedMember(str(exc)) from exc
         except Exception as exc:
             raise RejectedMember(f"unreadable DICOM header: {type(exc).__name__}") from exc

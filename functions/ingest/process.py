@@ -39,7 +39,7 @@ from common.s3_reader import PresignedRangeFetcher, S3RangeReader
 
 from ingest.extract import InstanceRecord, RejectedMember, extract, read_header
 from ingest.index_writer import IndexWriter, StudyState, same_patient
-from ingest.zip_part import Member, MemberError, Part, RejectedPart, open_part, prefetch_range
+from ingest.zip_part import Member, Part, RejectedPart, UnreadableMember, open_part, prefetch_range
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -184,7 +184,7 @@ def _parse(part: Part, member: Member, first: bytes) -> tuple[InstanceRecord, in
     try:
         with part.open(member, first) as fp:
             return extract(read_header(cast(IO[bytes], fp))), fp.data_offset
-    except MemberError as exc:
+    except UnreadableMember as exc:
         raise RejectedMember(str(exc)) from exc
 
 

@@ -50,7 +50,7 @@ def part_keys(s3: S3Client, bucket: str, prefix: str) -> Iterator[str]:
             yield key
 
 
-class Progress:
+class ReindexProgress:
     """A one-line progress bar (redrawn in place on a terminal, one line per part otherwise)."""
 
     def __init__(self, total: int, stream: IO[str]) -> None:
@@ -95,7 +95,7 @@ def reindex(
     if not prefix.startswith(keys.INCOMING_PREFIX):
         raise ValueError(f"the prefix must start with {keys.INCOMING_PREFIX!r}")
     todo = list(part_keys(s3, bucket, prefix))
-    bar = Progress(len(todo), progress) if progress is not None else None
+    bar = ReindexProgress(len(todo), progress) if progress is not None else None
     counts: Counter[str] = Counter()
     statuses: Counter[str] = Counter()
     failed: list[dict[str, str]] = []

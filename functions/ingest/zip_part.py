@@ -55,11 +55,11 @@ class RejectedPart(Exception):
     """The whole object is refused; the message is the reason (no PHI)."""
 
 
-class MemberError(Exception):
+class UnreadableMember(Exception):
     """One member cannot be read; the message is the reason (no PHI)."""
 
 
-class HeaderTooLarge(MemberError):
+class HeaderTooLarge(UnreadableMember):
     pass
 
 
@@ -236,7 +236,7 @@ def _read_manifest(part: Part, member: Member) -> dict[str, Any]:
     try:
         with part.open(member) as fp:
             data = json.loads(fp.read(MAX_MANIFEST_SIZE + 1))
-    except (ValueError, MemberError, OSError):
+    except (ValueError, UnreadableMember, OSError):
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -273,9 +273,9 @@ class MemberStream(SeekableReader):
         try:
             self._data_start = zip_members.data_start(first, member.header_offset)
         except zip_members.MemberError as exc:
-            raise MemberError(str(exc)) from exc
+            raise UnreadableMember(str(exc)) from exc
         if self._data_start + member.compressed_size > member.end_offset:
-            raise MemberError("zip member overlaps the next one")
+            raise UnreadableMember("zip member overlaps the next one")
         # Raw (possibly compressed) bytes buffered: [buf_start, buf_start + len(buf)) relative to data start.
         self._buf_start = 0
         self._buf = first[self._data_start - member.header_offset :][: member.compressed_size]
@@ -370,7 +370,7 @@ class MemberStream(SeekableReader):
             try:
                 self._out += self._inflater.decompress(chunk, max(1, min(room, 256 * 1024)))
             except zlib.error as exc:
-                raise MemberError("corrupt deflate data in zip member") from exc
+                raise UnreadableMember("corrupt deflate data in zip member") from exc
             if self._inflater.eof:
                 self._inflated_all = True
             if len(self._out) > MAX_HEADER_BYTES:
