@@ -1,4 +1,4 @@
-"""Domain errors of the query function; HTTP status mapping lives only in query.handler."""
+"""Domain errors of the query function; their HTTP statuses are one table, query.handler.HTTP_STATUS."""
 
 
 class QueryError(Exception):

@@ -16,6 +16,7 @@ from query.errors import (
     NotAcceptable,
     NotFound,
     PayloadTooLarge,
+    QueryError,
     StoreError,
     Unauthorized,
     UnsupportedMediaType,
@@ -52,49 +53,31 @@ app.include_router(admin.router)
 app.include_router(versions.router)
 
 
+# The one place where a domain error becomes an HTTP status (PS3.18 8.6 for the DICOMweb routes).
+HTTP_STATUS: dict[type[QueryError], int] = {
+    BadRequest: 400,
+    Unauthorized: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    NotAcceptable: 406,
+    PayloadTooLarge: 413,
+    UnsupportedMediaType: 415,
+    StoreError: 503,
+}
+
+
 def _error(status: int, message: str) -> Response[dict[str, Any]]:
     return Response(status, content_types.APPLICATION_JSON, {"error": message, "status": status})
 
 
-@app.exception_handler(BadRequest)
-def bad_request(exc: BadRequest) -> Response[dict[str, Any]]:
-    return _error(400, str(exc))
-
-
-@app.exception_handler(Unauthorized)
-def unauthorized(exc: Unauthorized) -> Response[dict[str, Any]]:
-    return _error(401, str(exc))
-
-
-@app.exception_handler(Forbidden)
-def forbidden(exc: Forbidden) -> Response[dict[str, Any]]:
-    return _error(403, str(exc))
-
-
-@app.exception_handler(NotFound)
-def not_found(exc: NotFound) -> Response[dict[str, Any]]:
-    return _error(404, str(exc))
-
-
-@app.exception_handler(NotAcceptable)
-def not_acceptable(exc: NotAcceptable) -> Response[dict[str, Any]]:
-    return _error(406, str(exc))
-
-
-@app.exception_handler(UnsupportedMediaType)
-def unsupported_media_type(exc: UnsupportedMediaType) -> Response[dict[str, Any]]:
-    return _error(415, str(exc))
-
-
-@app.exception_handler(PayloadTooLarge)
-def payload_too_large(exc: PayloadTooLarge) -> Response[dict[str, Any]]:
-    return _error(413, str(exc))
-
-
-@app.exception_handler(StoreError)
-def store_unavailable(exc: StoreError) -> Response[dict[str, Any]]:
-    logger.exception("index read failed")
-    return _error(503, "the index is temporarily unavailable, try again")
+@app.exception_handler(QueryError)
+def query_error(exc: QueryError) -> Response[dict[str, Any]]:
+    """Any domain error as ``{"error": <message>, "status": <code>}`` with its HTTP status."""
+    status = next((HTTP_STATUS[t] for t in type(exc).__mro__ if t in HTTP_STATUS), 400)
+    if isinstance(exc, StoreError):
+        logger.exception("index read failed")
+        return _error(status, "the index is temporarily unavailable, try again")
+    return _error(status, str(exc))
 
 
 @app.not_found
