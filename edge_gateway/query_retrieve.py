@@ -50,7 +50,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 from query.errors import BadRequest, QueryError
 from query.matching import date_range, full_time, has_wildcard, match_name, match_text, time_range, uid_list
-from query.search import StudyFilter
+from query.search import STUDY_MATCHING, StudyFilter
 from query.store import Item
 
 from edge_gateway.archive_client import Archive, level_json
@@ -80,18 +80,6 @@ MOVE_DESTINATION_UNKNOWN = 0xA801
 
 LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 PATIENT_KEYS = {"PatientName", "PatientID", "PatientBirthDate", "PatientSex"}
-# Keys the study filter (and so the index choice) understands.
-STUDY_FILTER_KEYS = {
-    "StudyDate",
-    "StudyTime",
-    "AccessionNumber",
-    "ModalitiesInStudy",
-    "ReferringPhysicianName",
-    "PatientName",
-    "PatientID",
-    "StudyInstanceUID",
-    "StudyID",
-}
 STUDY_LEVEL = {a.keyword: a.vr for a in attrs.STUDY_ATTRIBUTES} | {"ModalitiesInStudy": "CS"}
 SERIES_LEVEL = {a.keyword: a.vr for a in attrs.SERIES_ATTRIBUTES}
 IMAGE_LEVEL = {a.keyword: a.vr for a in attrs.INSTANCE_ATTRIBUTES}
@@ -221,7 +209,7 @@ class Query:
             if keyword and text and keyword not in NOT_MATCHED:
                 self.keys[keyword] = text
         modality = self.keys.get("Modality", "")
-        self.study_params = {k: v for k, v in self.keys.items() if k in STUDY_FILTER_KEYS}
+        self.study_params = {k: v for k, v in self.keys.items() if k in STUDY_MATCHING}
         if modality and not has_wildcard(modality) and "ModalitiesInStudy" not in identifier:
             self.study_params["ModalitiesInStudy"] = modality
         if "ModalitiesInStudy" in identifier and _text(identifier["ModalitiesInStudy"]):
@@ -433,7 +421,7 @@ class QueryRetrieve:
         retrieve.level = "IMAGE"
         unique = {"PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"}
         retrieve.keys = {k: v for k, v in query.keys.items() if k in unique}
-        retrieve.study_params = {k: v for k, v in retrieve.keys.items() if k in STUDY_FILTER_KEYS}
+        retrieve.study_params = {k: v for k, v in retrieve.keys.items() if k in STUDY_MATCHING}
         found = []
         for match in find_matches(self.archive, retrieve):
             assert match.instance is not None
