@@ -72,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``local-cloud``: start the stand-in and serve until interrupted; returns 0."""
     args = _parser().parse_args(argv)
     logs.configure(log_dir=args.data_dir / "logs")
     config = LocalCloudConfig(
