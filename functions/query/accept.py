@@ -71,7 +71,7 @@ class MediaRange:
 
     @property
     def transfer_syntax(self) -> str | None:
-        """The ``transfer-syntax`` parameter (a UID, or ``*``), or None (PS3.18 8.7.3.5)."""
+        """The ``transfer-syntax`` parameter (a UID, or ``*``), or None (PS3.18 8.7.3.5.2)."""
         return self.params.get("transfer-syntax")
 
     def matches(self, media_type: str) -> bool:

@@ -56,7 +56,7 @@ def session() -> boto3.Session:
 
 
 def up(image: str) -> None:
-    """Start the moto container on the SAM network and create the template's resources in it."""
+    """Start the moto container on the SAM network, create the bucket and table, write sam-env.json."""
     if docker("network", "inspect", NETWORK, check=False).returncode != 0:
         docker("network", "create", NETWORK)
     if docker("container", "inspect", CONTAINER, check=False).returncode != 0:
