@@ -40,6 +40,13 @@ class _Growth:
 
 
 class Assembler:
+    """Groups spooled instances into series and closes each series as a part.
+
+    A series closes when no instance arrived for ``stable_after`` seconds, or when it
+    reaches ``max_instances`` instances or ``max_bytes`` bytes; a closed series is
+    renamed into ``parts/`` for the packager.
+    """
+
     def __init__(
         self,
         spool: Spool,
@@ -81,6 +88,7 @@ class Assembler:
             return self._growth.get((series.study_uid, series.series_uid), _Growth())
 
     def open_count(self) -> int:
+        """Number of series folders open in the spool now."""
         return sum(1 for _ in self._spool.open_series())
 
     def close_ready(self, now: float | None = None) -> list[Path]:
@@ -118,6 +126,13 @@ class Assembler:
             pass  # closed or removed meanwhile
 
     def close(self, series: OpenSeries, reason: str) -> Path | None:
+        """Close one open series as a part: move its folder to ``parts/<part id>`` with ``part.json``.
+
+        ``reason`` (for example "quiet" or "size limit") goes into ``part.json`` and the log.
+        Returns the part folder, or None when the series held no instance (the folder is removed).
+        Idempotent after a crash between writing ``part.json`` and the rename. Raises OSError
+        when the spool cannot be written.
+        """
         part_file = series.path / PART_FILE
         with locked_folder(series.path):
             if not series.instances():

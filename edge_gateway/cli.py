@@ -82,6 +82,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(config: GatewayConfig) -> int:
+    """Serve DICOM until SIGTERM or SIGINT, then stop cleanly; returns the exit status."""
     from edge_gateway.gateway import Gateway
 
     configure_logging(config)
@@ -127,6 +128,10 @@ def gateway_state(last: dict[str, Any], now: float) -> str:
 
 
 def status(config: GatewayConfig, as_json: bool) -> int:
+    """Print the spool's state (``edge-gateway status``), as text or, with ``as_json``, as JSON.
+
+    Returns 0, or 1 when there is no spool folder (a spool is never created to report on).
+    """
     from edge_gateway.gateway import STATUS_FILE, spool_status
     from edge_gateway.spool import Spool, read_counters
 
@@ -176,6 +181,11 @@ def status(config: GatewayConfig, as_json: bool) -> int:
 
 
 def import_command(config: GatewayConfig, folder: Path) -> int:
+    """Store every DICOM file under ``folder`` in the spool (``edge-gateway import``) and print a summary.
+
+    Returns 0, 1 when files were refused (reasons printed without PHI), 2 when ``folder`` is not
+    a folder, 3 when the import stopped early (for example the spool is full).
+    """
     from edge_gateway.importer import import_folder
 
     # The files are stored byte for byte; pydicom's remarks on odd headers would bury the summary.
@@ -213,6 +223,10 @@ def _config_path(args: argparse.Namespace) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``edge-gateway``: parse ``argv`` (default ``sys.argv``), load the configuration, run.
+
+    Returns the process exit status: 2 for a configuration error (printed on stderr).
+    """
     args = _parser().parse_args(argv)
     try:
         config = load(_config_path(args), _overrides(args), spool_only=args.command in SPOOL_ONLY)

@@ -51,6 +51,7 @@ class Permissions:
     move_to: frozenset[str] | None = frozenset()
 
     def may_move_to(self, destination: str) -> bool:
+        """Whether this AE may ask for a C-MOVE to ``destination`` (an AE title; PS3.4 C.4.2)."""
         return self.move_to is None or destination in self.move_to
 
 
@@ -115,6 +116,7 @@ class AccessTable:
 
     @classmethod
     def from_config(cls, config: GatewayConfig) -> AccessTable:
+        """The table from the ``known_aets`` and ``dimse_permissions`` settings; raises AccessConfigError."""
         return cls(parse_known_aets(config.known_aets), parse_permissions(config.dimse_permissions))
 
     def of(self, calling_aet: str) -> Permissions:

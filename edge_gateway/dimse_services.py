@@ -48,6 +48,7 @@ class DimseServices:
         return [*QueryRetrieve.contexts(), (StorageCommitmentPushModel, list(UNCOMPRESSED))]
 
     def handlers(self) -> list[Handler]:
+        """pynetdicom event handlers: C-FIND, C-MOVE, C-GET (PS3.4 Annex C) and N-ACTION (PS3.4 Annex J)."""
         handlers: list[Handler] = [
             (event, self._published_after(handler)) for event, handler in self.query_retrieve.handlers()
         ]

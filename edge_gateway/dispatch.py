@@ -72,6 +72,7 @@ class Dispatcher:
             return False
 
     def local_closed(self) -> None:
+        """Count the end of a connection that was served in the coordinator itself."""
         with self._lock:
             self._local = max(0, self._local - 1)
 
@@ -81,6 +82,7 @@ class Dispatcher:
             return self._local, [r.open for r in self._receivers if r.alive]
 
     def close(self) -> None:
+        """Stop routing: mark every receiver dead and close its channel."""
         with self._lock:
             receivers, self._receivers = self._receivers, []
         for receiver in receivers:

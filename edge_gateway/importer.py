@@ -37,6 +37,12 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ImportResult:
+    """Outcome of ``import_folder``: counts per outcome, and bytes stored.
+
+    ``skipped`` maps a reason to a count of files; ``refused`` lists (file, reason without PHI);
+    ``stopped`` says why the import ended early ("" when it went through).
+    """
+
     stored: int = 0
     duplicates: int = 0  # identical to a copy in an open series
     already_shipped: int = 0  # identical to a copy shipped or waiting in the outbox
@@ -47,6 +53,7 @@ class ImportResult:
     stopped: str = ""
 
     def skip(self, reason: str) -> None:
+        """Count one file skipped for ``reason``."""
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
 
 
@@ -96,6 +103,7 @@ class ImportProgress:
         self._last_tenth = -1
 
     def update(self, done: int, nbytes: int) -> None:
+        """Show ``done`` files and ``nbytes`` bytes read so far, with the rate in MB/s."""
         fraction = done / self._total
         rate = nbytes / 1e6 / max(time.monotonic() - self._started, 1e-6)
         bar = "#" * int(fraction * 30)
@@ -108,6 +116,7 @@ class ImportProgress:
             self._out.write(line + "\n")
 
     def finish(self) -> None:
+        """End the bar's line on a terminal."""
         if self._tty:
             self._out.write("\n")
 

@@ -49,17 +49,26 @@ CHUNK = 1024 * 1024
 
 @dataclass(frozen=True)
 class OutboxEntry:
+    """A zipped part waiting in the outbox: ``<part id>.zip`` and its ``<part id>.json`` descriptor."""
+
     part_id: str
     zip_path: Path
     descriptor: dict[str, Any]
 
     @property
     def object_key(self) -> str:
+        """The part's S3 key, ``incoming/<study>/<series>/<part id>.zip`` (``common.part_format``)."""
         d = self.descriptor
         return part_format.object_key(d["study_uid"], d["series_uid"], self.part_id)
 
 
 class Packager:
+    """Turns closed parts into zips in the outbox (the part format of ``common.part_format``).
+
+    Instances already shipped with the same bytes are left out; ``deflate`` chooses
+    ZIP_DEFLATED over ZIP_STORED.
+    """
+
     def __init__(self, spool: Spool, shipped: ShippedRecord, gateway_id: str, deflate: bool = False) -> None:
         self._spool = spool
         self._shipped = shipped
@@ -208,6 +217,7 @@ class Packager:
         return found
 
     def entry(self, part_id: str) -> OutboxEntry:
+        """The outbox entry of ``part_id``; raises OSError, or ValueError for a bad descriptor."""
         outbox = self._spool.path(OUTBOX)
         return OutboxEntry(
             part_id, outbox / f"{part_id}.zip", self._spool.read_json(outbox / f"{part_id}.json")

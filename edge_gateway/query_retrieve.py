@@ -120,6 +120,7 @@ class Activity:
         self.last: dict[str, float] = {}
 
     def add(self, name: str, amount: int = 1) -> None:
+        """Add ``amount`` to counter ``name`` and note the time of its kind (the prefix before ``_``)."""
         import time
 
         with self._lock:
@@ -127,6 +128,7 @@ class Activity:
             self.last[name.split("_", 1)[0]] = time.time()
 
     def snapshot(self) -> dict[str, Any]:
+        """Copy of the counters and of the last times (seconds since the epoch), as JSON-ready dicts."""
         with self._lock:
             return {"counts": dict(self.counts), "last": dict(self.last)}
 
@@ -216,6 +218,7 @@ class Query:
             self.study_params["ModalitiesInStudy"] = _text(identifier["ModalitiesInStudy"])
 
     def filter(self) -> StudyFilter:
+        """The study-level keys as the index search's filter (the same matching as QIDO-RS)."""
         return StudyFilter.from_params(self.study_params)
 
     def matches(self, level: dict[str, str], data: Mapping[str, Any]) -> bool:
@@ -234,6 +237,10 @@ class Match:
         self.instance = instance
 
     def json(self) -> dict[str, Any]:
+        """The C-FIND answer's identifier as DICOM JSON: study attributes, then series and instance ones.
+
+        Adds Modalities in Study and the numbers of related series and instances (PS3.4 C.3.4).
+        """
         merged = level_json(self.study)
         modalities = sorted(self.study.get("modalities", ()))
         if modalities:
@@ -336,6 +343,7 @@ class QueryRetrieve:
         self.activity = activity
 
     def handlers(self) -> list[Handler]:
+        """pynetdicom handlers for C-FIND, C-MOVE and C-GET (PS3.4 C.4.1, C.4.2, C.4.3)."""
         return [
             (evt.EVT_C_FIND, self.handle_find),
             (evt.EVT_C_MOVE, self.handle_move),

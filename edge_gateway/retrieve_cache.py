@@ -38,6 +38,7 @@ class RetrieveCache:
         return self.folder / f"{name}.dcm" if SAFE.match(name) else None
 
     def get(self, sop_uid: str, fingerprint: str) -> bytes | None:
+        """The cached Part 10 bytes of this version of an instance, or None (counted as a miss)."""
         path = self._path(sop_uid, fingerprint)
         try:
             if path is None:

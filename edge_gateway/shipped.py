@@ -23,6 +23,11 @@ Versions = dict[str, set[str]]
 
 
 class ShippedRecord:
+    """SOP Instance UIDs shipped per series, with the SHA-256 of their bytes, kept ``retention_seconds``.
+
+    One JSON-lines file per series; used to drop instances a modality sends twice.
+    """
+
     def __init__(self, folder: Path, retention_seconds: float) -> None:
         self._folder = folder
         self._retention = retention_seconds

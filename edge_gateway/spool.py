@@ -157,6 +157,7 @@ def locked_folder(path: Path) -> Iterator[int]:
 
 
 def fsync_dir(path: Path) -> None:
+    """fsync a directory so that the entries created or renamed in it survive a power loss."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -205,11 +206,14 @@ def makedirs_durably(path: Path) -> None:
 
 @dataclass(frozen=True)
 class OpenSeries:
+    """A series folder still receiving instances: ``series/<study uid>/<series uid>``."""
+
     study_uid: str
     series_uid: str
     path: Path
 
     def instances(self) -> list[Path]:
+        """The instance files of the series (``*.dcm``), sorted by name."""
         return sorted(self.path.glob("*.dcm"))
 
     def last_change(self) -> float:
@@ -218,6 +222,11 @@ class OpenSeries:
 
 
 class Spool:
+    """The gateway's durable on-disk queue: tmp, series, parts, outbox, shipped and quarantine folders.
+
+    ``max_bytes`` bounds the bytes the spool may hold; stores beyond it raise SpoolFull.
+    """
+
     def __init__(self, root: Path, max_bytes: int) -> None:
         self.root = root
         self.max_bytes = max_bytes
@@ -229,6 +238,7 @@ class Spool:
         self._usage_seen = 0.0
 
     def path(self, name: str) -> Path:
+        """The spool's folder ``name`` (one of the folder constants)."""
         return self.root / name
 
     def recover(self) -> None:
@@ -269,6 +279,7 @@ class Spool:
 
     @property
     def used_bytes(self) -> int:
+        """Bytes the spool holds, as this process knows it (see ``adopt_usage``)."""
         return self._used
 
     def account(self, delta: int) -> None:
@@ -427,10 +438,12 @@ class Spool:
         return found
 
     def read_json(self, path: Path) -> dict[str, Any]:
+        """The JSON object in ``path``; raises OSError, or ValueError when it is not a JSON object."""
         data = json.loads(path.read_text())
         if not isinstance(data, dict):
             raise ValueError(f"{path} does not hold a JSON object")
         return data
 
     def write_json(self, path: Path, data: dict[str, Any]) -> None:
+        """Write ``data`` as JSON to ``path`` durably (temporary file, fsync, rename)."""
         write_durably(path, json.dumps(data, indent=1).encode(), self.root / TMP)

@@ -132,6 +132,7 @@ class SeriesStudyMap:
                 continue
 
     def study_of(self, series_uid: str) -> str | None:
+        """The Study Instance UID of a series received here, or None when unknown."""
         self._load()
         found = self.known.get(series_uid)
         return found[0] if found else None
@@ -197,6 +198,11 @@ class CommitmentRequests:
         self.folder.mkdir(parents=True, exist_ok=True)
 
     def add(self, transaction_uid: str, requester: str, references: list[Reference], wait: float) -> Path:
+        """Persist an N-ACTION request (PS3.4 J.3.2) and return its file.
+
+        ``wait`` is how long, in seconds, the references may take to be indexed before they are
+        reported as failures.
+        """
         now = time.time()
         path = self.folder / f"{int(now * 1000):015d}-{uuid.uuid4().hex[:8]}.json"
         self.save(
@@ -213,13 +219,16 @@ class CommitmentRequests:
         return path
 
     def save(self, path: Path, data: dict[str, Any]) -> None:
+        """Write a request's state durably to ``path``."""
         write_durably(path, json.dumps(data).encode(), self.root / TMP)
 
     def pending(self) -> list[Path]:
+        """Files of the pending requests, oldest first."""
         return sorted(self.folder.glob("*.json"))
 
     @staticmethod
     def load(path: Path) -> dict[str, Any]:
+        """The request stored in ``path``; raises OSError or ValueError (bad JSON)."""
         data: dict[str, Any] = json.loads(path.read_text())
         return data
 
@@ -445,5 +454,6 @@ def _item(ref: Reference, reason: int = 0) -> Dataset:
 
 
 def pending_count(spool_dir: Path) -> int:
+    """Number of storage commitment requests waiting in the spool at ``spool_dir``."""
     folder = spool_dir / FOLDER
     return len(list(folder.glob("*.json"))) if folder.is_dir() else 0

@@ -36,6 +36,8 @@ class _Retry:
 
 @dataclass
 class UploadStats:
+    """Upload counters for ``edge-gateway status``: times in seconds since the epoch."""
+
     uploaded_parts: int = 0
     last_upload: float | None = None
     last_error: str = ""
@@ -50,6 +52,12 @@ def backoff_delay(failures: int, base: float = BACKOFF_BASE, cap: float = BACKOF
 
 
 class Uploader:
+    """Ships outbox zips to S3 (multipart above ``multipart_threshold`` bytes, SSE-KMS with ``kms_key_id``).
+
+    Failed uploads are retried with full-jitter exponential backoff (``backoff_base`` and
+    ``backoff_cap`` in seconds); a shipped part is recorded in the shipped record.
+    """
+
     def __init__(
         self,
         s3: S3Client,
@@ -74,6 +82,7 @@ class Uploader:
         self.stats = UploadStats()
 
     def due(self, entry: OutboxEntry, now: float) -> bool:
+        """Whether ``entry`` may be uploaded at ``now`` (seconds since the epoch): not backing off."""
         retry = self.stats.retrying.get(entry.part_id)
         return retry is None or now >= retry.not_before
 

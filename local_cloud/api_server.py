@@ -95,6 +95,12 @@ def http_api_event(
 
 
 class ApiServer:
+    """The HTTP API of the template on loopback: requests become payload 2.0 events for ``handler``.
+
+    With ``dev_secret``, requests need a bearer token signed with it (the JWT authorizer's part);
+    ``cors`` answers preflights as the HTTP API's CORS configuration does.
+    """
+
     def __init__(
         self,
         host: str,
@@ -153,12 +159,15 @@ class ApiServer:
 
     @property
     def port(self) -> int:
+        """The port the server listens on (the one chosen when 0 was asked)."""
         return int(self.server.server_address[1])
 
     def start(self) -> None:
+        """Serve in a background thread."""
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop serving and close the socket."""
         self.server.shutdown()
         self.server.server_close()
 
@@ -187,6 +196,7 @@ class ApiServer:
         return True
 
     def respond(self, request: BaseHTTPRequestHandler, event: dict[str, Any]) -> None:
+        """Answer one request: CORS preflight, 401 without a valid token, or the handler's response."""
         method = event["requestContext"]["http"]["method"]
         cors: dict[str, str] = {}
         if self._cors is not None:

@@ -33,12 +33,15 @@ _CONTEXT_KEY = "local_cloud_call_started"
 
 @dataclass
 class RequestTiming:
+    """Where one request's time went, in seconds, and the AWS operations it called."""
+
     handler_seconds: float = 0.0
     aws_seconds: float = 0.0
     wait_seconds: float = 0.0
     operations: Counter[str] = field(default_factory=Counter)
 
     def header(self) -> str:
+        """The timing as a ``Server-Timing`` header value (durations in ms)."""
         calls = ", ".join(f"{op} {n}" for op, n in self.operations.most_common())
         return (
             f"handler;dur={self.handler_seconds * 1000:.2f}, "
@@ -71,10 +74,12 @@ class AwsCallTimer:
         self.install(boto3.DEFAULT_SESSION.events)
 
     def start(self) -> None:
+        """Start timing a request on this thread."""
         self._local.timing = RequestTiming()
         self._local.started = time.perf_counter()
 
     def stop(self) -> RequestTiming:
+        """End this thread's request and return its timing."""
         timing: RequestTiming = self._local.timing
         timing.handler_seconds = time.perf_counter() - self._local.started
         self._local.timing = None

@@ -72,6 +72,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``local-cloud``: start the stand-in and serve until interrupted.
+
+    Returns 0, or 2 when a port is in use.
+    """
     args = _parser().parse_args(argv)
     logs.configure(log_dir=args.data_dir / "logs")
     config = LocalCloudConfig(

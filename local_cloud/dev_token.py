@@ -41,6 +41,7 @@ class TokenRejected(Exception):
 
 
 def new_secret() -> str:
+    """A new random secret to sign development tokens with (URL-safe text)."""
     return secrets.token_urlsafe(32)
 
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 @dataclass
 class LocalLambdaContext:
+    """A Lambda context object for handlers run in this process (timeout in seconds)."""
+
     function_name: str
     memory_limit_in_mb: int = 512
     timeout_seconds: float = 30.0
@@ -20,7 +22,9 @@ class LocalLambdaContext:
 
     @property
     def invoked_function_arn(self) -> str:
+        """A made-up ARN with the function's name."""
         return f"arn:aws:lambda:us-east-1:123456789012:function:{self.function_name}"
 
     def get_remaining_time_in_millis(self) -> int:
+        """Milliseconds left before the timeout, as Lambda's context reports."""
         return max(0, int((self.timeout_seconds - (time.monotonic() - self._started)) * 1000))

@@ -42,11 +42,14 @@ COMPONENTS = {
 
 
 class ReadableFormatter(logging.Formatter):
+    """One readable line per record: time, level, component and the record's extras."""
+
     def __init__(self, component: str | None = None) -> None:
         super().__init__(datefmt="%H:%M:%S")
         self._component = component
 
     def format(self, record: logging.LogRecord) -> str:
+        """The record as one line (plus the traceback, when there is one)."""
         component = self._component or next(
             (c for prefix, c in COMPONENTS.items() if record.name.startswith(prefix)), record.name
         )
@@ -119,9 +122,11 @@ class MetricsSplitter(io.TextIOBase):
         self._lock = threading.Lock()
 
     def writable(self) -> bool:
+        """Always True: this is an output stream."""
         return True
 
     def write(self, text: str) -> int:
+        """Write ``text``: complete EMF lines to the metrics file, other lines to the console."""
         with self._lock:
             self._pending += text
             *lines, self._pending = self._pending.split("\n")
@@ -134,6 +139,7 @@ class MetricsSplitter(io.TextIOBase):
         return len(text)
 
     def flush(self) -> None:
+        """Write out a pending partial line (unless it is EMF) and flush the console."""
         with self._lock:
             if self._pending and not self._pending.startswith('{"_aws"'):
                 self._console.write(self._pending)
@@ -141,6 +147,7 @@ class MetricsSplitter(io.TextIOBase):
             self._console.flush()
 
     def isatty(self) -> bool:
+        """Whether the console is a terminal."""
         return self._console.isatty()
 
 
@@ -151,6 +158,7 @@ class FunctionFormatter(LambdaPowertoolsFormatter):
     """
 
     def format(self, record: logging.LogRecord) -> str:
+        """The Powertools record as one readable line, marked ingest or query by its thread."""
         data = json.loads(super().format(record))
         component = "ingest" if (record.threadName or "").startswith("ingest") else "query"
         extras = {

@@ -31,6 +31,7 @@ def _exit_with_parent() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Apply the moto patches, report their status on stdout, then run moto's server with ``argv``."""
     _exit_with_parent()
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))

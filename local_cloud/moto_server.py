@@ -57,9 +57,11 @@ class MotoServer:
 
     @property
     def url(self) -> str:
+        """The server's endpoint URL."""
         return f"http://{self.host}:{self.port}"
 
     def start(self, timeout: float = 60) -> None:
+        """Start the server and wait until it answers, up to ``timeout`` seconds; raises RuntimeError."""
         # Ctrl-C reaches the terminal's process group; moto gets its own (moto exits on SIGINT),
         # so it serves until the stand-in has stopped its users and saved the bucket, then
         # gets SIGTERM. Its stdin is a pipe from us: when we die, it ends too (moto_launcher).
@@ -100,6 +102,7 @@ class MotoServer:
         return True
 
     def stop(self) -> None:
+        """Terminate the server (killed after 10 seconds) and close its stdin."""
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:

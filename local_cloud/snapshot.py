@@ -61,6 +61,7 @@ class Counts:
 
 
 def cloud_dir(data_dir: Path) -> Path:
+    """The folder of the saved cloud state under ``data_dir``."""
     return data_dir / CLOUD_DIR
 
 
@@ -75,6 +76,7 @@ def mark_running(data_dir: Path) -> bool:
 
 
 def mark_stopped(data_dir: Path) -> None:
+    """Mark the saved state as cleanly stopped."""
     (cloud_dir(data_dir) / RUNNING).unlink(missing_ok=True)
 
 

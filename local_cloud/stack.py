@@ -53,6 +53,7 @@ def forget_earlier_shipments(spool_dir: Path) -> int:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` now (the OS picks it)."""
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
@@ -88,6 +89,8 @@ def check_ports_free(host: str, ports: dict[str, int]) -> None:
 
 @dataclass
 class LocalCloudConfig:
+    """Settings of the local stand-in: addresses, ports, resource names and its data folder."""
+
     host: str = "127.0.0.1"
     moto_port: int = 5000
     api_port: int = 3000
@@ -119,6 +122,11 @@ class LocalCloudConfig:
 
 
 class LocalCloud:
+    """The cloud side on one machine: moto server, ingest dispatcher, API, viewer and gateway.
+
+    ``start`` creates the template's resources in moto; ``stop`` saves the state when asked.
+    """
+
     def __init__(self, config: LocalCloudConfig) -> None:
         self.config = config
         if config.moto_port == 0:
@@ -135,10 +143,12 @@ class LocalCloud:
 
     @property
     def endpoint(self) -> str:
+        """The moto server's endpoint URL (for AWS_ENDPOINT_URL)."""
         return self.moto.url
 
     @property
     def api_url(self) -> str:
+        """The API's base URL; only after ``start``."""
         assert self.api is not None
         return f"http://{self.config.host}:{self.api.port}"
 
@@ -162,15 +172,19 @@ class LocalCloud:
         }
 
     def s3(self) -> S3Client:
+        """An S3 client on the moto server."""
         return boto3.client("s3", region_name=self.config.region, endpoint_url=self.endpoint)
 
     def dynamodb(self) -> DynamoDBClient:
+        """A DynamoDB client on the moto server."""
         return boto3.client("dynamodb", region_name=self.config.region, endpoint_url=self.endpoint)
 
     def sqs(self) -> SQSClient:
+        """An SQS client on the moto server."""
         return boto3.client("sqs", region_name=self.config.region, endpoint_url=self.endpoint)
 
     def start(self) -> LocalCloud:
+        """Start every part; on failure stop what started and re-raise. Returns self."""
         try:
             return self._start()
         except BaseException:
@@ -358,6 +372,7 @@ class LocalCloud:
         return path
 
     def stop(self) -> None:
+        """Stop gateway, viewer, API and dispatcher, save the bucket and table, stop moto; idempotent."""
         if self._stopped:
             return
         self._stopped = True

@@ -34,6 +34,7 @@ _CfnLoader.add_multi_constructor("!", _intrinsic)
 
 
 def load_template(path: Path = TEMPLATE) -> dict[str, Any]:
+    """The SAM template as a dict (CloudFormation tags kept); raises ValueError when it is not one."""
     data = yaml.load(path.read_text(), Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
     if not isinstance(data, dict):
         raise ValueError(f"{path} is not a CloudFormation template")
@@ -41,6 +42,7 @@ def load_template(path: Path = TEMPLATE) -> dict[str, Any]:
 
 
 def resource(template: dict[str, Any], logical_id: str) -> dict[str, Any]:
+    """The Properties of resource ``logical_id``; raises KeyError when it is absent."""
     properties: dict[str, Any] = template["Resources"][logical_id].get("Properties", {})
     return properties
 

@@ -157,11 +157,14 @@ class ViewerServer:
 
     @property
     def port(self) -> int:
+        """The port the server listens on (the one chosen when 0 was asked)."""
         return int(self.server.server_address[1])
 
     def start(self) -> None:
+        """Serve in a background thread."""
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop serving and close the socket."""
         self.server.shutdown()
         self.server.server_close()

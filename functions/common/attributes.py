@@ -10,6 +10,8 @@ from typing import NamedTuple
 
 
 class Attribute(NamedTuple):
+    """A DICOM attribute: keyword, tag (eight hex digits) and VR (PS3.6)."""
+
     keyword: str
     tag: str  # eight upper-case hex digits, as DICOM JSON spells it
     vr: str

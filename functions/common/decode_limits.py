@@ -397,9 +397,16 @@ def check_part10(data: bytes, *, stop_before_pixels: bool, limits: Limits = DEFA
 
 
 class Readable(Protocol):
-    def read(self, size: int = -1, /) -> bytes: ...
-    def seek(self, offset: int, whence: int = 0, /) -> int: ...
-    def tell(self) -> int: ...
+    """A seekable binary file, as pydicom reads it."""
+
+    def read(self, size: int = -1, /) -> bytes:
+        """Up to ``size`` bytes (all that remain when negative)."""
+
+    def seek(self, offset: int, whence: int = 0, /) -> int:
+        """Move to ``offset`` relative to ``whence`` (io.SEEK_*); returns the new position."""
+
+    def tell(self) -> int:
+        """The current position in bytes."""
 
 
 def check_header_stream(

@@ -77,14 +77,17 @@ def legacy_study_pk(study_uid: str) -> str:
 
 
 def series_sk(series_uid: str) -> str:
+    """Sort key of a series item: ``SERIES#<series uid>``."""
     return f"SERIES#{series_uid}"
 
 
 def instance_sk(series_uid: str, sop_uid: str) -> str:
+    """Sort key of an instance item: ``INSTANCE#<series uid>#<sop uid>``."""
     return f"INSTANCE#{series_uid}#{sop_uid}"
 
 
 def instance_prefix(series_uid: str | None = None) -> str:
+    """Sort key prefix of the instances of one series, or of every instance when None."""
     return f"INSTANCE#{series_uid}#" if series_uid else "INSTANCE#"
 
 
@@ -94,30 +97,40 @@ def version_sk(series_uid: str, sop_uid: str, part_id: str) -> str:
 
 
 def version_prefix(series_uid: str, sop_uid: str) -> str:
+    """Sort key prefix of the earlier versions of one instance."""
     return f"VERSION#{series_uid}#{sop_uid}#"
 
 
 def part_sk(series_uid: str, part_id: str) -> str:
+    """Sort key of a part item: ``PART#<series uid>#<part id>``."""
     return f"PART#{series_uid}#{part_id}"
 
 
 def part_prefix(series_uid: str) -> str:
+    """Sort key prefix of the parts of one series."""
     return f"PART#{series_uid}#"
 
 
 def lookup_sk(attr: str, value: str) -> str:
+    """Sort key of a lookup item: ``LOOKUP#<attr>#<value>``."""
     return f"LOOKUP#{attr}#{value}"
 
 
 def lookup_pk(site: str, attr: str, key: str) -> str:
+    """Partition key in the ``ByLookup`` index: ``<site>#<attr>#<key>`` (for example attr ``PID``)."""
     return f"{site}#{attr}#{key}"
 
 
 def site_pk(site: str) -> str:
+    """Partition key in the ``BySiteDate`` index: ``SITE#<site>``."""
     return f"SITE#{site}"
 
 
 def site_date_sk(study_date: str, study_time: str, study_uid: str) -> str:
+    """Sort key in the ``BySiteDate`` index: ``<StudyDate><StudyTime>#<uid>``.
+
+    A study without a date sorts first (:data:`NO_DATE`).
+    """
     return f"{study_date or NO_DATE}{study_time}#{study_uid}"
 
 
@@ -127,6 +140,7 @@ def conflicts_pk(site: str) -> str:
 
 
 def conflict_sk(study_uid: str, series_uid: str, part_id: str) -> str:
+    """Sort key of a conflict item: ``<study uid>#<series uid>#<part id>``."""
     return f"{study_uid}#{series_uid}#{part_id}"
 
 
@@ -155,6 +169,7 @@ def parse_incoming_key(key: str) -> tuple[str, str, str]:
 
 
 def incoming_key(study_uid: str, series_uid: str, part_id: str) -> str:
+    """Object key of a part's zip: ``incoming/<study>/<series>/<part id>.zip``."""
     return f"{INCOMING_PREFIX}{study_uid}/{series_uid}/{part_id}.zip"
 
 
@@ -164,4 +179,5 @@ def metadata_key(study_uid: str, series_uid: str, part_id: str) -> str:
 
 
 def report_key(study_uid: str, series_uid: str, part_id: str) -> str:
+    """Object key of a part's ingest report (JSON)."""
     return f"{REPORTS_PREFIX}{study_uid}/{series_uid}/{part_id}.json"

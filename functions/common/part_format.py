@@ -74,6 +74,7 @@ def manifest_bytes(
 
 
 def manifest_sha256(manifest: bytes) -> str:
+    """SHA-256 of the manifest's bytes, hex: what the object metadata carries."""
     return hashlib.sha256(manifest).hexdigest()
 
 

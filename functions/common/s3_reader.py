@@ -59,6 +59,10 @@ class PresignedRangeFetcher:
         )
 
     def __call__(self, start: int, end: int) -> bytes:
+        """Bytes ``start`` to ``end`` (inclusive) of the object by one ranged GET (HTTP ``Range``).
+
+        Raises S3ReadError when the request fails or the answer is not 206 Partial Content.
+        """
         try:
             response = self._http.request("GET", self._url, headers={"Range": f"bytes={start}-{end}"})
         except urllib3.exceptions.HTTPError as exc:
@@ -81,15 +85,22 @@ class SeekableReader(io.RawIOBase):
         raise NotImplementedError
 
     def readable(self) -> bool:
+        """Always True: the reader reads."""
         return True
 
     def seekable(self) -> bool:
+        """Always True: any position can be read."""
         return True
 
     def tell(self) -> int:
+        """The current position in bytes."""
         return self._pos
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        """Move to ``offset`` relative to ``whence`` (io.SEEK_SET, SEEK_CUR, SEEK_END); returns the position.
+
+        Raises ValueError for another ``whence`` and OSError for a negative position.
+        """
         if whence == io.SEEK_SET:
             pos = offset
         elif whence == io.SEEK_CUR:
@@ -105,6 +116,12 @@ class SeekableReader(io.RawIOBase):
 
 
 class S3RangeReader(SeekableReader):
+    """A seekable binary file over one S3 object of ``size`` bytes, read by ranged GETs.
+
+    Reads go through blocks of ``block_size`` bytes, the last ``cached_blocks`` of them kept;
+    ``fetcher`` replaces GetObject (for example a PresignedRangeFetcher). Raises S3ReadError.
+    """
+
     def __init__(
         self,
         s3: S3Client,
@@ -139,12 +156,14 @@ class S3RangeReader(SeekableReader):
 
     @property
     def size(self) -> int:
+        """The object's size in bytes."""
         return self._size
 
     def _length(self) -> int:
         return self._size
 
     def readinto(self, buffer: Any) -> int:
+        """Fill ``buffer`` from the current position; returns the number of bytes (0 at the end)."""
         view = memoryview(buffer).cast("B")
         wanted = min(len(view), max(0, self._size - self._pos))
         done = 0

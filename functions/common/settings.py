@@ -19,6 +19,8 @@ def _required(name: str) -> str:
 
 @dataclass(frozen=True)
 class Settings:
+    """Names of the function's AWS resources, from the environment (fail fast)."""
+
     table_name: str
     bucket_name: str
     # Empty in AWS; the local stand-in (moto server) sets it. boto3 reads
@@ -27,6 +29,7 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
+        """Read TABLE_NAME, BUCKET_NAME and AWS_ENDPOINT_URL; raises SettingsError when one is missing."""
         return cls(
             table_name=_required("TABLE_NAME"),
             bucket_name=_required("BUCKET_NAME"),

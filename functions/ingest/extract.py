@@ -50,6 +50,11 @@ class RejectedMember(Exception):
 
 @dataclass(frozen=True)
 class InstanceRecord:
+    """What the index keeps of one instance: its UIDs and its study, series and instance DICOM JSON.
+
+    ``header`` is the whole header as DICOM JSON (PS3.18 F.2) without bulk data.
+    """
+
     study_uid: str
     series_uid: str
     sop_uid: str

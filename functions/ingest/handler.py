@@ -28,6 +28,11 @@ dynamodb: DynamoDBClient = boto3.client("dynamodb")
 
 
 def handle(event: S3Event) -> dict[str, Any]:
+    """Index every ``incoming/*.zip`` object of an S3 event notification; returns a summary per part.
+
+    Other keys are logged and ignored. S3 and DynamoDB errors propagate, so that the event
+    is retried.
+    """
     results = []
     # An s3:TestEvent (sent when a notification is configured) has no Records.
     for record in event.records if "Records" in event.raw_event else []:
@@ -64,4 +69,5 @@ def handle(event: S3Event) -> dict[str, Any]:
 @metrics.log_metrics
 @event_source(data_class=S3Event)
 def lambda_handler(event: S3Event, context: LambdaContext) -> dict[str, Any]:
+    """Lambda entry point of the ingest function (S3 event notifications)."""
     return handle(event)

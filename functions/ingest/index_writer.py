@@ -71,6 +71,8 @@ def same_patient(a: str, b: str) -> bool:
 
 @dataclass(frozen=True)
 class ExistingInstance:
+    """What the index holds for an instance: its part and fingerprints ('' when absent)."""
+
     part_id: str
     fingerprint: str
     crc_fingerprint: str = ""
@@ -78,6 +80,11 @@ class ExistingInstance:
 
 
 class IndexWriter:
+    """Writes the index items of one site to the DynamoDB table (layout in ``common.keys``).
+
+    Writes are conditional, so that a redelivered part changes nothing.
+    """
+
     def __init__(self, dynamodb: DynamoDBClient, table_name: str, site: str) -> None:
         self._db = dynamodb
         self._table = table_name
@@ -487,6 +494,7 @@ class IndexWriter:
         return True
 
     def existing_instance(self, study_uid: str, series_uid: str, sop_uid: str) -> ExistingInstance:
+        """The indexed copy of an instance (consistent read); empty fields when it is not indexed."""
         response = self._call(
             "get_item",
             TableName=self._table,

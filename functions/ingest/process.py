@@ -80,6 +80,7 @@ class IngestReport:
     seconds: float = 0.0
 
     def summary(self) -> dict[str, Any]:
+        """The report's counts, sizes (bytes) and request count, for the log and the Lambda's answer."""
         return {
             "status": self.status,
             "members": self.members,

@@ -59,6 +59,7 @@ class ReindexProgress:
         self.started = time.monotonic()
 
     def step(self, counts: Counter[str]) -> None:
+        """Count one more part done and redraw the bar with the outcome ``counts``."""
         self.done += 1
         width = 30
         filled = width * self.done // max(1, self.total)
@@ -161,6 +162,10 @@ def drop_legacy_study(dynamodb: DynamoDBClient, table: str, study_uid: str) -> i
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``dicom-reindex``: index again every part under ``--prefix``.
+
+    Returns the process exit status (non-zero when a part failed).
+    """
     parser = argparse.ArgumentParser(prog="dicom-reindex", description=__doc__.split("\n\n")[0])
     parser.add_argument("--prefix", required=True, help="e.g. incoming/ or incoming/<StudyUID>/")
     parser.add_argument("--bucket", default=os.environ.get("BUCKET_NAME"))

@@ -60,11 +60,18 @@ class UnreadableMember(Exception):
 
 
 class HeaderTooLarge(UnreadableMember):
+    """A member's header is larger than MAX_HEADER_BYTES before its pixel data."""
+
     pass
 
 
 @dataclass(frozen=True)
 class Member:
+    """One zip entry of a part, from its central directory: sizes and offsets in bytes.
+
+    ``sha256`` is the manifest's digest of the member ("" when the manifest has none).
+    """
+
     name: str
     size: int
     compressed_size: int
@@ -94,6 +101,11 @@ class Member:
 
 @dataclass
 class Part:
+    """A part's zip opened for reading: its DICOM members, the entries rejected (name -> reason).
+
+    ``manifest`` is the parsed ``manifest.json``; ``entries`` counts every zip entry.
+    """
+
     reader: S3RangeReader
     members: list[Member]
     rejected: dict[str, str]
@@ -102,6 +114,7 @@ class Part:
     notes: list[str] = field(default_factory=list)
 
     def open(self, member: Member, prefetched: bytes | None = None) -> MemberStream:
+        """A seekable stream of ``member``'s uncompressed bytes (``prefetched``: its first bytes)."""
         return MemberStream(self.reader, member, prefetched)
 
 
@@ -328,6 +341,10 @@ class MemberStream(SeekableReader):
             self.truncated = True
 
     def readinto(self, buffer: Any) -> int:
+        """Fill ``buffer`` with the member's bytes from the current position (stored or inflated).
+
+        Raises HeaderTooLarge past MAX_HEADER_BYTES, so that a header without end is not read whole.
+        """
         view = memoryview(buffer).cast("B")
         wanted = min(len(view), max(0, self.member.size - self._pos))
         if wanted <= 0:

@@ -60,6 +60,7 @@ class MediaRange:
 
     @property
     def is_multipart(self) -> bool:
+        """Whether the range asks for a multipart/related answer (PS3.18 8.7.3)."""
         return self.media_type in ("multipart/related", "multipart/*")
 
     @property
@@ -70,6 +71,7 @@ class MediaRange:
 
     @property
     def transfer_syntax(self) -> str | None:
+        """The ``transfer-syntax`` parameter (a UID, or ``*``), or None (PS3.18 8.7.3.5.2)."""
         return self.params.get("transfer-syntax")
 
     def matches(self, media_type: str) -> bool:

@@ -43,6 +43,11 @@ SITE_GROUP_PREFIX = "site:"
 
 @dataclass(frozen=True)
 class Caller:
+    """Who calls, from the API Gateway JWT authorizer: OAuth scopes and the sites they may read.
+
+    ``sites`` None means every site.
+    """
+
     authenticated: bool
     scopes: frozenset[str]
     sites: frozenset[str] | None  # None: every site
@@ -58,10 +63,12 @@ _PARTITION_PATH = re.compile(r"^/(dicomweb|api)/partitions/([^/]*)(/.*)?$")
 
 
 def read_scope() -> str:
+    """Scope that allows searches and retrieves (READ_SCOPE, default ``dicom/read``)."""
     return os.environ.get("READ_SCOPE", "dicom/read")
 
 
 def write_scope() -> str:
+    """Scope that allows STOW-RS and other writes (WRITE_SCOPE, default ``dicom/write``)."""
     return os.environ.get("WRITE_SCOPE", "dicom/write")
 
 
@@ -91,6 +98,10 @@ def _words(value: Any) -> list[str]:
 
 
 def caller_from_event(event: dict[str, Any]) -> Caller:
+    """The caller of an HTTP API (payload 2.0) event, from ``requestContext.authorizer.jwt``.
+
+    Without a JWT: an unauthenticated caller when REQUIRE_AUTH is true, else OPEN (local use).
+    """
     jwt = ((event.get("requestContext") or {}).get("authorizer") or {}).get("jwt")
     if not jwt:
         if os.environ.get("REQUIRE_AUTH", "").lower() == "true":
@@ -110,6 +121,7 @@ def caller_from_event(event: dict[str, Any]) -> Caller:
 
 
 def set_caller(caller: Caller) -> None:
+    """Make ``caller`` the current request's caller (context-local)."""
     _current.set(caller)
     _readable.set(None)
 
@@ -149,10 +161,15 @@ def partition() -> str | None:
 
 
 def current_caller() -> Caller:
+    """The current request's caller."""
     return _current.get()
 
 
 def require(scope: str) -> Caller:
+    """The current caller, when it holds ``scope``.
+
+    Raises Unauthorized (401) without a token and Forbidden (403) without the scope.
+    """
     caller = current_caller()
     if caller is OPEN:
         return caller

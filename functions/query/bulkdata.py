@@ -24,6 +24,7 @@ class BadPath(ValueError):
 
 
 def instance_url(base: str, study: str, series: str, sop: str) -> str:
+    """WADO-RS URL of an instance under ``base`` (PS3.18 10.4.1)."""
     return f"{base}/studies/{study}/series/{series}/instances/{sop}"
 
 

@@ -218,6 +218,7 @@ class FrameLocator:
 
     @property
     def members(self) -> MemberReader:
+        """The member reader that reads instances out of part zips."""
         return self._members()
 
     @staticmethod

@@ -82,6 +82,7 @@ def query_error(exc: QueryError) -> Response[dict[str, Any]]:
 
 @app.not_found
 def unknown_route(_: Exception) -> Response[dict[str, Any]]:
+    """Answer an unknown path with 404, or 405 when the path exists for another method."""
     if route_table.other_methods(app.current_event.path, app.current_event.http_method):
         return _error(405, "method not allowed on this route")
     return _error(404, "no such route")
@@ -91,5 +92,6 @@ def unknown_route(_: Exception) -> Response[dict[str, Any]]:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Lambda entry point of the query function (API Gateway HTTP API events)."""
     access.set_caller(access.caller_from_event(event))
     return app.resolve(access.enter_partition(event), context)

@@ -36,10 +36,13 @@ def uid_list(value: str, what: str) -> list[str]:
 
 @dataclass(frozen=True)
 class Range:
+    """An inclusive range of DA or TM values (PS3.4 C.2.2.2.5); an open end holds the extreme value."""
+
     low: str
     high: str
 
     def contains(self, value: str) -> bool:
+        """Whether a non-empty ``value`` lies within the range (string order, as DA and TM sort)."""
         return bool(value) and self.low <= value <= self.high
 
 
@@ -81,6 +84,7 @@ def full_time(value: str, upper: bool = False) -> str:
 
 
 def has_wildcard(pattern: str) -> bool:
+    """Whether a key uses wild card matching, ``*`` or ``?`` (PS3.4 C.2.2.2.4)."""
     return "*" in pattern or "?" in pattern
 
 
@@ -130,6 +134,7 @@ def name_index_prefix(pattern: str, fuzzy: bool) -> str | None:
 
 
 def flag(params: Mapping[str, str], name: str) -> bool:
+    """A boolean query parameter, false when absent; raises BadRequest unless true or false."""
     value = params.get(name, "false").lower()
     if value not in ("true", "false"):
         raise BadRequest(f"{name} must be true or false")

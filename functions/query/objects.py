@@ -90,12 +90,14 @@ class Objects:
             raise StoreError(str(exc)) from exc
 
     def presigned_get(self, key: str, expires: int, filename: str | None = None) -> str:
+        """A presigned GetObject URL valid ``expires`` seconds; ``filename`` names the download."""
         params: dict[str, Any] = {"Bucket": self._bucket, "Key": key}
         if filename:
             params["ResponseContentDisposition"] = f'attachment; filename="{filename}"'
         return self._s3.generate_presigned_url("get_object", Params=params, ExpiresIn=expires)
 
     def put(self, key: str, body: bytes, content_type: str, metadata: dict[str, str] | None = None) -> None:
+        """Store ``body`` under ``key``; raises StoreError when PutObject fails."""
         try:
             self._s3.put_object(
                 Bucket=self._bucket, Key=key, Body=body, ContentType=content_type, Metadata=metadata or {}

@@ -51,10 +51,12 @@ class PixelLayout:
         return start, start + self.frame_length
 
     def to_json(self) -> str:
+        """The layout as JSON, with its format version."""
         return json.dumps({"version": LAYOUT_VERSION, **asdict(self)})
 
     @classmethod
     def from_json(cls, text: bytes | str) -> PixelLayout | None:
+        """A layout read back from ``to_json``, or None when written by another version."""
         data = json.loads(text)
         if not isinstance(data, dict) or data.pop("version", None) != LAYOUT_VERSION:
             return None

@@ -71,6 +71,7 @@ class Window:
         return window
 
     def check(self) -> None:
+        """Raise RenderError for a window that is not finite or too narrow (PS3.3 C.11.2.1.2)."""
         if not np.isfinite(self.center) or not np.isfinite(self.width):
             raise RenderError("window center and width must be finite")
         minimum = 1.0 if self.function == "LINEAR" else 0.0
@@ -93,6 +94,8 @@ class Window:
 
 @dataclass(frozen=True)
 class Picture:
+    """A rendered image (PS3.18 8.3.5): its encoded bytes, media type and size in pixels."""
+
     body: bytes
     media_type: str
     columns: int
@@ -257,6 +260,11 @@ def color(ds: Dataset, arr: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
 
 
 def to_image(ds: Dataset, window: Window | None = None) -> Image.Image:
+    """The first frame as an 8-bit image: grayscale through the VOI window, or RGB.
+
+    Colour handles RGB (pydicom converts YBR) and PALETTE COLOR (PS3.3 C.7.6.3).
+    Raises RenderError for other layouts.
+    """
     arr = first_frame(ds)
     samples = int(ds.get("SamplesPerPixel") or 1)
     photometric = str(ds.get("PhotometricInterpretation", "")).upper()
@@ -270,6 +278,7 @@ def to_image(ds: Dataset, window: Window | None = None) -> Image.Image:
 
 
 def encode(image: Image.Image, media_type: str, *, quality: int = 90) -> bytes:
+    """Encode ``image`` as PNG or JPEG (``quality``: JPEG only); raises RenderError for other types."""
     buffer = io.BytesIO()
     if media_type == PNG:
         image.save(buffer, format="PNG", optimize=False, compress_level=6)

@@ -50,6 +50,11 @@ INSTANCE_MATCHING = {"SOPClassUID", "SOPInstanceUID", "InstanceNumber"}
 
 @dataclass(frozen=True)
 class StudyFilter:
+    """Study-level matching keys of a QIDO-RS or C-FIND query (PS3.4 C.2.2.2, PS3.18 10.6.1).
+
+    None means the key is absent (universal matching); UIDs are a list (list of UID matching).
+    """
+
     study_uids: list[str] | None = None
     patient_id: str | None = None
     accession: str | None = None
@@ -64,6 +69,8 @@ class StudyFilter:
 
     @classmethod
     def from_params(cls, params: Mapping[str, str]) -> StudyFilter:
+        """The filter of QIDO-RS query parameters (keyword -> value); raises BadRequest for a bad value."""
+
         def text(name: str) -> str | None:
             value = params.get(name)
             return value if value not in (None, "", "*") else None
@@ -86,6 +93,7 @@ class StudyFilter:
         )
 
     def matches(self, study: Item) -> bool:
+        """Whether a study item matches every key of the filter."""
         level: DicomJson = json.loads(study["json"])
         checks = [
             self.study_uids is None or study["study_uid"] in self.study_uids,

@@ -36,11 +36,14 @@ def _key(pk: str, sk: str) -> dict[str, Any]:
 
 
 class IndexStore:
+    """Reads the index table (DynamoDB); raises StoreError when a call fails."""
+
     def __init__(self, dynamodb: DynamoDBClient, table_name: str) -> None:
         self._db = dynamodb
         self._table = table_name
 
     def get(self, pk: str, sk: str) -> Item | None:
+        """The item at (``pk``, ``sk``), or None; raises StoreError."""
         try:
             response = self._db.get_item(TableName=self._table, Key=_key(pk, sk))
         except ClientError as exc:
@@ -166,4 +169,5 @@ class IndexStore:
         return _plain(response["Attributes"])
 
     def sites(self) -> list[str]:
+        """The sites that have received studies (the ``SITES`` partition)."""
         return [str(item["sk"]) for item in self.query("pk", keys.SITES_PK)]

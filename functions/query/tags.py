@@ -33,6 +33,7 @@ def tag_of(name: str) -> str:
 
 
 def keyword_of(tag: str) -> str:
+    """The keyword of a tag (eight hex digits), '' when the data dictionary has none."""
     for attribute in BY_KEYWORD.values():
         if attribute.tag == tag:
             return attribute.keyword

@@ -45,15 +45,18 @@ EXAMPLE_SERIES = "1.2.826.0.1.3680043.8.498.1002"
 
 
 def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run ``docker`` with ``args``; raises CalledProcessError when ``check`` and it fails."""
     return subprocess.run(["docker", *args], capture_output=True, text=True, check=check)
 
 
 def session() -> boto3.Session:
+    """A boto3 session for the moto container (placeholder credentials)."""
     # moto accepts any credentials; these never leave this machine.
     return boto3.Session(region_name=REGION, aws_access_key_id="local", aws_secret_access_key="local")  # noqa: S106
 
 
 def up(image: str) -> None:
+    """Start the moto container on the SAM network, create the bucket and table, write sam-env.json."""
     if docker("network", "inspect", NETWORK, check=False).returncode != 0:
         docker("network", "create", NETWORK)
     if docker("container", "inspect", CONTAINER, check=False).returncode != 0:
@@ -93,6 +96,7 @@ def up(image: str) -> None:
 
 
 def sample() -> None:
+    """Upload a part of three instances to the moto bucket (as the gateway would)."""
     import io
     import zipfile
 
@@ -132,6 +136,7 @@ def sample() -> None:
 
 
 def down() -> None:
+    """Remove the moto container, the function containers and the network."""
     # The moto container and any function container SAM left on the network.
     on_network = docker("ps", "-aq", "--filter", f"network={NETWORK}", check=False).stdout.split()
     docker("rm", "-f", CONTAINER, *on_network, check=False)
@@ -140,6 +145,7 @@ def down() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Entry point: ``up``, ``sample`` or ``down``."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -86,6 +86,7 @@ def _visible(study_uid: str) -> Item:
 
 @router.get("/api/studies/<study_uid>")
 def study_with_series(study_uid: str) -> dict[str, Any]:
+    """Get a study with its series, as plain JSON for the page."""
     study = _visible(study_uid)
     level: DicomJson = json.loads(study["json"])
     series = []

@@ -102,6 +102,10 @@ def _tag_site(result: DicomJson, item: Item) -> DicomJson:
 
 
 def study_json(study: Item) -> DicomJson:
+    """A study item as a QIDO-RS study result (PS3.18 10.6.3.3.1), DICOM JSON with tags sorted.
+
+    Adds Modalities in Study, the numbers of related series and instances, and Retrieve URL.
+    """
     result: DicomJson = _tag_site(json.loads(study["json"]), study)
     modalities = sorted(study.get("modalities", ()))
     result[attrs.MODALITIES_IN_STUDY.tag] = element(attrs.MODALITIES_IN_STUDY, *modalities)
@@ -118,6 +122,7 @@ def study_json(study: Item) -> DicomJson:
 
 
 def series_json(series: Item) -> DicomJson:
+    """A series item as a QIDO-RS series result (PS3.18 10.6.3.3.2) with Retrieve URL."""
     result: DicomJson = _tag_site(json.loads(series["json"]), series)
     result[attrs.SERIES_RELATED_INSTANCES.tag] = element(
         attrs.SERIES_RELATED_INSTANCES, int(series.get("instance_count", 0))
@@ -128,6 +133,7 @@ def series_json(series: Item) -> DicomJson:
 
 
 def instance_json(instance: Item) -> DicomJson:
+    """An instance item as a QIDO-RS instance result (PS3.18 10.6.3.3.3) with Retrieve URL."""
     result: DicomJson = _tag_site(json.loads(instance["json"]), instance)
     url = (
         f"{site_base(instance)}/studies/{instance['study_uid']}/series/{instance['series_uid']}"
@@ -231,6 +237,11 @@ def _with_header_fields(
 
 @router.get("/dicomweb/studies")
 def search_studies() -> Response[str]:
+    """Search for studies (QIDO-RS, PS3.18 10.6).
+
+    Matching as PS3.4 C.2.2.2; ``limit``, ``offset``, ``includefield`` and ``fuzzymatching``
+    as PS3.18 8.3.4. Raises BadRequest (400) for an unknown or malformed parameter.
+    """
     params = _params()
     _check_parameters(params, STUDY_MATCHING)
     _include_fields(params)
@@ -241,6 +252,10 @@ def search_studies() -> Response[str]:
 
 @router.get("/dicomweb/studies/<study_uid>/series")
 def search_series(study_uid: str) -> Response[str]:
+    """Search for the series of a study (QIDO-RS, PS3.18 10.6).
+
+    Raises NotFound (404) when the study is not visible and BadRequest (400) for a bad parameter.
+    """
     params = _params()
     _check_parameters(params, SERIES_MATCHING)
     _include_fields(params)
@@ -294,6 +309,10 @@ def _instances_of(
 
 @router.get("/dicomweb/studies/<study_uid>/series/<series_uid>/instances")
 def search_instances(study_uid: str, series_uid: str) -> Response[str]:
+    """Search for the instances of a series (QIDO-RS, PS3.18 10.6).
+
+    Raises NotFound (404) for an unknown study or series, BadRequest (400) for a bad parameter.
+    """
     params = _params()
     _check_parameters(params, INSTANCE_MATCHING)
     _include_fields(params)
@@ -307,6 +326,10 @@ def search_instances(study_uid: str, series_uid: str) -> Response[str]:
 
 @router.get("/dicomweb/studies/<study_uid>/instances")
 def search_study_instances(study_uid: str) -> Response[str]:
+    """Search for the instances of a study (QIDO-RS, PS3.18 10.6).
+
+    Raises NotFound (404) when the study is not visible and BadRequest (400) for a bad parameter.
+    """
     params = _params()
     _check_parameters(params, INSTANCE_MATCHING | SERIES_MATCHING)
     _include_fields(params)

@@ -52,6 +52,8 @@ class UidRefused(ValueError):
 
 @dataclass
 class Accepted:
+    """An instance that passed the checks of a STOW-RS request, with its Part 10 bytes."""
+
     sop_class: str
     sop_uid: str
     study_uid: str
@@ -261,9 +263,17 @@ def _answer(study_uid: str | None, accepted: list[Accepted], failed: list[dict[s
 
 @router.post("/dicomweb/studies")
 def store_instances() -> Response[str]:
+    """Store instances (STOW-RS, PS3.18 10.5).
+
+    Answers with the Store Instances Response Module (PS3.18 10.5.3): 200, 202 or 409.
+    """
     return _store(None)
 
 
 @router.post("/dicomweb/studies/<study_uid>")
 def store_study_instances(study_uid: str) -> Response[str]:
+    """Store instances of one study (STOW-RS, PS3.18 10.5).
+
+    Instances of another study are refused (failure reason in the response, PS3.18 10.5.3).
+    """
     return _store(study_uid)

@@ -70,11 +70,13 @@ def page() -> str:
 
 @router.get("/ui")
 def ui_page() -> Response[str]:
+    """Get the study browser page (HTML)."""
     return Response(200, CONTENT_TYPES[".html"], page(), headers=dict(SECURITY_HEADERS))
 
 
 @router.get("/ui/<asset>")
 def ui_asset(asset: str) -> Response[str]:
+    """Get a script or style sheet of the study browser page; 404 for any other name."""
     content_type = assets().get(asset)
     if content_type is None:
         raise NotFound("no such page asset")

@@ -94,16 +94,23 @@ def _metadata_response(instances: list[Item]) -> Response[Any]:
 
 @router.get("/dicomweb/studies/<study_uid>/metadata")
 def study_metadata(study_uid: str) -> Response[Any]:
+    """Retrieve the metadata of a study's instances (WADO-RS, PS3.18 10.4.1.1.2).
+
+    DICOM JSON (PS3.18 F.2) with BulkDataURIs; 404 when the study is not visible, 303 to a
+    presigned link above the Lambda response limit.
+    """
     return _metadata_response(_instances(study_uid, None, None))
 
 
 @router.get("/dicomweb/studies/<study_uid>/series/<series_uid>/metadata")
 def series_metadata(study_uid: str, series_uid: str) -> Response[Any]:
+    """Retrieve the metadata of a series' instances (WADO-RS, PS3.18 10.4.1.1.2)."""
     return _metadata_response(_instances(study_uid, series_uid, None))
 
 
 @router.get("/dicomweb/studies/<study_uid>/series/<series_uid>/instances/<sop_uid>/metadata")
 def instance_metadata(study_uid: str, series_uid: str, sop_uid: str) -> Response[Any]:
+    """Retrieve the metadata of an instance (WADO-RS, PS3.18 10.4.1.1.2)."""
     return _metadata_response(_instances(study_uid, series_uid, sop_uid))
 
 
@@ -185,16 +192,23 @@ def redirect_large(chunks: Iterator[bytes], content_type: str) -> Response[Any]:
 
 @router.get("/dicomweb/studies/<study_uid>")
 def retrieve_study(study_uid: str) -> Response[Any]:
+    """Retrieve the instances of a study (WADO-RS, PS3.18 10.4.1.1.1).
+
+    multipart/related of application/dicom parts, transcoded as the Accept header asks or
+    406; 404 when not visible, 303 to a presigned link above the Lambda response limit.
+    """
     return _retrieve(_instances(study_uid, None, None), single_allowed=False)
 
 
 @router.get("/dicomweb/studies/<study_uid>/series/<series_uid>")
 def retrieve_series(study_uid: str, series_uid: str) -> Response[Any]:
+    """Retrieve the instances of a series (WADO-RS, PS3.18 10.4.1.1.1)."""
     return _retrieve(_instances(study_uid, series_uid, None), single_allowed=False)
 
 
 @router.get("/dicomweb/studies/<study_uid>/series/<series_uid>/instances/<sop_uid>")
 def retrieve_instance(study_uid: str, series_uid: str, sop_uid: str) -> Response[Any]:
+    """Retrieve an instance (WADO-RS, PS3.18 10.4.1.1.1): multipart/related, or application/dicom."""
     return _retrieve(_instances(study_uid, series_uid, sop_uid), single_allowed=True)
 
 
