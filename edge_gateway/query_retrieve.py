@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from io import BytesIO
@@ -121,8 +122,6 @@ class Activity:
 
     def add(self, name: str, amount: int = 1) -> None:
         """Add ``amount`` to counter ``name`` and note the time of its kind (the prefix before ``_``)."""
-        import time
-
         with self._lock:
             self.counts[name] += amount
             self.last[name.split("_", 1)[0]] = time.time()
@@ -197,25 +196,40 @@ def _matcher(keyword: str, vr: str, pattern: str) -> Callable[[str], bool]:
 class Query:
     """One C-FIND/C-MOVE/C-GET identifier: the level and the non-universal matching keys by level."""
 
-    def __init__(self, identifier: Dataset, patient_root: bool) -> None:
+    def __init__(self, level: str, keys: dict[str, str], modalities: str = "") -> None:
+        """A query at ``level`` (one of LEVELS) on ``keys`` (keyword -> matching value).
+
+        ``modalities``: a ModalitiesInStudy value to search studies by (from the identifier's
+        ModalitiesInStudy, else its Modality when that is a single value).
+        """
+        self.level = level
+        self.keys = keys
+        self.study_params = {k: v for k, v in keys.items() if k in STUDY_MATCHING}
+        if modalities:
+            self.study_params["ModalitiesInStudy"] = modalities
+
+    @classmethod
+    def from_identifier(cls, identifier: Dataset, patient_root: bool) -> Query:
+        """The query an identifier asks (PS3.4 C.4.1.1.3); Refused when its level is missing or
+        not offered by the information model."""
         level = str(identifier.get("QueryRetrieveLevel", "") or "").strip().upper()
         if level not in LEVELS or (level == "PATIENT" and not patient_root):
             raise Refused(IDENTIFIER_MISMATCH, "QueryRetrieveLevel missing or not offered by this model")
-        self.level = level
-        self.keys: dict[str, str] = {}
+        keys: dict[str, str] = {}
         for element in identifier:
             if element.tag.is_private or element.VR == "SQ" or element.tag.group == 0x0002:
                 continue
             keyword = element.keyword
             text = _text(element)
             if keyword and text and keyword not in NOT_MATCHED:
-                self.keys[keyword] = text
-        modality = self.keys.get("Modality", "")
-        self.study_params = {k: v for k, v in self.keys.items() if k in STUDY_MATCHING}
+                keys[keyword] = text
+        modalities = ""
+        modality = keys.get("Modality", "")
         if modality and not has_wildcard(modality) and "ModalitiesInStudy" not in identifier:
-            self.study_params["ModalitiesInStudy"] = modality
+            modalities = modality
         if "ModalitiesInStudy" in identifier and _text(identifier["ModalitiesInStudy"]):
-            self.study_params["ModalitiesInStudy"] = _text(identifier["ModalitiesInStudy"])
+            modalities = _text(identifier["ModalitiesInStudy"])
+        return cls(level, keys, modalities)
 
     def filter(self) -> StudyFilter:
         """The study-level keys as the index search's filter (the same matching as QIDO-RS)."""
@@ -367,7 +381,7 @@ class QueryRetrieve:
             return
         try:
             requested = event.identifier
-            query = Query(requested, event.request.AffectedSOPClassUID in PATIENT_ROOT)
+            query = Query.from_identifier(requested, event.request.AffectedSOPClassUID in PATIENT_ROOT)
             query.filter()  # malformed values are refused before any response
         except Refused as exc:
             self.activity.add("find_failed")
@@ -415,7 +429,7 @@ class QueryRetrieve:
 
     def _instances(self, event: evt.Event) -> list[Item]:
         """The instance items a retrieve identifier selects (unique keys; other keys are ignored)."""
-        query = Query(event.identifier, event.request.AffectedSOPClassUID in PATIENT_ROOT)
+        query = Query.from_identifier(event.identifier, event.request.AffectedSOPClassUID in PATIENT_ROOT)
         for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
             if keyword in query.keys:
                 uid_list(query.keys[keyword], keyword)
@@ -425,11 +439,8 @@ class QueryRetrieve:
             raise Refused(IDENTIFIER_MISMATCH, "StudyInstanceUID is required")
         if query.level in ("IMAGE",) and "SeriesInstanceUID" not in query.keys:
             raise Refused(IDENTIFIER_MISMATCH, "SeriesInstanceUID is required at IMAGE level")
-        retrieve = Query.__new__(Query)
-        retrieve.level = "IMAGE"
         unique = {"PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"}
-        retrieve.keys = {k: v for k, v in query.keys.items() if k in unique}
-        retrieve.study_params = {k: v for k, v in retrieve.keys.items() if k in STUDY_MATCHING}
+        retrieve = Query("IMAGE", {k: v for k, v in query.keys.items() if k in unique})
         found = []
         for match in find_matches(self.archive, retrieve):
             assert match.instance is not None

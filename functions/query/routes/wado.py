@@ -21,7 +21,7 @@ from common.dicom_json import DicomJson
 
 from query import accept
 from query.bulkdata import instance_url, with_bulk_data_uris
-from query.dependencies import objects, settings, store
+from query.dependencies import objects, store
 from query.errors import NotAcceptable, NotFound
 from query.matching import check_uid
 from query.route_table import DocumentedRouter
@@ -210,6 +210,3 @@ def retrieve_series(study_uid: str, series_uid: str) -> Response[Any]:
 def retrieve_instance(study_uid: str, series_uid: str, sop_uid: str) -> Response[Any]:
     """Retrieve an instance (WADO-RS, PS3.18 10.4.1.1.1): multipart/related, or application/dicom."""
     return _retrieve(_instances(study_uid, series_uid, sop_uid), single_allowed=True)
-
-
-__all__ = ["router", "settings"]
