@@ -39,6 +39,10 @@ class IndexStore:
     """Reads the index table (DynamoDB); raises StoreError when a call fails."""
 
     def __init__(self, dynamodb: DynamoDBClient, table_name: str) -> None:
+        self.use(dynamodb, table_name)
+
+    def use(self, dynamodb: DynamoDBClient, table_name: str) -> None:
+        """Read ``table_name`` through ``dynamodb`` from now on (tests inject their moto client)."""
         self._db = dynamodb
         self._table = table_name
 

@@ -55,8 +55,7 @@ def make_api(aws: Aws) -> Api:
     from query import dependencies
 
     # The module-level clients were built at first import: point them at this test's moto.
-    dependencies.store._db = aws.dynamodb
-    dependencies.store._table = aws.table
+    dependencies.store.use(aws.dynamodb, aws.table)
     dependencies.objects.use(aws.s3, aws.bucket)
     return Api(aws)
 
