@@ -32,13 +32,17 @@ def require_tool(available: bool, what: str) -> None:
     pytest.skip(f"{what} not available")
 
 
-@pytest.fixture(autouse=True)
-def _fake_aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+def _use_fake_aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _fake_aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    _use_fake_aws_credentials(monkeypatch)
 
 
 @dataclass
@@ -49,12 +53,28 @@ class Aws:
     table: str = TABLE
 
 
+def _template_resources() -> Aws:
+    s3 = boto3.client("s3", region_name=REGION)
+    dynamodb = boto3.client("dynamodb", region_name=REGION)
+    s3.create_bucket(Bucket=BUCKET)
+    dynamodb.create_table(**table_definition(load_template(), TABLE))
+    return Aws(s3, dynamodb)
+
+
+@pytest.fixture(scope="module")
+def module_aws() -> Iterator[Aws]:
+    """One in-process moto for a whole module of read-only tests: its data is indexed once.
+
+    A module using it must not also use ``aws``: starting a second moto resets every backend.
+    """
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _use_fake_aws_credentials(monkeypatch)
+        with mock_aws():
+            yield _template_resources()
+
+
 @pytest.fixture
 def aws() -> Iterator[Aws]:
     """In-process moto with the bucket and the table exactly as template.yaml declares it."""
     with mock_aws():
-        s3 = boto3.client("s3", region_name=REGION)
-        dynamodb = boto3.client("dynamodb", region_name=REGION)
-        s3.create_bucket(Bucket=BUCKET)
-        dynamodb.create_table(**table_definition(load_template(), TABLE))
-        yield Aws(s3, dynamodb)
+        yield _template_resources()

@@ -17,6 +17,15 @@ from tests.conftest import Aws
 from tests.dicom_factory import series_from
 from tests.unit.test_ingest import put_part
 
+SOP = "00080018"
+STUDY = "0020000D"
+SERIES = "0020000E"
+
+
+def uids(reply_json: list[dict[str, dict[str, list[str]]]], tag: str) -> list[str]:
+    """The first value of ``tag`` in each DICOM JSON result."""
+    return [r[tag]["Value"][0] for r in reply_json]
+
 
 @dataclass
 class Reply:
