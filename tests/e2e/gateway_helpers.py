@@ -24,6 +24,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom import AE, _config
 
+from edge_gateway import reactor_checkpoint
 from edge_gateway.config import GatewayConfig
 from edge_gateway.gateway import Gateway
 from local_cloud.stack import free_port
@@ -70,6 +71,7 @@ def send_files(
     ``after_each(index, status)`` may raise StopIteration to stop sending. A lost
     association ends the run with ``lost=True``: statuses then hold only acknowledged ones.
     """
+    reactor_checkpoint.install()  # stock pynetdicom's requestor may lose a response under load
     result = SendResult()
     contexts: dict[str, set[str]] = {}
     for path in paths:
@@ -116,6 +118,7 @@ def echo(
     port: int, *, calling: str = "PACS", called: str = "EDGE", ssl_context: ssl.SSLContext | None = None
 ) -> int | None:
     """C-ECHO status, or None when the association was not accepted."""
+    reactor_checkpoint.install()
     ae = AE(ae_title=calling)
     ae.acse_timeout = ae.network_timeout = 10
     ae.add_requested_context("1.2.840.10008.1.1")
