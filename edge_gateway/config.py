@@ -39,6 +39,9 @@ class GatewayConfig:
     # Processes serving the port (each connection goes to the least busy); 1 = the coordinator only.
     # pynetdicom needs ~4 ms of CPU per 0.5 MB instance and holds the GIL: processes scale it.
     receivers: int = 1
+    # The C-STORE fast path inside pynetdicom (edge_gateway/pynetdicom_fast_path.py); false runs
+    # stock pynetdicom (slower, same answers). A pynetdicom the guard does not know runs stock anyway.
+    fast_path: bool = True
     # DICOM TLS: a PEM certificate (chain) and key turn it on; tls_client_ca makes a
     # client certificate signed by that CA mandatory.
     tls_cert: str = ""

@@ -17,13 +17,12 @@ from collections.abc import Callable
 from io import BytesIO
 from typing import Any, cast
 
-import pynetdicom
 from pynetdicom import AE, _config, evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import AssociationServer, ThreadedAssociationServer
 
-from edge_gateway import reactor_waits, store_responses
+from edge_gateway import pynetdicom_fast_path, reactor_checkpoint
 from edge_gateway.config import GatewayConfig
 from edge_gateway.dicom_peek import RoutingUids, Undecodable, routing_uids
 from edge_gateway.dispatch import CLOSED, Dispatcher, Handoff, receive_connection
@@ -37,11 +36,6 @@ StoredCallback = Callable[[str, str, int], None]
 SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
 CANNOT_UNDERSTAND = 0xC210
-
-# Accept private and unknown storage SOP classes too: a PACS sends what its modalities made.
-_config.UNRESTRICTED_STORAGE_SERVICE = True
-# pynetdicom's per-PDU debug handlers cost time on every PDU even when not logged.
-_config.LOG_HANDLER_LEVEL = "none"
 
 
 def handle_store(event: evt.Event, spool: Spool, on_stored: StoredCallback) -> int:
@@ -123,19 +117,27 @@ def peer_filter(networks: tuple[str, ...]) -> Callable[[Any, Any], bool]:
     return verify_request
 
 
-def tune_pynetdicom() -> bool:
-    """Event-driven reactor waits and packed C-STORE responses, written against pynetdicom 3.0;
-    on any other version pynetdicom stays stock (slower, still correct) and a warning says so."""
-    if not pynetdicom.__version__.startswith("3.0."):
-        log.warning("pynetdicom %s: C-STORE path not tuned (written for 3.0)", pynetdicom.__version__)
+def tune_pynetdicom(fast_path: bool = True) -> bool:
+    """Set up this process's pynetdicom for the gateway; True when the fast path is installed.
+
+    Always: unrestricted storage (private and unknown storage SOP classes: a PACS sends what
+    its modalities made), no per-PDU debug handlers (they cost time on every PDU even when not
+    logged), and the race-free reactor checkpoint for any association the gateway requests.
+    ``fast_path``: ``pynetdicom_fast_path.install()`` (guarded; stock with a warning otherwise);
+    False removes it.
+    """
+    _config.UNRESTRICTED_STORAGE_SERVICE = True
+    _config.LOG_HANDLER_LEVEL = "none"
+    reactor_checkpoint.install()
+    if not fast_path:
+        pynetdicom_fast_path.remove()
+        log.info("C-STORE path: stock pynetdicom (fast_path = false)")
         return False
-    reactor_waits.install()
-    store_responses.install()
-    return True
+    return pynetdicom_fast_path.install()
 
 
 def build_ae(config: GatewayConfig) -> AE:
-    tune_pynetdicom()
+    tune_pynetdicom(config.fast_path)
     ae = AE(ae_title=config.ae_title)
     ae.maximum_associations = config.max_associations
     ae.maximum_pdu_size = config.max_pdu

@@ -285,9 +285,17 @@ def now() -> float:
     return time.monotonic()
 
 
-@pytest.fixture(name="start_gateway")
-def start_gateway_fixture(aws: Aws, tmp_path: Path) -> Iterator[GatewayFactory]:
+# The gateway's C-STORE path in both modes (config ``fast_path``): every test of an
+# in-process gateway runs once with the fast path and once with stock pynetdicom.
+MODES = {"fast path": True, "stock pynetdicom": False}
+
+
+@pytest.fixture(name="start_gateway", params=list(MODES))
+def start_gateway_fixture(
+    aws: Aws, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[GatewayFactory]:
     started: list[Gateway] = []
+    fast_path = MODES[request.param]
 
     def start(**settings: Any) -> Gateway:
         values: dict[str, Any] = {
@@ -298,6 +306,7 @@ def start_gateway_fixture(aws: Aws, tmp_path: Path) -> Iterator[GatewayFactory]:
             "spool_dir": tmp_path / "spool",
             "stable_after": 0.5,
             "allowed_calling_aets": ("PACS",),
+            "fast_path": fast_path,
             **settings,
         }
         gateway = Gateway(GatewayConfig(**values).validate(), s3=aws.s3)
