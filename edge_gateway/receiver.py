@@ -27,6 +27,7 @@ from edge_gateway.config import GatewayConfig
 from edge_gateway.dicom_peek import RoutingUids, Undecodable, routing_uids
 from edge_gateway.dispatch import CLOSED, Dispatcher, Handoff, receive_connection
 from edge_gateway.part10 import file_header
+from edge_gateway.peer_limits import GuardedSSLSocket, PeerLimits, guarded
 from edge_gateway.spool import Spool, SpoolFull
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,7 @@ def tls_context(config: GatewayConfig) -> ssl.SSLContext | None:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(config.tls_cert, config.tls_key)
+    context.sslsocket_class = GuardedSSLSocket  # PDU limits apply to the decrypted stream
     if config.tls_client_ca:
         context.load_verify_locations(cafile=config.tls_client_ca)
         context.verify_mode = ssl.CERT_REQUIRED
@@ -141,6 +143,9 @@ def build_ae(config: GatewayConfig) -> AE:
     ae = AE(ae_title=config.ae_title)
     ae.maximum_associations = config.max_associations
     ae.maximum_pdu_size = config.max_pdu
+    # The acceptor waits this long for the A-ASSOCIATE-RQ primitive; a connection closed by
+    # peer_limits frees its slot no later than this.
+    ae.acse_timeout = config.negotiation_timeout
     ae.add_supported_context(Verification)
     ae.require_called_aet = True
     # An empty list accepts any calling AE title; otherwise pynetdicom rejects the
@@ -160,6 +165,7 @@ class GatewayServer(ThreadedAssociationServer):
     """
 
     dispatcher: Dispatcher | None = None
+    peer_limits: PeerLimits | None = None
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         assert self.socket is not None
@@ -169,8 +175,13 @@ class GatewayServer(ThreadedAssociationServer):
         if self.dispatcher is not None and self.dispatcher.route(request, client_address):
             request.close()  # this process's descriptor only: the receiver serves the connection
             return
+        limits = self.peer_limits
         if self.ssl_context:
             request = self.ssl_context.wrap_socket(request, server_side=True, do_handshake_on_connect=False)
+            if limits is not None and isinstance(request, GuardedSSLSocket):
+                request.guard(limits)
+        elif limits is not None:
+            request = guarded(request, limits)
         super().process_request(request, client_address)
 
 
@@ -240,6 +251,7 @@ def start(
         server_class=server_class,
     )
     assert server is not None  # non-blocking start always returns the server
+    server.peer_limits = PeerLimits(config.max_pdu, config.negotiation_timeout, config.pdu_timeout)  # type: ignore[attr-defined]
     if config.allowed_peer_networks:
         # socketserver closes the connection before any DICOM byte when this says False.
         server.verify_request = peer_filter(config.allowed_peer_networks)  # type: ignore[method-assign,assignment]
