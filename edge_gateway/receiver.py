@@ -17,6 +17,8 @@ from collections.abc import Callable
 from io import BytesIO
 from typing import Any, cast
 
+from common.uids import strip_padding, uid_problem
+from pydicom.dataset import Dataset
 from pynetdicom import AE, _config, evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
@@ -36,16 +38,51 @@ StoredCallback = Callable[[str, str, int], None]
 
 SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
+# PS3.4 B.2.3: A9xx "Data Set does not match SOP Class" for a data set that was read but
+# breaks what every storage IOD requires (valid Study/Series/SOP Instance UIDs, PS3.3
+# C.7.2.1, C.7.3.1, C.12.1; its SOP Instance UID the one the command names); C2xx "Cannot
+# understand" for what cannot be read or used at all (an unparseable data set, a command
+# whose Affected SOP Class/Instance UID is no UID). Neither is retried by a PACS.
+DATASET_MISMATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC210
 
 
-def handle_store(event: evt.Event, spool: Spool, on_stored: StoredCallback) -> int:
+def _refused(status: int, why: str) -> Dataset:
+    """A failure status with its ErrorComment (PS3.7 C.4.2); ``why`` never holds a value (no PHI)."""
+    log.warning("C-STORE refused (0x%04X): %s", status, why)
+    answer = Dataset()
+    answer.Status = status
+    answer.ErrorComment = why[:64]
+    return answer
+
+
+def lenient_uid(value: Any) -> tuple[bool, str]:
+    """pynetdicom's UI validator (``_config.VALIDATORS``): accept any value, so that a command with
+    a malformed UID (lenient modalities send 65+ characters) reaches ``handle_store`` and gets a
+    failure status there instead of an aborted association."""
+    return True, ""
+
+
+def handle_store(event: evt.Event, spool: Spool, on_stored: StoredCallback) -> int | Dataset:
+    """EVT_C_STORE (PS3.4 B.2.2): check the UIDs at the door, spool the bytes as received, answer."""
     request = cast(C_STORE, event.request)
     syntax = str(event.context.transfer_syntax)
+    sop_class = strip_padding(str(request.AffectedSOPClassUID or ""))
+    sop_instance = strip_padding(str(request.AffectedSOPInstanceUID or ""))
+    for name, value in (("Affected SOP Class UID", sop_class), ("Affected SOP Instance UID", sop_instance)):
+        problem = uid_problem(value)
+        if problem:
+            return _refused(CANNOT_UNDERSTAND, f"command's {name}: {problem}")
     dataset = cast(BytesIO, request.DataSet).getbuffer()  # the received bytes, not copied
     try:
         uids = routing_uids(dataset, syntax)
-        header = file_header(str(request.AffectedSOPClassUID), str(request.AffectedSOPInstanceUID), syntax)
+        for name, value in zip(("Study", "Series", "SOP"), uids, strict=True):
+            problem = uid_problem(strip_padding(value))
+            if problem:
+                return _refused(DATASET_MISMATCH, f"{name} Instance UID: {problem}")
+        if strip_padding(uids.sop_uid) != sop_instance:
+            return _refused(DATASET_MISMATCH, "SOP Instance UID differs from the command's")
+        header = file_header(sop_class, sop_instance, syntax)
         return _store(spool, on_stored, uids, header, dataset)
     except (Undecodable, UnicodeError) as exc:
         log.warning("C-STORE refused: %s", exc if isinstance(exc, Undecodable) else "UID is not ASCII")
@@ -119,17 +156,29 @@ def peer_filter(networks: tuple[str, ...]) -> Callable[[Any, Any], bool]:
     return verify_request
 
 
+class _NoUidValues(logging.Filter):
+    """Drops pynetdicom's UID validation messages: they quote the value (the gateway logs why)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(("Non-conformant '", "Invalid '"))
+
+
+_NO_UID_VALUES = _NoUidValues()
+
+
 def tune_pynetdicom(fast_path: bool = True) -> bool:
     """Set up this process's pynetdicom for the gateway; True when the fast path is installed.
 
     Always: unrestricted storage (private and unknown storage SOP classes: a PACS sends what
-    its modalities made), no per-PDU debug handlers (they cost time on every PDU even when not
+    its modalities made), UIDs judged by ``handle_store`` (``lenient_uid``), no per-PDU debug handlers (they cost time on every PDU even when not
     logged), and the race-free reactor checkpoint for any association the gateway requests.
     ``fast_path``: ``pynetdicom_fast_path.install()`` (guarded; stock with a warning otherwise);
     False removes it.
     """
     _config.UNRESTRICTED_STORAGE_SERVICE = True
     _config.LOG_HANDLER_LEVEL = "none"
+    _config.VALIDATORS["UI"] = lenient_uid
+    logging.getLogger("pynetdicom.utils").addFilter(_NO_UID_VALUES)  # a set: added once
     reactor_checkpoint.install()
     if not fast_path:
         pynetdicom_fast_path.remove()
