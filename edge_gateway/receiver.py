@@ -170,8 +170,9 @@ def tune_pynetdicom(fast_path: bool = True) -> bool:
     """Set up this process's pynetdicom for the gateway; True when the fast path is installed.
 
     Always: unrestricted storage (private and unknown storage SOP classes: a PACS sends what
-    its modalities made), UIDs judged by ``handle_store`` (``lenient_uid``), no per-PDU debug handlers (they cost time on every PDU even when not
-    logged), and the race-free reactor checkpoint for any association the gateway requests.
+    its modalities made), UIDs judged by ``handle_store`` (``lenient_uid``), no per-PDU debug
+    handlers (they cost time on every PDU even when not logged), and the race-free reactor
+    checkpoint for any association the gateway requests.
     ``fast_path``: ``pynetdicom_fast_path.install()`` (guarded; stock with a warning otherwise);
     False removes it.
     """
