@@ -35,7 +35,10 @@ def main() -> int:
             lines = done.stdout.strip().splitlines()
             summary = lines[-1] if lines else done.stderr[-300:]
             passed += done.returncode == 0
-            print(f"run {run}: exit {done.returncode}, {time.monotonic() - started:.0f} s: {summary}", flush=True)
+            print(
+                f"run {run}: exit {done.returncode}, {time.monotonic() - started:.0f} s: {summary}",
+                flush=True,
+            )
             if done.returncode != 0:
                 failures = [line for line in lines if line.startswith(("FAILED", "ERROR"))]
                 print("\n".join(failures[:20]), flush=True)
