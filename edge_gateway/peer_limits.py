@@ -83,11 +83,13 @@ class _Guard:
         self._track(data)
         return data
 
-    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+    def recv_into(self, buffer: Any, nbytes: int | None = None, flags: int = 0) -> int:
+        # No nbytes means the whole buffer (socket wants 0 for that, SSLSocket None: omit it).
+        args = (buffer, nbytes) if nbytes else (buffer,)
         if self._limits is None:
-            return super().recv_into(buffer, nbytes, flags)  # type: ignore[misc,no-any-return]
+            return super().recv_into(*args, flags=flags)  # type: ignore[misc,no-any-return]
         with self._deadline():
-            count: int = super().recv_into(buffer, nbytes, flags)  # type: ignore[misc]
+            count: int = super().recv_into(*args, flags=flags)  # type: ignore[misc]
         with memoryview(buffer) as view:
             self._track(view[:count])
         return count

@@ -74,3 +74,11 @@ def test_a_trickling_peer_is_cut_at_the_pdu_deadline() -> None:
         ours.recv(6)
     # THEN the connection is shut down: the peer reads end-of-stream
     assert peer.recv(10) == b""
+
+
+def test_recv_into_without_a_length_fills_the_buffer() -> None:
+    peer, ours = _pair()
+    peer.sendall(_pdu(0x05, b"\0" * 4))
+    buffer = bytearray(10)
+    assert ours.recv_into(buffer) == 10
+    assert bytes(buffer) == _pdu(0x05, b"\0" * 4)
