@@ -3,7 +3,7 @@
 Run inside a private network namespace (Orthanc binds every interface)::
 
     unshare -n sh -c 'ip link set lo up && exec "$@"' sh \\
-        .venv/bin/python -m bench.gateway_soak --instances 5000 --work /tmp/soak
+        .venv/bin/python -m bench.gateway_soak --instances 5600 --work /tmp/soak
 
 The local stack (moto, ingest, API, gateway with its defaults) runs as ``make run`` runs it.
 Senders, all at once, each on its own study: 2 dcmtk ``storescu`` streams, 2 pynetdicom
