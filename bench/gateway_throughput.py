@@ -86,14 +86,16 @@ def env(nodelay: bool) -> dict[str, str]:
     return values
 
 
-def start_gateway(store: Path, port: int, _multi: bool, receivers: int = 1) -> subprocess.Popen[bytes]:
+def start_gateway(
+    store: Path, port: int, _multi: bool, receivers: int = 1, fast_path: bool = True
+) -> subprocess.Popen[bytes]:
     config = store / "gateway.toml"
     config.write_text(
         "[gateway]\n"
         f'host = "127.0.0.1"\nport = {port}\nspool_dir = "{store / "spool"}"\n'
         f'bucket = "bench"\nendpoint_url = "http://127.0.0.1:{free_port()}"\n'
         'stable_after = 3600.0\nmax_spool_bytes = 100000000000\nlog_level = "WARNING"\n'
-        f"receivers = {receivers}\n"
+        f"receivers = {receivers}\nfast_path = {str(fast_path).lower()}\n"
     )
     log = open(store / "gateway.log", "wb")  # noqa: SIM115 - closed with the process
     return subprocess.Popen(
@@ -149,9 +151,14 @@ def start_gateway_2(store: Path, port: int, multi: bool) -> subprocess.Popen[byt
     return start_gateway(store, port, multi, receivers=2)
 
 
+def start_gateway_stock(store: Path, port: int, multi: bool) -> subprocess.Popen[bytes]:
+    return start_gateway(store, port, multi, fast_path=False)
+
+
 RECEIVERS: dict[str, Receiver] = {
     "edge gateway": start_gateway,
     "edge gateway (receivers = 2)": start_gateway_2,
+    "edge gateway (fast_path = false: stock pynetdicom)": start_gateway_stock,
     "dcmtk storescp": start_storescp,
     "pynetdicom storescp": start_pynetdicom,
     "Orthanc": start_orthanc,
@@ -159,6 +166,7 @@ RECEIVERS: dict[str, Receiver] = {
 MAX_PDU = {
     "edge gateway": "262144 (max_pdu default)",
     "edge gateway (receivers = 2)": "262144",
+    "edge gateway (fast_path = false: stock pynetdicom)": "262144",
     "dcmtk storescp": "16384 (default)",
     "pynetdicom storescp": "16382 (default)",
     "Orthanc": "16384 (default)",
@@ -246,6 +254,25 @@ def table(title: str, rates: dict[str, float]) -> None:
         print(f"| {name} | {rate:.0f} | {rate / reference:.2f} |")
 
 
+def checks(one: dict[str, float], four: dict[str, float]) -> None:
+    """The targets of issue 11, against the references measured in this same run."""
+    gateway = one["edge gateway"]
+    targets = [
+        ("one association >= 1.5x pynetdicom storescp", "pynetdicom storescp", one, 1.5),
+        ("one association >= Orthanc", "Orthanc", one, 1.0),
+    ]
+    print("\ntargets (this run)")
+    for text, reference, rates, factor in targets:
+        if reference in rates:
+            ratio = gateway / rates[reference]
+            print(f"- {text}: {ratio:.2f}x {'met' if ratio >= factor else 'NOT met'}")
+    if "dcmtk storescp" in four:
+        ratio = four["edge gateway"] / four["dcmtk storescp"]
+        print(
+            f"- 4 senders >= 0.5x dcmtk storescp --fork: {ratio:.2f}x {'met' if ratio >= 0.5 else 'NOT met'}"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--instances", type=int, default=300)
@@ -275,6 +302,7 @@ def main() -> int:
             n: measure(n, work, files, 1, False, 1) for n in ("edge gateway", "dcmtk storescp") if n in names
         }
         table("one association, sender at its default (Nagle on)", default)
+        checks(one, four)
         idle = {n: idle_cost(n, work) for n in ("edge gateway", "pynetdicom storescp") if n in names}
         print("\n4 associations open and idle for 10 s: receiver CPU, % of one core")
         print("| receiver | CPU % |\n| --- | ---: |")

@@ -62,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--endpoint-url", help="S3 endpoint (the local stand-in)")
         cmd.add_argument("--gateway-id")
         cmd.add_argument("--log-format", choices=("text", "json"))
+        cmd.add_argument("--fast-path", choices=("true", "false"), help="false: stock pynetdicom")
     return parser
 
 
@@ -77,6 +78,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "gateway_id",
         "log_format",
         "spool_dir",
+        "fast_path",
     )
     return {name: getattr(args, name, None) for name in names}
 

@@ -28,6 +28,8 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class GatewayConfig:
+    """The gateway's settings: TOML file, then ``EDGE_GATEWAY_*`` environment, then CLI flags."""
+
     # DICOM listener
     host: str = "0.0.0.0"  # noqa: S104 - a PACS on the hospital network must reach the box
     port: int = 11112
@@ -36,11 +38,18 @@ class GatewayConfig:
     allowed_calling_aets: tuple[str, ...] = ()
     # Peer IP networks allowed to connect (CIDR, e.g. "10.1.2.0/24"); empty means any.
     allowed_peer_networks: tuple[str, ...] = ()
-    max_pdu: int = 262_144
+    max_pdu: int = 262_144  # also the largest P-DATA-TF PDU accepted: longer ones close the connection
     max_associations: int = 16
+    # A peer must complete its A-ASSOCIATE-RQ this many seconds after connecting, and each PDU
+    # this many seconds after its first byte; otherwise the connection is closed (slot freed).
+    negotiation_timeout: float = 10.0
+    pdu_timeout: float = 60.0
     # Processes serving the port (each connection goes to the least busy); 1 = the coordinator only.
     # pynetdicom needs ~4 ms of CPU per 0.5 MB instance and holds the GIL: processes scale it.
     receivers: int = 1
+    # The C-STORE fast path inside pynetdicom (edge_gateway/pynetdicom_fast_path.py); false runs
+    # stock pynetdicom (slower, same answers). A pynetdicom the guard does not know runs stock anyway.
+    fast_path: bool = True
     # DICOM TLS: a PEM certificate (chain) and key turn it on; tls_client_ca makes a
     # client certificate signed by that CA mandatory.
     tls_cert: str = ""
@@ -129,6 +138,8 @@ class GatewayConfig:
             value = getattr(self, name)
             if value and not Path(value).is_file():
                 problems.append(f"{name}: {value} is not a readable file")
+        if self.negotiation_timeout <= 0 or self.pdu_timeout <= 0:
+            problems.append("negotiation_timeout, pdu_timeout: positive numbers of seconds")
         if self.upload_backoff_base <= 0 or self.upload_backoff_cap < self.upload_backoff_base:
             problems.append("upload_backoff_base/cap: base > 0 and cap >= base")
         return problems

@@ -9,12 +9,12 @@ goes to pydicom's reader, which decides and names the problem.
 
 from __future__ import annotations
 
-import re
 import struct
 import zlib
 from io import BytesIO
 from typing import NamedTuple
 
+from common.uids import is_valid_uid
 from pydicom.filereader import read_dataset
 from pydicom.tag import BaseTag
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
@@ -35,11 +35,11 @@ LONG_VRS = frozenset(
 _TAG_LENGTH = struct.Struct("<HHI")
 _TAG_VR_SHORT = struct.Struct("<HH2sH")
 _LENGTH = struct.Struct("<I")
-# What the byte walker accepts as a UID; anything else is re-read by pydicom.
-UID_FORM = re.compile(r"[0-9.]{1,64}")
 
 
 class RoutingUids(NamedTuple):
+    """The three UIDs that route an instance: study, series and SOP instance (padding stripped)."""
+
     study_uid: str
     series_uid: str
     sop_uid: str
@@ -143,7 +143,9 @@ def routing_uids(dataset: bytes | memoryview, transfer_syntax: str) -> RoutingUi
             uids = _fast_routing_uids(dataset, implicit)
         except (_Unsure, struct.error):
             uids = None
-    if uids is None or not all(UID_FORM.fullmatch(uid) for uid in uids if uid):
+    # A value that breaks the UID rule is re-read by pydicom (the walker may have misread it);
+    # receiver.handle_store then judges what pydicom found.
+    if uids is None or not all(is_valid_uid(uid) for uid in uids if uid):
         uids = _pydicom_routing_uids(dataset, implicit, little)
     if not all(uids):
         raise Undecodable("dataset lacks Study, Series or SOP Instance UID")

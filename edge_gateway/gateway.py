@@ -38,6 +38,7 @@ STATUS_FILE = "status.json"
 
 
 def s3_client(config: GatewayConfig) -> S3Client:
+    """An S3 client from the standard AWS credential chain, at ``endpoint_url`` when set, with retries."""
     client: S3Client = boto3.client(
         "s3",
         region_name=config.region,
@@ -48,6 +49,8 @@ def s3_client(config: GatewayConfig) -> S3Client:
 
 
 class Gateway:
+    """The coordinator: the DICOM listener, series assembly, packaging, upload and status of one spool."""
+
     def __init__(self, config: GatewayConfig, s3: S3Client | None = None) -> None:
         self.config = config
         self.spool = Spool(config.spool_dir, config.max_spool_bytes)
@@ -82,10 +85,12 @@ class Gateway:
 
     @property
     def port(self) -> int:
+        """The TCP port the DICOM listener is bound to (the configured one, or the one the OS chose for 0)."""
         assert self._server is not None
         return int(self._server.server_address[1])
 
     def start(self) -> None:
+        """Start the listener (and the receiver processes) and the coordinator's background loops."""
         dispatcher = Dispatcher() if self.config.receivers > 1 else None
         _, self._server = receiver.start(
             self.config, self.spool, self.assembler.stored, dispatcher=dispatcher
@@ -152,6 +157,7 @@ class Gateway:
         self._stop.wait(TICK)
 
     def status(self) -> dict[str, Any]:
+        """What ``edge-gateway status`` shows: spool, open series, outbox, uploads, last error (no PHI)."""
         stats = self.uploader.stats
         return {
             **spool_status(self.spool),

@@ -16,8 +16,8 @@ arrives (so a lying PDU length cannot make it allocate gigabytes), and asks for
 immediate ACKs: with fewer reads, delayed ACKs would stall senders that keep Nagle's
 algorithm on (measured: 100-180 instances/s without, ~400 with).
 
-``install()`` patches the process; ``receiver.tune_pynetdicom`` calls it only on
-pynetdicom 3.0, the version it was written for.
+Installed and removed only by ``edge_gateway.pynetdicom_fast_path`` (version, source-hash
+and platform guard); importing this module changes nothing.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ from pynetdicom import association, dul, transport
 log = logging.getLogger(__name__)
 IDLE_TICK = 0.02
 RECV_CHUNK = 1 << 20
+# Linux only: without it the gateway's reads ACK as the kernel likes (slower with Nagle senders).
+TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
 
 
 class _WakingQueue(queue.Queue):  # type: ignore[type-arg]
@@ -121,10 +123,16 @@ class _ReactorTime:
     def sleep(self, seconds: float) -> None:
         caller = sys._getframe(1).f_code
         thread = threading.current_thread()
-        if caller is _DUL_LOOP and isinstance(thread, dul.DULServiceProvider) and thread.assoc.is_acceptor:
+        if (
+            caller is _loops.get("dul")
+            and isinstance(thread, dul.DULServiceProvider)
+            and thread.assoc.is_acceptor
+        ):
             _dul_wait(thread)
         elif (
-            caller is _ASSOCIATION_LOOP and isinstance(thread, association.Association) and thread.is_acceptor
+            caller is _loops.get("association")
+            and isinstance(thread, association.Association)
+            and thread.is_acceptor
         ):
             _association_wait(thread)
         else:
@@ -143,8 +151,8 @@ def _recv(self: transport.AssociationSocket, nr_bytes: int) -> bytearray:
             buffer.extend(bytes(min(nr_bytes - received, RECV_CHUNK)))
         # Acknowledge at once: a sender with Nagle's algorithm on (most modalities) holds its
         # last segment until the previous ones are acknowledged; delayed ACKs cost ~40 ms.
-        if tcp:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        if tcp and TCP_QUICKACK is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, TCP_QUICKACK, 1)
         with memoryview(buffer) as view:
             count = sock.recv_into(view[received:], len(buffer) - received)
         if not count:
@@ -154,12 +162,31 @@ def _recv(self: transport.AssociationSocket, nr_bytes: int) -> bytearray:
     return buffer
 
 
-_DUL_LOOP = dul.DULServiceProvider.run_reactor.__code__
-_ASSOCIATION_LOOP = association.Association._run_reactor.__code__
+# The two loops whose sleeps become waits (their code objects, read by install()).
+_loops: dict[str, Any] = {}
+_STOCK_RECV = "__stock_recv__"
 
 
-def install() -> None:
-    """Patch this process's pynetdicom (``receiver.tune_pynetdicom`` checks the version)."""
-    vars(dul)["time"] = _ReactorTime(time)  # their module-level ``time`` name
-    vars(association)["time"] = _ReactorTime(time)
+def install(event_waits: bool = True) -> None:
+    """Whole-PDU reads, and (``event_waits``, needs os.eventfd) event-driven reactor waits, in this
+    process (no checks here: ``pynetdicom_fast_path.install`` has checked version and sources)."""
+    if event_waits:
+        _loops["dul"] = dul.DULServiceProvider.run_reactor.__code__
+        _loops["association"] = association.Association._run_reactor.__code__
+        vars(dul)["time"] = _ReactorTime(time)  # their module-level ``time`` name
+        vars(association)["time"] = _ReactorTime(time)
+    if not hasattr(transport, _STOCK_RECV):
+        setattr(transport, _STOCK_RECV, transport.AssociationSocket.recv)
     transport.AssociationSocket.recv = _recv  # type: ignore[method-assign]
+
+
+def remove() -> None:
+    """Stock waits and reads again (associations already running keep their patched queues,
+    which behave as stock queues plus a wake-up)."""
+    vars(dul)["time"] = time
+    vars(association)["time"] = time
+    stock = getattr(transport, _STOCK_RECV, None)
+    if stock is not None:
+        transport.AssociationSocket.recv = stock  # type: ignore[method-assign]
+        delattr(transport, _STOCK_RECV)
+    _loops.clear()

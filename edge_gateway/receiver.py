@@ -17,17 +17,19 @@ from collections.abc import Callable
 from io import BytesIO
 from typing import Any, cast
 
-import pynetdicom
+from common.uids import strip_padding, uid_problem
+from pydicom.dataset import Dataset
 from pynetdicom import AE, _config, evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import AssociationServer, ThreadedAssociationServer
 
-from edge_gateway import reactor_waits, store_responses
+from edge_gateway import pynetdicom_fast_path, reactor_checkpoint
 from edge_gateway.config import GatewayConfig
 from edge_gateway.dicom_peek import RoutingUids, Undecodable, routing_uids
 from edge_gateway.dispatch import CLOSED, Dispatcher, Handoff, receive_connection
 from edge_gateway.part10 import file_header
+from edge_gateway.peer_limits import GuardedSSLSocket, PeerLimits, guarded
 from edge_gateway.spool import Spool, SpoolFull
 
 log = logging.getLogger(__name__)
@@ -36,21 +38,51 @@ StoredCallback = Callable[[str, str, int], None]
 
 SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
+# PS3.4 B.2.3: A9xx "Data Set does not match SOP Class" for a data set that was read but
+# breaks what every storage IOD requires (valid Study/Series/SOP Instance UIDs, PS3.3
+# C.7.2.1, C.7.3.1, C.12.1; its SOP Instance UID the one the command names); C2xx "Cannot
+# understand" for what cannot be read or used at all (an unparseable data set, a command
+# whose Affected SOP Class/Instance UID is no UID). Neither is retried by a PACS.
+DATASET_MISMATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC210
 
-# Accept private and unknown storage SOP classes too: a PACS sends what its modalities made.
-_config.UNRESTRICTED_STORAGE_SERVICE = True
-# pynetdicom's per-PDU debug handlers cost time on every PDU even when not logged.
-_config.LOG_HANDLER_LEVEL = "none"
+
+def _refused(status: int, why: str) -> Dataset:
+    """A failure status with its ErrorComment (PS3.7 C.4.2); ``why`` never holds a value (no PHI)."""
+    log.warning("C-STORE refused (0x%04X): %s", status, why)
+    answer = Dataset()
+    answer.Status = status
+    answer.ErrorComment = why[:64]
+    return answer
 
 
-def handle_store(event: evt.Event, spool: Spool, on_stored: StoredCallback) -> int:
+def lenient_uid(value: Any) -> tuple[bool, str]:
+    """pynetdicom's UI validator (``_config.VALIDATORS``): accept any value, so that a command with
+    a malformed UID (lenient modalities send 65+ characters) reaches ``handle_store`` and gets a
+    failure status there instead of an aborted association."""
+    return True, ""
+
+
+def handle_store(event: evt.Event, spool: Spool, on_stored: StoredCallback) -> int | Dataset:
+    """EVT_C_STORE (PS3.4 B.2.2): check the UIDs at the door, spool the bytes as received, answer."""
     request = cast(C_STORE, event.request)
     syntax = str(event.context.transfer_syntax)
+    sop_class = strip_padding(str(request.AffectedSOPClassUID or ""))
+    sop_instance = strip_padding(str(request.AffectedSOPInstanceUID or ""))
+    for name, value in (("Affected SOP Class UID", sop_class), ("Affected SOP Instance UID", sop_instance)):
+        problem = uid_problem(value)
+        if problem:
+            return _refused(CANNOT_UNDERSTAND, f"command's {name}: {problem}")
     dataset = cast(BytesIO, request.DataSet).getbuffer()  # the received bytes, not copied
     try:
         uids = routing_uids(dataset, syntax)
-        header = file_header(str(request.AffectedSOPClassUID), str(request.AffectedSOPInstanceUID), syntax)
+        for name, value in zip(("Study", "Series", "SOP"), uids, strict=True):
+            problem = uid_problem(strip_padding(value))
+            if problem:
+                return _refused(DATASET_MISMATCH, f"{name} Instance UID: {problem}")
+        if strip_padding(uids.sop_uid) != sop_instance:
+            return _refused(DATASET_MISMATCH, "SOP Instance UID differs from the command's")
+        header = file_header(sop_class, sop_instance, syntax)
         return _store(spool, on_stored, uids, header, dataset)
     except (Undecodable, UnicodeError) as exc:
         log.warning("C-STORE refused: %s", exc if isinstance(exc, Undecodable) else "UID is not ASCII")
@@ -81,6 +113,7 @@ def _store(
 
 
 def handle_echo(event: evt.Event) -> int:
+    """C-ECHO (Verification SCP, PS3.4 A.4): always Success."""
     return SUCCESS
 
 
@@ -98,6 +131,7 @@ def tls_context(config: GatewayConfig) -> ssl.SSLContext | None:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(config.tls_cert, config.tls_key)
+    context.sslsocket_class = GuardedSSLSocket  # PDU limits apply to the decrypted stream
     if config.tls_client_ca:
         context.load_verify_locations(cafile=config.tls_client_ca)
         context.verify_mode = ssl.CERT_REQUIRED
@@ -123,22 +157,47 @@ def peer_filter(networks: tuple[str, ...]) -> Callable[[Any, Any], bool]:
     return verify_request
 
 
-def tune_pynetdicom() -> bool:
-    """Event-driven reactor waits and packed C-STORE responses, written against pynetdicom 3.0;
-    on any other version pynetdicom stays stock (slower, still correct) and a warning says so."""
-    if not pynetdicom.__version__.startswith("3.0."):
-        log.warning("pynetdicom %s: C-STORE path not tuned (written for 3.0)", pynetdicom.__version__)
+class _NoUidValues(logging.Filter):
+    """Drops pynetdicom's UID validation messages: they quote the value (the gateway logs why)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(("Non-conformant '", "Invalid '"))
+
+
+_NO_UID_VALUES = _NoUidValues()
+
+
+def tune_pynetdicom(fast_path: bool = True) -> bool:
+    """Set up this process's pynetdicom for the gateway; True when the fast path is installed.
+
+    Always: unrestricted storage (private and unknown storage SOP classes: a PACS sends what
+    its modalities made), UIDs judged by ``handle_store`` (``lenient_uid``), no per-PDU debug
+    handlers (they cost time on every PDU even when not logged), and the race-free reactor
+    checkpoint for any association the gateway requests.
+    ``fast_path``: ``pynetdicom_fast_path.install()`` (guarded; stock with a warning otherwise);
+    False removes it.
+    """
+    _config.UNRESTRICTED_STORAGE_SERVICE = True
+    _config.LOG_HANDLER_LEVEL = "none"
+    _config.VALIDATORS["UI"] = lenient_uid
+    logging.getLogger("pynetdicom.utils").addFilter(_NO_UID_VALUES)  # a set: added once
+    reactor_checkpoint.install()
+    if not fast_path:
+        pynetdicom_fast_path.remove()
+        log.info("C-STORE path: stock pynetdicom (fast_path = false)")
         return False
-    reactor_waits.install()
-    store_responses.install()
-    return True
+    return pynetdicom_fast_path.install()
 
 
 def build_ae(config: GatewayConfig) -> AE:
-    tune_pynetdicom()
+    """The gateway's pynetdicom AE: Storage and Verification SCP contexts, limits and timeouts."""
+    tune_pynetdicom(config.fast_path)
     ae = AE(ae_title=config.ae_title)
     ae.maximum_associations = config.max_associations
     ae.maximum_pdu_size = config.max_pdu
+    # The acceptor waits this long for the A-ASSOCIATE-RQ primitive; a connection closed by
+    # peer_limits frees its slot no later than this.
+    ae.acse_timeout = config.negotiation_timeout
     ae.add_supported_context(Verification)
     ae.require_called_aet = True
     # An empty list accepts any calling AE title; otherwise pynetdicom rejects the
@@ -158,17 +217,25 @@ class GatewayServer(ThreadedAssociationServer):
     """
 
     dispatcher: Dispatcher | None = None
+    peer_limits: PeerLimits | None = None
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        """Accept a connection without the TLS handshake (it runs in the connection's thread)."""
         assert self.socket is not None
         return self.socket.accept()
 
     def process_request(self, request: Any, client_address: Any) -> None:
+        """Hand the connection to a receiver process, or serve it here with the peer limits applied."""
         if self.dispatcher is not None and self.dispatcher.route(request, client_address):
             request.close()  # this process's descriptor only: the receiver serves the connection
             return
+        limits = self.peer_limits
         if self.ssl_context:
             request = self.ssl_context.wrap_socket(request, server_side=True, do_handshake_on_connect=False)
+            if limits is not None and isinstance(request, GuardedSSLSocket):
+                request.guard(limits)
+        elif limits is not None:
+            request = guarded(request, limits)
         super().process_request(request, client_address)
 
 
@@ -181,11 +248,13 @@ class HandoffServer(GatewayServer):
         """Nothing to bind: connections arrive over the channel."""
 
     def server_activate(self) -> None:
+        """Listen on the coordinator's channel instead of a TCP socket."""
         assert self.socket is not None
         self.socket.close()
         self.socket = self.handoff.channel  # serve_forever() now waits on the channel
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        """The next connection the coordinator handed over; CoordinatorGone when it closed the channel."""
         handed = receive_connection(self.handoff.channel)
         if handed is None:
             self.handoff.done.set()
@@ -193,6 +262,7 @@ class HandoffServer(GatewayServer):
         return handed
 
     def handle_error(self, request: Any, client_address: Any) -> None:
+        """Log a failure to start an association; the server goes on."""
         log.exception("receiver failed to start an association")
 
 
@@ -245,6 +315,7 @@ def start(
         server_class=server_class,
     )
     assert server is not None  # non-blocking start always returns the server
+    server.peer_limits = PeerLimits(config.max_pdu, config.negotiation_timeout, config.pdu_timeout)  # type: ignore[attr-defined]
     if config.allowed_peer_networks:
         # socketserver closes the connection before any DICOM byte when this says False.
         server.verify_request = peer_filter(config.allowed_peer_networks)  # type: ignore[method-assign,assignment]

@@ -42,6 +42,7 @@ def _die_with_parent() -> None:
 
 
 def receiver_main(config: GatewayConfig, parent_pid: int, channel: socket.socket) -> None:
+    """Entry point of a receiver process: serve the connections the coordinator hands over ``channel``."""
     _die_with_parent()
     if os.getppid() != parent_pid:  # the coordinator died before prctl took effect
         return
@@ -61,6 +62,8 @@ def receiver_main(config: GatewayConfig, parent_pid: int, channel: socket.socket
 
 
 class ReceiverPool:
+    """The extra receiver processes (``receivers = N``): started, restarted when one dies, stopped."""
+
     def __init__(self, config: GatewayConfig, count: int, dispatcher: Dispatcher) -> None:
         self._config = config
         self._count = count
@@ -70,6 +73,7 @@ class ReceiverPool:
         self._stopping = False
 
     def start(self) -> None:
+        """Start ``count`` receiver processes."""
         for _ in range(self._count):
             self._processes.append(self._spawn())
         log.info("%d extra receiver processes serve port %d", self._count, self._config.port)
@@ -94,9 +98,11 @@ class ReceiverPool:
 
     @property
     def pids(self) -> list[int]:
+        """Process IDs of the receivers alive now."""
         return [p.pid for p in self._processes if p.pid is not None and p.is_alive()]
 
     def stop(self) -> None:
+        """Terminate every receiver and wait for it to end."""
         self._stopping = True
         for process in self._processes:
             process.terminate()

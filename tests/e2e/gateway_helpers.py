@@ -24,6 +24,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom import AE, _config
 
+from edge_gateway import reactor_checkpoint
 from edge_gateway.config import GatewayConfig
 from edge_gateway.gateway import Gateway
 from local_cloud.stack import free_port
@@ -70,6 +71,7 @@ def send_files(
     ``after_each(index, status)`` may raise StopIteration to stop sending. A lost
     association ends the run with ``lost=True``: statuses then hold only acknowledged ones.
     """
+    reactor_checkpoint.install()  # stock pynetdicom's requestor may lose a response under load
     result = SendResult()
     contexts: dict[str, set[str]] = {}
     for path in paths:
@@ -116,6 +118,7 @@ def echo(
     port: int, *, calling: str = "PACS", called: str = "EDGE", ssl_context: ssl.SSLContext | None = None
 ) -> int | None:
     """C-ECHO status, or None when the association was not accepted."""
+    reactor_checkpoint.install()
     ae = AE(ae_title=calling)
     ae.acse_timeout = ae.network_timeout = 10
     ae.add_requested_context("1.2.840.10008.1.1")
@@ -282,9 +285,17 @@ def now() -> float:
     return time.monotonic()
 
 
-@pytest.fixture(name="start_gateway")
-def start_gateway_fixture(aws: Aws, tmp_path: Path) -> Iterator[GatewayFactory]:
+# The gateway's C-STORE path in both modes (config ``fast_path``): every test of an
+# in-process gateway runs once with the fast path and once with stock pynetdicom.
+MODES = {"fast path": True, "stock pynetdicom": False}
+
+
+@pytest.fixture(name="start_gateway", params=list(MODES))
+def start_gateway_fixture(
+    aws: Aws, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[GatewayFactory]:
     started: list[Gateway] = []
+    fast_path = MODES[request.param]
 
     def start(**settings: Any) -> Gateway:
         values: dict[str, Any] = {
@@ -295,6 +306,7 @@ def start_gateway_fixture(aws: Aws, tmp_path: Path) -> Iterator[GatewayFactory]:
             "spool_dir": tmp_path / "spool",
             "stable_after": 0.5,
             "allowed_calling_aets": ("PACS",),
+            "fast_path": fast_path,
             **settings,
         }
         gateway = Gateway(GatewayConfig(**values).validate(), s3=aws.s3)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -34,6 +35,11 @@ def http(method: str, url: str, body: bytes | None = None) -> Any:
 def ready(url: str) -> bool:
     with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - loopback test URL
         return bool(response.status < 300)
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def wait(probe: Any, timeout: float, what: str) -> Any:
@@ -86,6 +92,8 @@ def main(work: Path) -> dict[str, Any]:
     try:
         wait(lambda: http("GET", f"{orthanc_url}/system"), 60, "Orthanc")
         wait(lambda: ready(f"{api}/dicomweb/studies?limit=1"), 90, "the local stack")
+        # Orthanc's C-STORE fails with "Connection refused" if it connects before the gateway listens.
+        wait(lambda: listening(ports["dicom"]) and listening(ports["moto"]), 90, "the gateway's DICOM port")
         # GIVEN a study of two series stored in the PACS (Orthanc), as a modality would have left it
         ct = series_from("CT_small.dcm", 4)
         mr = series_from("MR_small.dcm", 2, study_uid=ct[0].StudyInstanceUID)

@@ -31,6 +31,7 @@ from tests.e2e.gateway_helpers import (  # noqa: F401 - start_gateway_fixture pr
 pytestmark = pytest.mark.e2e
 
 SUCCESS, OUT_OF_RESOURCES, CANNOT_UNDERSTAND = 0x0000, 0xA700, 0xC210
+DATASET_MISMATCH = 0xA900
 
 
 def spooled(gateway: Gateway) -> set[str]:
@@ -169,8 +170,9 @@ def test_undecodable_datasets_answer_cannot_understand(
     # WHEN all four are sent on one association
     result = send_files(gateway.port, [garbage, no_series_file, bad_uid_file, good])
 
-    # THEN the three are refused with 0xC210, the association survives, the good one is kept
-    assert result.statuses == [CANNOT_UNDERSTAND, CANNOT_UNDERSTAND, CANNOT_UNDERSTAND, SUCCESS]
+    # THEN the unreadable two are refused with 0xC210, the UID that breaks the UID rule with
+    # 0xA900 (read, but no valid IOD), the association survives, the good one is kept
+    assert result.statuses == [CANNOT_UNDERSTAND, CANNOT_UNDERSTAND, DATASET_MISMATCH, SUCCESS]
     shipped = {sop for sops in shipped_members(aws, 1).values() for sop in sops}
     assert spooled(gateway) | shipped == {good.stem}
 
@@ -201,3 +203,43 @@ def test_file_meta_helper_is_consistent(tmp_path: Path) -> None:
     raw = dataset_bytes(path)
     assert raw.startswith(b"\x08\x00")  # group 0008 comes first after the meta
     assert len(raw) < path.stat().st_size
+
+
+def _with_command_uid(source: Path, target: Path, sop_instance_uid: str) -> Path:
+    """``source`` with another Media Storage SOP Instance UID: what send_c_store puts in the
+    command's Affected SOP Instance UID (the data set is unchanged)."""
+    ds = dcmread(source)
+    ds.file_meta.MediaStorageSOPInstanceUID = sop_instance_uid
+    ds.save_as(target, enforce_file_format=False)
+    return target
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom warns about the deliberately bad UIDs
+def test_odd_commands_get_failure_statuses_not_an_abort(
+    start_gateway: GatewayFactory, aws: Aws, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # GIVEN a C-STORE whose command carries a 65-character Affected SOP Instance UID (lenient
+    # modalities send them), one whose command names another instance than its data set, one
+    # whose data set's SOP Instance UID has 65 characters, and a good one
+    good, long_command, other, long_dataset = write_files(tmp_path / "s", series_from("CT_small.dcm", 4))
+    too_long = "1.2.826.0.1.3680043.8.498." + "1" * 39
+    assert len(too_long) == 65
+    long_command = _with_command_uid(long_command, tmp_path / "long-command.dcm", too_long)
+    other = _with_command_uid(other, tmp_path / "other.dcm", "1.2.3.4.5.6")
+    ds = dcmread(long_dataset)
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = too_long
+    ds.save_as(tmp_path / "long-dataset.dcm", enforce_file_format=False)
+    gateway = start_gateway()
+
+    # WHEN they are sent on one association
+    result = send_files(gateway.port, [long_command, other, tmp_path / "long-dataset.dcm", good])
+
+    # THEN each odd one gets a failure status (no abort), the good one is kept
+    assert not result.lost
+    assert result.statuses == [CANNOT_UNDERSTAND, DATASET_MISMATCH, CANNOT_UNDERSTAND, SUCCESS]
+    shipped = {sop for sops in shipped_members(aws, 1).values() for sop in sops}
+    assert spooled(gateway) | shipped == {good.stem}
+    # ... and the log says why without the UIDs
+    assert too_long not in caplog.text and "1.2.3.4.5.6" not in caplog.text
+    assert "Affected SOP Instance UID: UID longer than 64 characters" in caplog.text
+    assert "SOP Instance UID differs from the command's" in caplog.text

@@ -7,6 +7,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from pydicom import dcmread
 
 from tests.conftest import require_tool
 from tests.dicom_factory import pydicom_file, series_from
+from tests.e2e.conftest import wait_for
 from tests.e2e.gateway_helpers import (  # noqa: F401 - start_gateway_fixture provides start_gateway
     GatewayFactory,
     echo,
@@ -194,3 +196,72 @@ def test_a_silent_tls_peer_does_not_block_others(start_gateway: GatewayFactory, 
     with socket.create_connection(("127.0.0.1", gateway.port)):
         # THEN a well-behaved client still gets its association at once
         assert echo(gateway.port, ssl_context=client_context(pki, True)) == SUCCESS
+
+
+# ---- hostile or broken peers --------------------------------------------------------------
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    """True once the server closed: a read gives end-of-stream or a reset."""
+    try:
+        return sock.recv(65536) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_an_associate_rq_declaring_4_gb_is_refused_after_its_header(
+    start_gateway: GatewayFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # GIVEN a gateway, and a peer whose A-ASSOCIATE-RQ header declares 0xFFFFFFF0 bytes
+    gateway = start_gateway()
+    sent = 0
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=30) as sock:
+        sock.sendall(b"\x01\x00\xff\xff\xff\xf0")
+        # WHEN it keeps sending the "body", up to 400 MB
+        chunk = b"\x00" * (1 << 20)
+        with pytest.raises(OSError):  # the server shut the connection: a send fails
+            while sent < 400 * (1 << 20):
+                sock.sendall(chunk)
+                sent += len(chunk)
+        # THEN no more than the kernel's socket buffers got through, and the server closed
+        assert sent < 64 * (1 << 20)
+        assert _closed_by_server(sock)
+    # ... having read the 6 header bytes only
+    assert "PDU type 0x01 declares 4294967280 bytes" in caplog.text
+    assert "(6 bytes read)" in caplog.text
+    assert echo(gateway.port) == SUCCESS  # and it still serves others
+
+
+def test_trickling_peers_are_cut_and_an_allowed_peer_gets_a_slot(
+    start_gateway: GatewayFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # GIVEN a gateway with 2 association slots, and 4 peers each sending one byte of an
+    # A-ASSOCIATE-RQ header, then one more byte whenever the previous one was accepted
+    gateway = start_gateway(max_associations=2, negotiation_timeout=1.0, pdu_timeout=1.0)
+    tricklers = [socket.create_connection(("127.0.0.1", gateway.port), timeout=30) for _ in range(4)]
+    header = b"\x01\x00\x00\x00\x01\x00"
+    closed = [False] * len(tricklers)
+    sent = [0] * len(tricklers)
+    # WHEN they trickle until the server closes each connection (a byte every 0.5 s)
+    for _round in range(len(header)):
+        for index, sock in enumerate(tricklers):
+            if closed[index]:
+                continue
+            try:
+                sock.sendall(header[sent[index] : sent[index] + 1])
+                sent[index] += 1
+            except OSError:
+                closed[index] = True
+        if all(closed):
+            break
+        time.sleep(0.5)
+    # THEN the server closed every one before its header was complete
+    assert all(_closed_by_server(sock) for sock in tricklers)
+    assert max(sent) < len(header)
+    assert "took too long to send a PDU" in caplog.text
+    for sock in tricklers:
+        sock.close()
+    # ... and their slots are freed (within negotiation_timeout): an allowed peer associates and stores
+    wait_for(lambda: echo(gateway.port) == SUCCESS, 30, "a free association slot")
+    files = write_files(tmp_path / "s", series_from("CT_small.dcm", 2))
+    assert send_files(gateway.port, files).statuses == [SUCCESS, SUCCESS]

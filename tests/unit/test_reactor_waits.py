@@ -16,13 +16,13 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import AssociationSocket
 
-from edge_gateway import reactor_waits
+from edge_gateway import pynetdicom_fast_path, reactor_waits
 from tests.dicom_factory import series_from
 
 
 @pytest.fixture(autouse=True)
 def installed() -> None:
-    reactor_waits.install()
+    assert pynetdicom_fast_path.install()
 
 
 class _Holder:

@@ -8,7 +8,7 @@ from pynetdicom.dimse_messages import C_STORE_RSP
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
-from edge_gateway import store_responses
+from edge_gateway import pynetdicom_fast_path
 from edge_gateway.store_responses import store_response
 from tests.dicom_factory import series_from
 
@@ -39,7 +39,7 @@ def test_packed_response_is_pynetdicoms_encoding(
 @pytest.mark.parametrize("status", [0x0000, 0xA700])
 def test_a_requestor_reads_the_status_and_uids(status: int) -> None:
     # GIVEN an SCP in this process answering with packed responses
-    store_responses.install()
+    assert pynetdicom_fast_path.install()
     scp = AE(ae_title="EDGE")
     scp.add_supported_context(CTImageStorage)
     server = scp.start_server(
@@ -63,7 +63,7 @@ def test_a_requestor_reads_the_status_and_uids(status: int) -> None:
 
 
 def test_a_failing_handler_answers_processing_failure() -> None:
-    store_responses.install()
+    assert pynetdicom_fast_path.install()
 
     def broken(_event: evt.Event) -> int:
         raise RuntimeError("disk on fire")

@@ -1,0 +1,44 @@
+"""Short soak of the gateway's DIMSE path (bench/gateway_soak.py, 250 instances): dcmtk storescu,
+pynetdicom and Orthanc at once under two CPU hogs, associations released and aborted at random.
+
+Runs in a private network namespace (Orthanc binds every interface). The long form
+(5,000 instances) is ``bench/gateway_soak.py --instances 5000``; figures in the README.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require_tool
+from tests.e2e.conftest import OUTPUT
+from tests.e2e.test_gateway_orthanc import _namespace_works
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_soak_every_acknowledged_instance_once_in_s3_and_index_no_protocol_error(tmp_path: Path) -> None:
+    require_tool(os.access("/usr/sbin/Orthanc", os.X_OK), "Orthanc (Debian package orthanc)")
+    require_tool(os.access("/usr/bin/storescu", os.X_OK), "dcmtk storescu")
+    require_tool(_namespace_works(), "unshare -n (network namespaces)")
+    namespace = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh"]
+    soak = ["-m", "bench.gateway_soak", "--instances", "250", "--batch", "10", "--work", str(tmp_path)]
+    command = [*namespace, sys.executable, *soak]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO, check=False)
+    OUTPUT.mkdir(exist_ok=True)
+    for name in ("orthanc.log", "local-stack.log"):
+        if (tmp_path / name).exists():
+            (OUTPUT / f"soak-{name}").write_bytes((tmp_path / name).read_bytes())
+    report = json.loads(done.stdout.strip().splitlines()[-1]) if done.stdout.strip() else {}
+    assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
+    assert report["acknowledged"] >= 150 and report["cpu_hogs"] == 2
+    assert report["aborted_associations"] >= 1 and report["associations"] >= 20
+    assert report["missing_in_s3"] == report["duplicated_in_s3"] == 0
+    assert report["missing_in_index"] == report["duplicated_in_index"] == 0
+    assert report["protocol_errors"] == []
