@@ -97,7 +97,7 @@ def wait(probe: Any, timeout: float, what: str) -> Any:
 
 
 def make_study(folder: Path, count: int, name: str) -> tuple[str, list[Path]]:
-    from tests.dicom_factory import series_from, write_series
+    from tests.helpers.dicom_factory import series_from, write_series
 
     first = series_from("CT_small.dcm", min(count, 100))
     study_uid = str(first[0].StudyInstanceUID)

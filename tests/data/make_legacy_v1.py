@@ -21,7 +21,7 @@ import boto3
 from moto import mock_aws
 
 from local_cloud.template import load_template, table_definition
-from tests.dicom_factory import encode, series_from, zip_part
+from tests.helpers.dicom_factory import encode, series_from, zip_part
 
 os.environ.update({"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1"})
 BUCKET, TABLE = "dicom-test", "dicom-index-test"

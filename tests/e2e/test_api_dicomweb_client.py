@@ -13,8 +13,8 @@ from dicomweb_client.api import DICOMwebClient
 from PIL import Image
 from requests.exceptions import HTTPError
 
-from tests.dicom_factory import series_from
 from tests.e2e.conftest import Stack, wait_for
+from tests.helpers.dicom_factory import series_from
 
 pytestmark = pytest.mark.e2e
 

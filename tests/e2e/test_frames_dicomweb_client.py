@@ -11,8 +11,8 @@ from pydicom import dcmread
 from pydicom.encaps import generate_frames
 from requests.exceptions import HTTPError
 
-from tests.dicom_factory import pydicom_file, series_from
 from tests.e2e.conftest import Stack, wait_for
+from tests.helpers.dicom_factory import pydicom_file, series_from
 
 pytestmark = pytest.mark.e2e
 

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from local_cloud.stack import free_port
-from tests.dicom_factory import series_from
 from tests.e2e.conftest import OUTPUT, wait_for
-from tests.e2e.gateway_helpers import (
+from tests.helpers.dicom_factory import series_from
+from tests.helpers.gateway_helpers import (
     GatewayProcess,
     MotoServer,
     TrickleProxy,

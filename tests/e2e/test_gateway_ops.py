@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from local_cloud.stack import free_port
-from tests.dicom_factory import series_from
 from tests.e2e.conftest import wait_for
-from tests.e2e.gateway_helpers import GatewayProcess, gateway_env, send_files, write_config, write_files
+from tests.helpers.dicom_factory import series_from
+from tests.helpers.gateway_helpers import GatewayProcess, gateway_env, send_files, write_config, write_files
 
 pytestmark = pytest.mark.e2e
 SUCCESS = 0x0000

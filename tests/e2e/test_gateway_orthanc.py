@@ -16,26 +16,16 @@ import pytest
 
 from tests.conftest import require_tool
 from tests.e2e.conftest import OUTPUT
+from tests.helpers.namespaces import REPO, namespace_works
 
 pytestmark = pytest.mark.e2e
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _namespace_works() -> bool:
-    try:
-        done = subprocess.run(
-            ["unshare", "-n", "sh", "-c", "ip link set lo up"], capture_output=True, timeout=30, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return done.returncode == 0
 
 
 def test_orthanc_pushes_a_study_through_the_gateway_into_the_index(tmp_path: Path) -> None:
     require_tool(os.access("/usr/sbin/Orthanc", os.X_OK), "Orthanc (Debian package orthanc)")
-    require_tool(_namespace_works(), "unshare -n (network namespaces)")
+    require_tool(namespace_works(), "unshare -n (network namespaces)")
     command = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh",
-               sys.executable, "-m", "tests.e2e.orthanc_push", str(tmp_path)]  # fmt: skip
+               sys.executable, "-m", "tests.helpers.orthanc_push", str(tmp_path)]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO, check=False)
     OUTPUT.mkdir(exist_ok=True)
     for name in ("orthanc.log", "local-stack.log"):

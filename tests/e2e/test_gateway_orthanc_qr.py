@@ -16,16 +16,16 @@ import pytest
 
 from tests.conftest import require_tool
 from tests.e2e.conftest import OUTPUT
-from tests.e2e.test_gateway_orthanc import REPO, _namespace_works
+from tests.helpers.namespaces import REPO, namespace_works
 
 pytestmark = pytest.mark.e2e
 
 
 def test_orthanc_commits_finds_and_pulls_back_a_study(tmp_path: Path) -> None:
     require_tool(os.access("/usr/sbin/Orthanc", os.X_OK), "Orthanc (Debian package orthanc)")
-    require_tool(_namespace_works(), "unshare -n (network namespaces)")
+    require_tool(namespace_works(), "unshare -n (network namespaces)")
     command = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh",
-               sys.executable, "-m", "tests.e2e.orthanc_qr", str(tmp_path)]  # fmt: skip
+               sys.executable, "-m", "tests.helpers.orthanc_qr", str(tmp_path)]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=400, cwd=REPO, check=False)
     OUTPUT.mkdir(exist_ok=True)
     for name in ("orthanc.log", "qr-gateway.log", "local-stack.log"):

@@ -16,9 +16,9 @@ import pytest
 from edge_gateway.config import GatewayConfig
 from edge_gateway.gateway import Gateway
 from edge_gateway.uploader import backoff_delay
-from tests.dicom_factory import series_from
 from tests.e2e.conftest import OUTPUT, wait_for
-from tests.e2e.gateway_helpers import MotoServer, bucket_members, outbox_entries, send_files, write_files
+from tests.helpers.dicom_factory import series_from
+from tests.helpers.gateway_helpers import MotoServer, bucket_members, outbox_entries, send_files, write_files
 
 pytestmark = pytest.mark.e2e
 SUCCESS = 0x0000

@@ -14,9 +14,9 @@ import pytest
 from pydicom import dcmread
 
 from tests.conftest import require_tool
-from tests.dicom_factory import pydicom_file, series_from
 from tests.e2e.conftest import wait_for
-from tests.e2e.gateway_helpers import (  # noqa: F401 - start_gateway_fixture provides start_gateway
+from tests.helpers.dicom_factory import pydicom_file, series_from
+from tests.helpers.gateway_helpers import (  # noqa: F401 - start_gateway_fixture provides start_gateway
     GatewayFactory,
     echo,
     send_files,

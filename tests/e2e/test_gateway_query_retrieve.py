@@ -8,7 +8,6 @@ second gateway with query/retrieve configured answers dcmtk ``findscu``,
 from __future__ import annotations
 
 import logging
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -31,9 +30,9 @@ from edge_gateway.archive_client import Archive
 from edge_gateway.config import load
 from edge_gateway.gateway import Gateway, dimse_status
 from local_cloud.stack import LocalCloudConfig, free_port
-from tests.conftest import require_tool
-from tests.dicom_factory import series_from, write_series
 from tests.e2e.conftest import Stack, wait_for
+from tests.helpers.dcmtk import dcmtk, store_with_dcmtk
+from tests.helpers.dicom_factory import series_from, write_series
 
 pytestmark = pytest.mark.e2e
 
@@ -71,19 +70,6 @@ def archived(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Archived
 
         wait_for(indexed, 90, "the studies to be indexed")
     return Archived(ct, mr)
-
-
-def store_with_dcmtk(port: int, files: list[Path], *flags: str) -> None:
-    """C-STORE with dcmtk storescu (each file in its own syntax): the data every test queries."""
-    done = subprocess.run(
-        [dcmtk("storescu"), *flags, "-aec", "EDGE", "127.0.0.1", str(port), *map(str, files)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={"TCP_NODELAY": "1", "PATH": "/usr/bin:/bin"},
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
 
 
 def start_gateway(stack: Stack, spool: Path, **settings: Any) -> Gateway:
@@ -128,12 +114,6 @@ def qr_gateway(
     )
     yield gateway
     gateway.stop()
-
-
-def dcmtk(tool: str) -> str:
-    path = f"/usr/bin/{tool}"  # pynetdicom's console scripts of the same name shadow dcmtk's
-    require_tool(shutil.which(path) is not None, f"dcmtk {tool}")
-    return path
 
 
 def findscu(port: int, out: Path, model: str, *keys: str, calling: str = "WS1") -> list[Dataset]:
@@ -546,7 +526,7 @@ def test_a_refused_sub_operation_is_reported(stack: Stack, archived: Archived, t
 def test_compressed_instances_go_as_stored_or_fail_visibly(
     stack: Stack, qr_gateway: Gateway, destination_port: int, tmp_path: Path
 ) -> None:
-    from tests.e2e.gateway_helpers import write_files
+    from tests.helpers.gateway_helpers import write_files
 
     # GIVEN an RLE Lossless MR series in the archive, sent and stored as it was
     series = series_from("MR_small_RLE.dcm", 2)

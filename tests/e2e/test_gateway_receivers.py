@@ -14,9 +14,9 @@ from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from tests.conftest import Aws
-from tests.dicom_factory import series_from
 from tests.e2e.conftest import wait_for
-from tests.e2e.gateway_helpers import (  # noqa: F401 - start_gateway_fixture provides start_gateway
+from tests.helpers.dicom_factory import series_from
+from tests.helpers.gateway_helpers import (  # noqa: F401 - start_gateway_fixture provides start_gateway
     GatewayFactory,
     SendResult,
     bucket_members,

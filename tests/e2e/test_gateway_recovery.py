@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from local_cloud.stack import free_port
-from tests.dicom_factory import series_from
 from tests.e2e.conftest import OUTPUT, Stack, wait_for
-from tests.e2e.gateway_helpers import (
+from tests.helpers.dicom_factory import series_from
+from tests.helpers.gateway_helpers import (
     GatewayProcess,
     bucket_members,
     listening,

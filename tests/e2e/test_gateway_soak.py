@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import require_tool
 from tests.e2e.conftest import OUTPUT
-from tests.e2e.test_gateway_orthanc import _namespace_works
+from tests.helpers.namespaces import namespace_works
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_soak_every_acknowledged_instance_once_in_s3_and_index_no_protocol_error(tmp_path: Path) -> None:
     require_tool(os.access("/usr/sbin/Orthanc", os.X_OK), "Orthanc (Debian package orthanc)")
     require_tool(os.access("/usr/bin/storescu", os.X_OK), "dcmtk storescu")
-    require_tool(_namespace_works(), "unshare -n (network namespaces)")
+    require_tool(namespace_works(), "unshare -n (network namespaces)")
     namespace = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh"]
     soak = ["-m", "bench.gateway_soak", "--instances", "250", "--batch", "10", "--work", str(tmp_path)]
     command = [*namespace, sys.executable, *soak]

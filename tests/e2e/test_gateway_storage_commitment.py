@@ -23,10 +23,10 @@ from pynetdicom import AE, evt
 from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr-defined]
 
 from local_cloud.stack import LocalCloudConfig, free_port
-from tests.dicom_factory import series_from, write_series
 from tests.e2e.conftest import Stack, wait_for
-from tests.e2e.gateway_helpers import GatewayProcess, gateway_env, write_config
-from tests.e2e.test_gateway_query_retrieve import store_with_dcmtk
+from tests.helpers.dcmtk import store_with_dcmtk
+from tests.helpers.dicom_factory import series_from, write_series
+from tests.helpers.gateway_helpers import GatewayProcess, gateway_env, write_config
 
 pytestmark = pytest.mark.e2e
 

@@ -9,9 +9,9 @@ import boto3
 import pytest
 
 from tests.conftest import REGION, Aws
-from tests.dicom_factory import series_from
 from tests.e2e.conftest import wait_for
-from tests.e2e.gateway_helpers import (  # noqa: F401 - start_gateway_fixture provides start_gateway
+from tests.helpers.dicom_factory import series_from
+from tests.helpers.gateway_helpers import (  # noqa: F401 - start_gateway_fixture provides start_gateway
     GatewayFactory,
     bucket_members,
     send_files,

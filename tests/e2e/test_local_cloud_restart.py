@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from local_cloud.stack import free_port
-from tests.dicom_factory import series_from
 from tests.e2e.conftest import OUTPUT, wait_for
-from tests.e2e.test_pipeline import send
+from tests.helpers.dicom_factory import series_from
+from tests.helpers.pipeline import send
 
 pytestmark = pytest.mark.e2e
 

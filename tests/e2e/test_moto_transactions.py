@@ -15,7 +15,7 @@ import boto3
 import pytest
 
 from tests.e2e.conftest import Stack, wait_for
-from tests.transaction_scenarios import (
+from tests.helpers.transaction_scenarios import (
     create_table,
     failing_condition,
     failing_update_creates,

@@ -27,8 +27,8 @@ from PIL import Image
 from pydicom.dataset import Dataset
 
 from tests.conftest import require_tool
-from tests.dicom_factory import series_from
 from tests.e2e.conftest import OUTPUT, Stack, wait_for
+from tests.helpers.dicom_factory import series_from
 
 pytestmark = pytest.mark.e2e
 

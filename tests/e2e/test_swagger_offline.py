@@ -17,7 +17,7 @@ import pytest
 from local_cloud.api_server import ApiServer
 from tests.conftest import require_tool
 from tests.e2e.conftest import wait_for
-from tests.e2e.test_ui_rendered import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS
+from tests.helpers.browser import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS
 
 pytestmark = pytest.mark.e2e
 

@@ -9,10 +9,9 @@ from typing import Any
 
 import pytest
 
-from tests.dicom_factory import series_from
 from tests.e2e.conftest import Stack, wait_for
-from tests.e2e.test_pipeline import send, study_when_complete
-from tests.e2e.test_ui_rendered import browser  # noqa: F401 - the Chromium fixture
+from tests.helpers.dicom_factory import series_from
+from tests.helpers.pipeline import send, study_when_complete
 
 pytestmark = pytest.mark.e2e
 PATIENT_ID = "UI-FIRST-SCREEN"
@@ -49,7 +48,7 @@ def open_page(stack: Stack, driver: Any) -> None:
 def test_recent_studies_are_listed_on_open_with_a_viewer_link(
     stack: Stack,
     newest_study: str,
-    browser: Any,  # noqa: F811
+    browser: Any,
 ) -> None:
     # WHEN the page is opened, nothing clicked
     open_page(stack, browser)
@@ -75,7 +74,7 @@ def test_recent_studies_are_listed_on_open_with_a_viewer_link(
 def test_a_second_search_replaces_the_first_and_never_mixes_cards(
     stack: Stack,
     newest_study: str,
-    browser: Any,  # noqa: F811
+    browser: Any,
 ) -> None:
     # GIVEN the page, its first list shown
     open_page(stack, browser)

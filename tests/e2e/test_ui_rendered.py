@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
-from importlib.util import find_spec
 from typing import Any
 
 import numpy as np
@@ -20,26 +16,11 @@ from PIL import Image
 from pydicom.dataset import Dataset
 from query.rendering import render
 
-from tests.conftest import require_tool
-from tests.dicom_factory import encode, series_from
 from tests.e2e.conftest import OUTPUT, Stack, wait_for
-from tests.e2e.test_pipeline import send, study_when_complete
+from tests.helpers.dicom_factory import encode, series_from
+from tests.helpers.pipeline import send, study_when_complete
 
 pytestmark = pytest.mark.e2e
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1280,900",
-)
 
 
 @dataclass
@@ -192,32 +173,6 @@ def test_ui_page_and_assets_are_served(stack: Stack) -> None:
 
 
 # ---- the page in a real browser --------------------------------------------------------------
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    require_tool(
-        shutil.which(CHROMIUM) is not None
-        and shutil.which(CHROMEDRIVER) is not None
-        and find_spec("selenium") is not None,
-        "Debian chromium + chromium-driver and the selenium package",
-    )
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    # Chrome's network events, to see the headers the page sends
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
-    with tempfile.TemporaryDirectory(prefix="ui-chromium-") as profile:
-        options.add_argument(f"--user-data-dir={profile}")
-        driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-        try:
-            yield driver
-        finally:
-            driver.quit()
 
 
 def viewer_image(driver: Any) -> dict[str, Any]:

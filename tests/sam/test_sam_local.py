@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from local_cloud.stack import free_port
-from tests.dicom_factory import encode, series_from, zip_part
+from tests.helpers.dicom_factory import encode, series_from, zip_part
 from tests.sam.conftest import BUCKET, EVENTS, OUTPUT, TABLE, SamStack, timed
 
 pytestmark = pytest.mark.sam

@@ -7,9 +7,9 @@ from ingest.process import ingest_object
 
 from tests import decode_bombs
 from tests.conftest import Aws
-from tests.dicom_factory import encode, series_from
-from tests.unit.query_api import Api, make_api
-from tests.unit.test_ingest import put_part
+from tests.helpers.dicom_factory import encode, series_from
+from tests.helpers.part_support import put_part
+from tests.helpers.query_api import Api, make_api
 
 MIB = 1024 * 1024
 STOW = {"content-type": 'multipart/related; type="application/dicom"; boundary=B'}
@@ -74,7 +74,7 @@ def test_rendered_and_preview_of_an_rle_instance_declaring_8000_by_8000_are_413(
 def test_ingest_rejects_element_and_item_bombs_by_count_and_indexes_the_rest(aws: Aws) -> None:
     import tracemalloc
 
-    from tests.dicom_factory import zip_part
+    from tests.helpers.dicom_factory import zip_part
 
     # GIVEN a part with a good instance, 1,000,000 empty elements and 1,000,000 empty items (8 MB each)
     good = series_from("CT_small.dcm", 1)[0]

@@ -10,7 +10,7 @@ from pydicom.encaps import encapsulate, encapsulate_extended, generate_frames
 from query.frames import _cut, layout_of_bytes
 from query.pixel_layout import FrameError, NoSuchFrame
 
-from tests.dicom_factory import encode, pydicom_file
+from tests.helpers.dicom_factory import encode, pydicom_file
 
 
 def frames_of(name: str) -> tuple[object, list[bytes]]:

@@ -14,9 +14,9 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 
 from tests.conftest import Aws
-from tests.dicom_factory import pydicom_file, series_from
-from tests.unit.query_api import Api, make_api
-from tests.unit.test_ingest import put_part
+from tests.helpers.dicom_factory import pydicom_file, series_from
+from tests.helpers.part_support import put_part
+from tests.helpers.query_api import Api, make_api
 
 FILES = {
     "native": "CT_small.dcm",

@@ -16,10 +16,10 @@ from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from tests.conftest import Aws
-from tests.dicom_factory import encode, series_from
-from tests.ingest_support import Atomic
-from tests.part_support import put_site_part
-from tests.unit.query_api import Api, make_api
+from tests.helpers.dicom_factory import encode, series_from
+from tests.helpers.ingest_support import Atomic
+from tests.helpers.part_support import put_site_part
+from tests.helpers.query_api import Api, make_api
 
 # The odd values below are the point of these tests: pydicom's warnings about them are expected.
 pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR", "ignore:The value length")

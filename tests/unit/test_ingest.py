@@ -10,15 +10,8 @@ from ingest.process import ingest_object
 from pydicom.dataset import Dataset
 
 from tests.conftest import Aws
-from tests.dicom_factory import encode, series_from, zip_part
-
-
-def put_part(aws: Aws, instances: list[Dataset], part_id: str, extra: dict[str, bytes] | None = None) -> str:
-    first = instances[0]
-    key = keys.incoming_key(first.StudyInstanceUID, first.SeriesInstanceUID, part_id)
-    members = {f"{ds.SOPInstanceUID}.dcm": encode(ds) for ds in instances}
-    aws.s3.put_object(Bucket=aws.bucket, Key=key, Body=zip_part({**members, **(extra or {})}))
-    return key
+from tests.helpers.dicom_factory import encode, series_from
+from tests.helpers.part_support import put_part
 
 
 def item(aws: Aws, pk: str, sk: str) -> dict[str, Any]:

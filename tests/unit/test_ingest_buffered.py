@@ -23,8 +23,8 @@ from ingest.zip_part import Part, open_part, prefetch_range
 from pydicom.data import get_charset_files, get_testdata_files
 from pydicom.dataset import Dataset
 
-from tests.dicom_factory import encode, pydicom_dataset
-from tests.ingest_support import reader_over
+from tests.helpers.dicom_factory import encode, pydicom_dataset
+from tests.helpers.ingest_support import reader_over
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

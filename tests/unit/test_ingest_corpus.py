@@ -27,7 +27,7 @@ from pydicom import dcmread
 from pydicom.data import get_charset_files, get_testdata_files
 from pydicom.dataset import Dataset
 
-from tests.ingest_support import reader_over
+from tests.helpers.ingest_support import reader_over
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom on non-DICOM files
 

@@ -16,8 +16,8 @@ from ingest.process import ingest_object
 from pydicom.dataset import Dataset
 
 from tests.conftest import Aws
-from tests.dicom_factory import encode, series_from, zip_part
-from tests.ingest_support import Atomic
+from tests.helpers.dicom_factory import encode, series_from, zip_part
+from tests.helpers.ingest_support import Atomic
 
 
 def put_part(

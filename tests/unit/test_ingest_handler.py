@@ -9,7 +9,7 @@ from aws_lambda_powertools.utilities.data_classes import S3Event
 from common import keys
 
 from tests.conftest import Aws
-from tests.dicom_factory import encode, series_from, zip_part
+from tests.helpers.dicom_factory import encode, series_from, zip_part
 
 
 def s3_event(bucket: str, *object_keys: str) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from tests.conftest import Aws
-from tests.dicom_factory import encode, series_from, zip_part
+from tests.helpers.dicom_factory import encode, series_from, zip_part
 
 STUDY, SERIES = "1.2.3", "1.2.3.4"
 

@@ -14,7 +14,7 @@ from moto.server import ThreadedMotoServer
 
 from local_cloud.template import load_template, table_definition
 from tests.conftest import BUCKET, REGION, TABLE
-from tests.dicom_factory import encode, series_from, zip_part
+from tests.helpers.dicom_factory import encode, series_from, zip_part
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from ingest.reindex import main, reindex
 from pydicom.dataset import Dataset
 
 from tests.conftest import Aws
-from tests.dicom_factory import encode, series_from, zip_part
+from tests.helpers.dicom_factory import encode, series_from, zip_part
 
 
 def put_part(aws: Aws, instances: list[Dataset], part_id: str) -> str:

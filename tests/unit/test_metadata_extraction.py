@@ -10,7 +10,7 @@ from common.names import name_words
 from ingest.extract import RejectedMember, extract, read_header
 from pydicom.data import get_charset_files
 
-from tests.dicom_factory import encode, pydicom_dataset, pydicom_file
+from tests.helpers.dicom_factory import encode, pydicom_dataset, pydicom_file
 
 
 def test_ct_small_values_match_pydicom() -> None:

@@ -11,7 +11,7 @@ from common import keys
 from ingest.reindex import reindex
 
 from tests.conftest import Aws
-from tests.unit.query_api import make_api
+from tests.helpers.query_api import make_api
 
 LEGACY = Path(__file__).parent.parent / "data" / "legacy_v1.json"
 

@@ -21,7 +21,7 @@ from moto import mock_aws
 from local_cloud import moto_patches
 from local_cloud.moto_server import MotoServer
 from local_cloud.template import load_template, table_definition
-from tests.transaction_scenarios import SCENARIOS, Outcome, create_table, index_keys, run, seed
+from tests.helpers.transaction_scenarios import SCENARIOS, Outcome, create_table, index_keys, run, seed
 
 EXPECTED_CODES = {
     "succeeding": "",

@@ -17,9 +17,9 @@ from edge_gateway.packager import MANIFEST_NAME, Packager
 from edge_gateway.shipped import ShippedRecord
 from edge_gateway.spool import SHIPPED, Spool
 from tests.conftest import Aws
-from tests.dicom_factory import encode, series_from
-from tests.ingest_support import reader_over
-from tests.part_support import put_site_part
+from tests.helpers.dicom_factory import encode, series_from
+from tests.helpers.ingest_support import reader_over
+from tests.helpers.part_support import put_site_part
 
 STABLE = 10.0
 

@@ -9,7 +9,7 @@ from query.search import StudyFilter, find_studies
 from query.store import IndexStore
 
 from tests.conftest import Aws
-from tests.unit.query_api import index_two_patients
+from tests.helpers.query_api import index_two_patients
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ import pytest
 from ingest.process import ingest_object
 
 from tests.conftest import Aws
-from tests.dicom_factory import series_from
-from tests.unit.query_api import Api, make_api
-from tests.unit.test_ingest import put_part
+from tests.helpers.dicom_factory import series_from
+from tests.helpers.part_support import put_part
+from tests.helpers.query_api import Api, make_api
 
 DESCRIPTION = "00081030"
 OHIF_INCLUDE = "00081030,00080060,00080090,00100030"

@@ -6,8 +6,8 @@ import pytest
 from ingest.process import ingest_object
 
 from tests.conftest import Aws
-from tests.dicom_factory import encode, series_from
-from tests.unit.query_api import Api, index_two_patients, make_api
+from tests.helpers.dicom_factory import encode, series_from
+from tests.helpers.query_api import Api, index_two_patients, make_api
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import Aws
-from tests.unit.query_api import index_two_patients, make_api
+from tests.helpers.query_api import index_two_patients, make_api
 
 SPOOFED = {"host": "evil.example", "x-forwarded-proto": "gopher"}
 
@@ -29,7 +29,7 @@ def test_retrieve_url_falls_back_to_api_gateways_domain_not_the_host_header(
 ) -> None:
     monkeypatch.delenv("PUBLIC_BASE_URL", raising=False)
     urls = retrieve_urls(aws)
-    # tests.unit.query_api builds events whose requestContext.domainName is 127.0.0.1
+    # tests.helpers.query_api builds events whose requestContext.domainName is 127.0.0.1
     assert all(u.startswith("https://127.0.0.1/dicomweb/studies/") for u in urls)
     assert not any("evil" in u or "gopher" in u for u in urls)
 

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from local_cloud.api_server import http_api_event
 from local_cloud.lambda_context import LocalLambdaContext
 from tests.conftest import Aws
-from tests.unit.query_api import index_two_patients, make_api
+from tests.helpers.query_api import index_two_patients, make_api
 
 REASONS = {
     200: "OK",

@@ -10,8 +10,8 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from tests.conftest import Aws
-from tests.dicom_factory import encode
-from tests.unit.query_api import SERIES, SOP, STUDY, Api, index_two_patients, make_api, uids
+from tests.helpers.dicom_factory import encode
+from tests.helpers.query_api import SERIES, SOP, STUDY, Api, index_two_patients, make_api, uids
 
 
 @pytest.fixture(scope="module")

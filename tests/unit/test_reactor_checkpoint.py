@@ -22,7 +22,7 @@ from pynetdicom import AE, association, evt
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from edge_gateway import pynetdicom_guard, reactor_checkpoint
-from tests.dicom_factory import series_from
+from tests.helpers.dicom_factory import series_from
 
 HOLD_LIMIT = 10.0  # s: only a safety net; each hold ends on a condition
 

@@ -17,7 +17,7 @@ from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[at
 from pynetdicom.transport import AssociationSocket
 
 from edge_gateway import pynetdicom_fast_path, reactor_waits
-from tests.dicom_factory import series_from
+from tests.helpers.dicom_factory import series_from
 
 
 @pytest.fixture(autouse=True)

@@ -13,7 +13,7 @@ from pydicom.pixels.processing import apply_modality_lut
 from query import rendering
 from query.rendering import JPEG, PNG, RenderError, Window, choose_media_type, render
 
-from tests.dicom_factory import encode, pydicom_dataset, pydicom_file
+from tests.helpers.dicom_factory import encode, pydicom_dataset, pydicom_file
 
 
 def file_bytes(name: str) -> bytes:

@@ -10,7 +10,7 @@ from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from edge_gateway import pynetdicom_fast_path
 from edge_gateway.store_responses import store_response
-from tests.dicom_factory import series_from
+from tests.helpers.dicom_factory import series_from
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from local_cloud.template import load_template, resource
+from tests.helpers.template_policies import actions, resources
 
 TEMPLATE = load_template()
 PARTS = "/incoming/*"
@@ -20,16 +21,6 @@ def statements(function: str) -> list[dict[str, Any]]:
         assert isinstance(policy, dict) and "Statement" in policy, f"{function}: inline, scoped statements"
         found.extend(policy["Statement"])
     return found
-
-
-def actions(statement: dict[str, Any]) -> list[str]:
-    value = statement["Action"]
-    return [value] if isinstance(value, str) else list(value)
-
-
-def resources(statement: dict[str, Any]) -> list[str]:
-    value = statement["Resource"]
-    return [json.dumps(r) for r in (value if isinstance(value, list) else [value])]
 
 
 def test_query_function_cannot_write_the_table_and_writes_only_parts_answers_and_caches() -> None:

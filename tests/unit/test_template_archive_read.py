@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from local_cloud.template import load_template, resource
-from tests.unit.test_template import actions
+from tests.helpers.template_policies import actions
 
 
 def test_archive_read_policy_reads_only() -> None:

@@ -17,9 +17,9 @@ from ingest.process import ingest_object
 from pydicom.dataset import Dataset
 
 from tests.conftest import Aws
-from tests.dicom_factory import encode, series_from
-from tests.part_support import put_site_part
-from tests.unit.query_api import Api, make_api
+from tests.helpers.dicom_factory import encode, series_from
+from tests.helpers.part_support import put_site_part
+from tests.helpers.query_api import Api, make_api
 
 READ_WRITE = ["dicom/read", "dicom/write"]
 SOP, STUDY, SERIES = "00080018", "0020000D", "0020000E"

@@ -15,7 +15,7 @@ import pytest
 from common.zip_members import MemberError, MemberLocation, MemberReader, MemberTooLarge
 
 from tests.conftest import BUCKET, TABLE, Aws
-from tests.dicom_factory import encode, series_from, zip_part
+from tests.helpers.dicom_factory import encode, series_from, zip_part
 
 KEY = "incoming/1.2.3/1.2.4/p1.zip"
 

@@ -144,7 +144,7 @@ def dataset_bytes(path: Path) -> bytes:
 
 
 def write_files(folder: Path, instances: Iterable[Dataset]) -> list[Path]:
-    from tests.dicom_factory import write_series
+    from tests.helpers.dicom_factory import write_series
 
     return write_series(folder, instances)
 

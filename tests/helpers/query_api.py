@@ -14,8 +14,8 @@ from pydicom.dataset import Dataset
 from local_cloud.api_server import http_api_event
 from local_cloud.lambda_context import LocalLambdaContext
 from tests.conftest import Aws
-from tests.dicom_factory import series_from
-from tests.unit.test_ingest import put_part
+from tests.helpers.dicom_factory import series_from
+from tests.helpers.part_support import put_part
 
 SOP = "00080018"
 STUDY = "0020000D"

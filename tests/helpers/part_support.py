@@ -5,11 +5,11 @@ from __future__ import annotations
 import hashlib
 import time
 
-from common import part_format
+from common import keys, part_format
 from pydicom.dataset import Dataset
 
 from tests.conftest import Aws
-from tests.dicom_factory import encode, zip_part
+from tests.helpers.dicom_factory import encode, zip_part
 
 
 def put_site_part(
@@ -40,4 +40,12 @@ def put_site_part(
     )
     key = part_format.object_key(first.StudyInstanceUID, first.SeriesInstanceUID, part_id)
     aws.s3.put_object(Bucket=aws.bucket, Key=key, Body=zip_part(members, manifest=manifest))
+    return key
+
+
+def put_part(aws: Aws, instances: list[Dataset], part_id: str, extra: dict[str, bytes] | None = None) -> str:
+    first = instances[0]
+    key = keys.incoming_key(first.StudyInstanceUID, first.SeriesInstanceUID, part_id)
+    members = {f"{ds.SOPInstanceUID}.dcm": encode(ds) for ds in instances}
+    aws.s3.put_object(Bucket=aws.bucket, Key=key, Body=zip_part({**members, **(extra or {})}))
     return key

@@ -3,7 +3,7 @@
 Orthanc binds every interface, so every party runs inside ``unshare -n`` (loopback
 only). Usage (what tests/e2e/test_gateway_orthanc.py runs)::
 
-    unshare -n sh -c 'ip link set lo up && exec "$@"' sh python -m tests.e2e.orthanc_push WORKDIR
+    unshare -n sh -c 'ip link set lo up && exec "$@"' sh python -m tests.helpers.orthanc_push WORKDIR
 
 Prints one JSON object: what Orthanc answered, and what the index says about the study.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from local_cloud.stack import free_port
-from tests.dicom_factory import series_from, write_series
+from tests.helpers.dicom_factory import series_from, write_series
 
 
 def http(method: str, url: str, body: bytes | None = None) -> Any:

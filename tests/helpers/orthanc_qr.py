@@ -3,7 +3,7 @@
 Orthanc binds every interface, so every party runs inside ``unshare -n`` (loopback
 only). Usage (what tests/e2e/test_gateway_orthanc_qr.py runs)::
 
-    unshare -n sh -c 'ip link set lo up && exec "$@"' sh python -m tests.e2e.orthanc_qr WORKDIR
+    unshare -n sh -c 'ip link set lo up && exec "$@"' sh python -m tests.helpers.orthanc_qr WORKDIR
 
 1. Orthanc pushes a study to the gateway with ``StorageCommitment: true``; the gateway
    ships it, the stand-in indexes it, the gateway sends the N-EVENT-REPORT; Orthanc's
@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from local_cloud.stack import LocalCloudConfig, free_port
-from tests.dicom_factory import series_from, write_series
-from tests.e2e.orthanc_push import http, ready, wait
+from tests.helpers.dicom_factory import series_from, write_series
+from tests.helpers.orthanc_push import http, ready, wait
 
 AWS_LOCAL = {
     "AWS_ACCESS_KEY_ID": "local",
