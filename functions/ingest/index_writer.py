@@ -79,6 +79,25 @@ class ExistingInstance:
     member: str = ""
 
 
+def _study_fields(record: InstanceRecord) -> dict[str, Any]:
+    """The study item's attributes from ``record``'s study level (a new study's, or a correction's)."""
+    study = record.study
+    study_date = record.value(study, "StudyDate")
+    study_time = record.value(study, "StudyTime").replace(":", "")
+    return {
+        "json": json.dumps(study, ensure_ascii=False),
+        "PatientID": record.value(study, "PatientID"),
+        "StudyDate": study_date,
+        "StudyTime": study_time,
+        "AccessionNumber": record.value(study, "AccessionNumber"),
+        "StudyID": record.value(study, "StudyID"),
+        "name_words": name_words(record.value(study, "PatientName")),
+        "referring_words": name_words(record.value(study, "ReferringPhysicianName")),
+        "patient_key": record.patient,
+        "gsi2sk": keys.site_date_sk(study_date, study_time, record.study_uid),
+    }
+
+
 class IndexWriter:
     """Writes the index items of one site to the DynamoDB table (layout in ``common.keys``).
 
@@ -122,25 +141,14 @@ class IndexWriter:
 
     def upsert_study(self, record: InstanceRecord) -> None:
         """Create the study item (first values win) and its lookup items; safe to repeat."""
-        study = record.study
-        study_date = record.value(study, "StudyDate")
-        study_time = record.value(study, "StudyTime").replace(":", "")
         fields = {
             "site": self._site,
             "study_uid": record.study_uid,
-            "json": json.dumps(study, ensure_ascii=False),
-            "PatientID": record.value(study, "PatientID"),
-            "StudyDate": study_date,
-            "StudyTime": study_time,
-            "AccessionNumber": record.value(study, "AccessionNumber"),
-            "StudyID": record.value(study, "StudyID"),
-            "name_words": name_words(record.value(study, "PatientName")),
-            "patient_key": record.patient,
-            "referring_words": name_words(record.value(study, "ReferringPhysicianName")),
+            **_study_fields(record),
             "gsi2pk": keys.site_pk(self._site),
-            "gsi2sk": keys.site_date_sk(study_date, study_time, record.study_uid),
             "created_at": _now(),
         }
+        study_date = str(fields["StudyDate"])
         present = {k: v for k, v in fields.items() if v not in ("", [])}
         names = {f"#f{i}": k for i, k in enumerate(present)}
         values = {f":f{i}": _av(v) for i, v in enumerate(present.values())}
@@ -348,22 +356,8 @@ class IndexWriter:
         Name, ID and accession lookups of the old values are deleted, so that the
         study is found by the corrected values and no longer by the old ones.
         """
-        study = record.study
-        study_date = record.value(study, "StudyDate")
-        study_time = record.value(study, "StudyTime").replace(":", "")
-        fields: dict[str, Any] = {
-            "json": json.dumps(study, ensure_ascii=False),
-            "PatientID": record.value(study, "PatientID"),
-            "StudyDate": study_date,
-            "StudyTime": study_time,
-            "AccessionNumber": record.value(study, "AccessionNumber"),
-            "StudyID": record.value(study, "StudyID"),
-            "name_words": name_words(record.value(study, "PatientName")),
-            "referring_words": name_words(record.value(study, "ReferringPhysicianName")),
-            "patient_key": record.patient,
-            "gsi2sk": keys.site_date_sk(study_date, study_time, record.study_uid),
-            "corrected_at": _now(),
-        }
+        fields: dict[str, Any] = {**_study_fields(record), "corrected_at": _now()}
+        study_date = str(fields["StudyDate"])
         present = {k: v for k, v in fields.items() if v not in ("", [])}
         absent = [k for k in fields if k not in present]
         names = {f"#f{i}": k for i, k in enumerate([*present, *absent])}

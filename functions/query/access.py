@@ -77,9 +77,11 @@ def admin_scope() -> str:
     return os.environ.get("ADMIN_SCOPE", "dicom/admin")
 
 
-def admin_sites(store: IndexStore) -> list[str]:
-    """Sites an administrator may act on (checks the admin scope; the partition narrows them)."""
-    caller = require(admin_scope())
+def _sites_in_partition(store: IndexStore, caller: Caller) -> list[str]:
+    """The registered sites ``caller`` may see, narrowed to the partition the request names.
+
+    Raises NotFound when the named partition is not one of them (as for an unknown one).
+    """
     registered = store.sites()
     sites = registered if caller.sites is None else [s for s in registered if s in caller.sites]
     asked = partition()
@@ -88,6 +90,11 @@ def admin_sites(store: IndexStore) -> list[str]:
             raise NotFound("no such partition")
         sites = [asked]
     return sites
+
+
+def admin_sites(store: IndexStore) -> list[str]:
+    """Sites an administrator may act on (checks the admin scope; the partition narrows them)."""
+    return _sites_in_partition(store, require(admin_scope()))
 
 
 def _words(value: Any) -> list[str]:
@@ -191,13 +198,7 @@ def allowed_sites(store: IndexStore) -> list[str]:
     cached = _readable.get()
     if cached is not None:
         return cached
-    registered = store.sites()
-    sites = registered if caller.sites is None else [s for s in registered if s in caller.sites]
-    asked = partition()
-    if asked is not None:
-        if asked not in sites:
-            raise NotFound("no such partition")
-        sites = [asked]
+    sites = _sites_in_partition(store, caller)
     _readable.set(sites)
     return sites
 
