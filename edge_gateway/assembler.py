@@ -87,10 +87,6 @@ class Assembler:
         with self._lock:
             return self._growth.get((series.study_uid, series.series_uid), _Growth())
 
-    def open_count(self) -> int:
-        """Number of series folders open in the spool now."""
-        return sum(1 for _ in self._spool.open_series())
-
     def close_ready(self, now: float | None = None) -> list[Path]:
         """Close every series that is quiet or full; return the new part folders."""
         now = time.time() if now is None else now

@@ -10,7 +10,6 @@ one of their connections closes, so the counts stay current.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import socket
@@ -28,7 +27,7 @@ class _Receiver:
     alive: bool = True
 
 
-class Dispatcher:
+class ConnectionDispatcher:
     """In the coordinator: route each accepted connection to the least-busy process.
 
     ``route`` runs in the accepting thread only; close counts arrive on one thread per receiver.
@@ -80,16 +79,6 @@ class Dispatcher:
         """Open associations: (this process, each live receiver)."""
         with self._lock:
             return self._local, [r.open for r in self._receivers if r.alive]
-
-    def close(self) -> None:
-        """Stop routing: mark every receiver dead and close its channel."""
-        with self._lock:
-            receivers, self._receivers = self._receivers, []
-        for receiver in receivers:
-            receiver.alive = False
-            with contextlib.suppress(OSError):
-                receiver.channel.shutdown(socket.SHUT_RDWR)
-            receiver.channel.close()
 
     def _count_closes(self, receiver: _Receiver) -> None:
         while True:

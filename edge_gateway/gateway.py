@@ -20,9 +20,9 @@ from botocore.config import Config
 from edge_gateway import receiver
 from edge_gateway.assembler import Assembler
 from edge_gateway.config import GatewayConfig
-from edge_gateway.dispatch import Dispatcher
+from edge_gateway.dispatch import ConnectionDispatcher
 from edge_gateway.packager import Packager
-from edge_gateway.receivers import USAGE_EVERY, ReceiverPool, pool_for
+from edge_gateway.receiver_pool import USAGE_EVERY, ReceiverPool, pool_for
 from edge_gateway.shipped import ShippedRecord
 from edge_gateway.spool import SHIPPED, Spool
 from edge_gateway.uploader import Uploader
@@ -91,7 +91,7 @@ class Gateway:
 
     def start(self) -> None:
         """Start the listener (and the receiver processes) and the coordinator's background loops."""
-        dispatcher = Dispatcher() if self.config.receivers > 1 else None
+        dispatcher = ConnectionDispatcher() if self.config.receivers > 1 else None
         _, self._server = receiver.start(
             self.config, self.spool, self.assembler.stored, dispatcher=dispatcher
         )

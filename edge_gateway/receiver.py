@@ -27,7 +27,7 @@ from pynetdicom.transport import AssociationServer, ThreadedAssociationServer
 from edge_gateway import pynetdicom_fast_path, reactor_checkpoint
 from edge_gateway.config import GatewayConfig
 from edge_gateway.dicom_peek import RoutingUids, Undecodable, routing_uids
-from edge_gateway.dispatch import CLOSED, Dispatcher, Handoff, receive_connection
+from edge_gateway.dispatch import CLOSED, ConnectionDispatcher, Handoff, receive_connection
 from edge_gateway.part10 import file_header
 from edge_gateway.peer_limits import GuardedSSLSocket, PeerLimits, guarded
 from edge_gateway.spool import Spool, SpoolFull
@@ -216,7 +216,7 @@ class GatewayServer(ThreadedAssociationServer):
       receiver process instead of being served here.
     """
 
-    dispatcher: Dispatcher | None = None
+    dispatcher: ConnectionDispatcher | None = None
     peer_limits: PeerLimits | None = None
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
@@ -275,7 +275,7 @@ def _tell_coordinator(_event: evt.Event, channel: socket.socket) -> None:
         channel.send(CLOSED)
 
 
-def _count_local_close(_event: evt.Event, dispatcher: Dispatcher) -> None:
+def _count_local_close(_event: evt.Event, dispatcher: ConnectionDispatcher) -> None:
     dispatcher.local_closed()
 
 
@@ -284,7 +284,7 @@ def start(
     spool: Spool,
     on_stored: StoredCallback,
     *,
-    dispatcher: Dispatcher | None = None,
+    dispatcher: ConnectionDispatcher | None = None,
     handoff: Handoff | None = None,
 ) -> tuple[AE, AssociationServer]:
     """Serve C-STORE/C-ECHO: listening on the configured port, or (``handoff``) in a receiver process."""

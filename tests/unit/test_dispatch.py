@@ -7,19 +7,19 @@ import time
 
 import pytest
 
-from edge_gateway.dispatch import CLOSED, Dispatcher, receive_connection
+from edge_gateway.dispatch import CLOSED, ConnectionDispatcher, receive_connection
 
 
 @pytest.fixture
-def dispatcher() -> Dispatcher:
-    return Dispatcher()
+def dispatcher() -> ConnectionDispatcher:
+    return ConnectionDispatcher()
 
 
 def _connection() -> tuple[socket.socket, socket.socket]:
     return socket.socketpair()
 
 
-def _settle(dispatcher: Dispatcher, expected: tuple[int, list[int]]) -> tuple[int, list[int]]:
+def _settle(dispatcher: ConnectionDispatcher, expected: tuple[int, list[int]]) -> tuple[int, list[int]]:
     """Close notifications are counted by a thread: wait (bounded) until the counts match."""
     deadline = time.monotonic() + 10
     while dispatcher.counts() != expected and time.monotonic() < deadline:
@@ -27,7 +27,7 @@ def _settle(dispatcher: Dispatcher, expected: tuple[int, list[int]]) -> tuple[in
     return dispatcher.counts()
 
 
-def test_four_connections_split_two_and_two(dispatcher: Dispatcher) -> None:
+def test_four_connections_split_two_and_two(dispatcher: ConnectionDispatcher) -> None:
     # GIVEN a coordinator with one receiver process
     channel = dispatcher.attach()
     # WHEN four connections arrive while none has closed
@@ -49,7 +49,7 @@ def test_four_connections_split_two_and_two(dispatcher: Dispatcher) -> None:
     channel.close()
 
 
-def test_closes_reported_by_the_receiver_bring_it_back_first(dispatcher: Dispatcher) -> None:
+def test_closes_reported_by_the_receiver_bring_it_back_first(dispatcher: ConnectionDispatcher) -> None:
     channel = dispatcher.attach()
     for _ in range(4):
         dispatcher.route(_connection()[0], ("192.0.2.1", 1))
@@ -62,7 +62,7 @@ def test_closes_reported_by_the_receiver_bring_it_back_first(dispatcher: Dispatc
     assert dispatcher.route(_connection()[0], ("192.0.2.1", 1)) is True
 
 
-def test_a_dead_receiver_is_skipped_and_its_connection_served_here(dispatcher: Dispatcher) -> None:
+def test_a_dead_receiver_is_skipped_and_its_connection_served_here(dispatcher: ConnectionDispatcher) -> None:
     channel = dispatcher.attach()
     dispatcher.route(_connection()[0], ("192.0.2.1", 1))  # kept here
     # WHEN the receiver process is gone (its end closed)
@@ -73,6 +73,6 @@ def test_a_dead_receiver_is_skipped_and_its_connection_served_here(dispatcher: D
     assert dispatcher.counts() == (2, [])
 
 
-def test_local_count_never_goes_negative(dispatcher: Dispatcher) -> None:
+def test_local_count_never_goes_negative(dispatcher: ConnectionDispatcher) -> None:
     dispatcher.local_closed()
     assert dispatcher.counts() == (0, [])

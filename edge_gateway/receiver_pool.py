@@ -26,7 +26,7 @@ from typing import Any
 
 from edge_gateway import receiver
 from edge_gateway.config import GatewayConfig
-from edge_gateway.dispatch import Dispatcher, Handoff
+from edge_gateway.dispatch import ConnectionDispatcher, Handoff
 from edge_gateway.logs import configure_logging
 from edge_gateway.spool import Spool
 
@@ -64,7 +64,7 @@ def receiver_main(config: GatewayConfig, parent_pid: int, channel: socket.socket
 class ReceiverPool:
     """The extra receiver processes (``receivers = N``): started, restarted when one dies, stopped."""
 
-    def __init__(self, config: GatewayConfig, count: int, dispatcher: Dispatcher) -> None:
+    def __init__(self, config: GatewayConfig, count: int, dispatcher: ConnectionDispatcher) -> None:
         self._config = config
         self._count = count
         self._dispatcher = dispatcher
@@ -113,6 +113,6 @@ class ReceiverPool:
                 process.join()
 
 
-def pool_for(config: GatewayConfig, port: int, dispatcher: Dispatcher) -> ReceiverPool:
+def pool_for(config: GatewayConfig, port: int, dispatcher: ConnectionDispatcher) -> ReceiverPool:
     """N-1 extra receivers for the port the coordinator actually bound (port 0 picks one)."""
     return ReceiverPool(replace(config, port=port), config.receivers - 1, dispatcher)
