@@ -43,6 +43,9 @@ STOCK_SOURCE_SHA256 = {
     "Association.send_c_store": "fa5a8127f349f8e75698f4cdf2b4dbe3f38e3e9e320a8cf45c15bf8333f9c283",
     "Association.release": "c7d713502b77d70284320ac20245444b78f49a9d37b6a351d38e18344edaae43",
     "Association.kill": "8f9713666a7f4cffd840899f023090e9786668945a7c844f99d7a834077c3972",
+    # Sets _is_paused = True around an SCP handler, which may send_*() from the reactor's own
+    # thread (C-GET sub-operations): there the stock flag still decides (see _is_paused_get).
+    "Association._serve_request": "2f24c1759cdf6c8c433094f2a8dd8144f76f5547f03daed7b94e0f78bc12f877",
 }
 _STOCK = "__wrapped_stock__"
 
@@ -97,7 +100,10 @@ class ReactorCheckpoint:
 
 def _is_paused_get(self: association.Association) -> bool:
     checkpoint = self._reactor_checkpoint
-    if isinstance(checkpoint, ReactorCheckpoint):
+    # On the reactor's own thread (an SCP handler sending C-GET sub-operations) the reactor
+    # cannot be racing the caller: it *is* the caller, and _serve_request's flag decides as in
+    # stock pynetdicom. Any other thread asks the checkpoint whether the reactor is parked.
+    if isinstance(checkpoint, ReactorCheckpoint) and threading.current_thread() is not self:
         return checkpoint.parked or self._kill
     return bool(self.__dict__.get("_is_paused", False))
 

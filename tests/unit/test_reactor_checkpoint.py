@@ -190,3 +190,62 @@ def test_guard_matches_the_installed_pynetdicom() -> None:
     assert pynetdicom_guard.version_supported()
     owners = {"Association": association.Association}
     assert pynetdicom_guard.mismatches(owners, reactor_checkpoint.STOCK_SOURCE_SHA256) == []
+
+
+@pytest.mark.parametrize("mode", ["stock", "fixed"])
+def test_c_get_sub_operations_sent_from_the_reactor_thread_complete(mode: str) -> None:
+    # GIVEN a Q/R SCP whose C-GET handler yields two instances (sent as C-STORE sub-operations
+    # from its own reactor thread), with the checkpoint fix installed or not
+    from pynetdicom import build_role
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet  # type: ignore[attr-defined]
+
+    if mode == "fixed":
+        assert reactor_checkpoint.install()
+    else:
+        reactor_checkpoint.remove()
+    instances = series_from("CT_small.dcm", 2)
+
+    def on_get(event: evt.Event) -> Iterator[Any]:
+        yield len(instances)
+        for ds in instances:
+            yield 0xFF00, ds
+
+    scp = AE(ae_title="QRSCP")
+    scp.add_supported_context(StudyRootQueryRetrieveInformationModelGet)
+    scp.add_supported_context(CTImageStorage, scu_role=True, scp_role=True)
+    server = scp.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_GET, on_get)])
+    received: list[str] = []
+
+    def on_store(event: evt.Event) -> int:
+        received.append(event.request.AffectedSOPInstanceUID)
+        return 0x0000
+
+    scu = AE(ae_title="GETSCU")
+    scu.dimse_timeout = 20
+    scu.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    scu.add_requested_context(CTImageStorage)
+    try:
+        assoc = scu.associate(
+            "127.0.0.1",
+            int(server.server_address[1]),
+            ae_title="QRSCP",
+            ext_neg=[build_role(CTImageStorage, scp_role=True)],
+            evt_handlers=[(evt.EVT_C_STORE, on_store)],
+        )
+        assert assoc.is_established
+        query = Dataset()
+        query.QueryRetrieveLevel = "STUDY"
+        query.StudyInstanceUID = instances[0].StudyInstanceUID
+        # WHEN the C-GET runs
+        statuses = [
+            int(status.Status)
+            for status, _ in assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet)
+            if status
+        ]
+        assoc.release()
+    finally:
+        scp.shutdown()
+        reactor_checkpoint.remove()
+    # THEN both sub-operations completed and the C-GET ended with Success
+    assert sorted(received) == sorted(ds.SOPInstanceUID for ds in instances)
+    assert statuses[-1] == 0x0000
