@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from boto3.s3.transfer import TransferConfig
+from common import part_format
 
 from edge_gateway.packager import OutboxEntry
 from edge_gateway.shipped import ShippedRecord
@@ -92,14 +93,14 @@ class Uploader:
         extra: dict[str, Any] = {
             "ContentType": "application/zip",
             "ChecksumAlgorithm": "SHA256",
-            "Metadata": {
-                "study-uid": str(d["study_uid"]),
-                "series-uid": str(d["series_uid"]),
-                "part-id": entry.part_id,
-                "instance-count": str(d["instance_count"]),
-                "gateway-id": str(d["gateway_id"]),
-                "manifest-sha256": str(d["manifest_sha256"]),
-            },
+            "Metadata": part_format.object_metadata(
+                site=str(d["gateway_id"]),
+                part_id=entry.part_id,
+                study_uid=str(d["study_uid"]),
+                series_uid=str(d["series_uid"]),
+                instance_count=int(d["instance_count"]),
+                manifest_sha=str(d["manifest_sha256"]),
+            ),
         }
         if self._kms_key_id:
             extra["ServerSideEncryption"] = "aws:kms"
