@@ -25,7 +25,10 @@ from local_cloud.dev_token import (
 )
 
 SECRET = new_secret()
+# Claims are built when the module is collected, which can be many minutes before a test runs
+# (the unit tier runs after the e2e and SAM tiers): validity windows are hours, not minutes.
 NOW = int(time.time())
+HOUR = 3600
 
 
 def signed(claims: dict[str, Any], secret: str = SECRET, algorithm: str = "HS256") -> str:
@@ -33,7 +36,7 @@ def signed(claims: dict[str, Any], secret: str = SECRET, algorithm: str = "HS256
 
 
 def valid(**changes: Any) -> dict[str, Any]:
-    claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "u", "iat": NOW, "nbf": NOW, "exp": NOW + 600}
+    claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "u", "iat": NOW, "nbf": NOW, "exp": NOW + 24 * HOUR}
     claims.update(changes)
     return {k: v for k, v in claims.items() if v is not None}
 
@@ -51,7 +54,7 @@ def cognito_access_token(groups: list[str], scope: str = "openid dicom/read") ->
         "token_use": "access",
         "scope": scope,
         "auth_time": NOW,
-        "exp": NOW + 3600,
+        "exp": NOW + 24 * HOUR,
         "iat": NOW,
         "jti": "6e5d4c3b-2a19-4f8e-9d7c-6b5a49382716",
         "username": "radiologist",
@@ -69,8 +72,8 @@ def test_an_issued_token_passes_and_its_claims_come_back() -> None:
     ("claims", "reason"),
     [
         (valid(exp=NOW - 1), "expired"),
-        (valid(nbf=NOW + 600), "not valid yet"),
-        (valid(iat=NOW + 600), "not valid yet"),
+        (valid(nbf=NOW + 12 * HOUR), "not valid yet"),
+        (valid(iat=NOW + 12 * HOUR), "not valid yet"),
         (valid(iss="https://elsewhere.example/"), "issuer"),
         (valid(iss=None), "lacks the iss claim"),
         (valid(aud="another-api"), "audience"),
