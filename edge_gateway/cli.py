@@ -3,8 +3,9 @@
 edge-gateway run --config /etc/edge-gateway/edge-gateway.toml
 edge-gateway status --config /etc/edge-gateway/edge-gateway.toml [--json]
 edge-gateway import --config /etc/edge-gateway/edge-gateway.toml DIR
+edge-gateway quarantine --config /etc/edge-gateway/edge-gateway.toml list | requeue ID | remove ID [--yes]
 
-``status`` and ``import`` only touch the spool (no bucket needed). Without ``--config``
+``status``, ``import`` and ``quarantine`` only touch the spool (no bucket needed). Without ``--config``
 or ``--spool-dir`` they use ``.local-run/edge-gateway.toml`` when it exists: the gateway
 that ``make run`` started in this directory.
 """
@@ -21,10 +22,13 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_gateway.config import ENV_PREFIX, ConfigError, GatewayConfig, load
 from edge_gateway.logs import configure_logging
+
+if TYPE_CHECKING:
+    from edge_gateway.spool import Spool
 
 log = logging.getLogger("edge_gateway")
 
@@ -33,7 +37,7 @@ log = logging.getLogger("edge_gateway")
 LOCAL_RUN_CONFIG = Path(".local-run") / "edge-gateway.toml"
 # status.json is rewritten every 2 s by a running gateway; older than this, it is not running.
 STALE_STATUS_SECONDS = 15.0
-SPOOL_ONLY = ("status", "import")
+SPOOL_ONLY = ("status", "import", "quarantine")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
         ("run", "run the gateway"),
         ("status", "show spool, outbox, last upload, duplicates and quarantine"),
         ("import", "spool existing DICOM files (a folder, recursively) for upload"),
+        ("quarantine", "list quarantined spool entries, re-queue one, or remove one"),
     ):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("--config", type=Path, help="TOML configuration file")
@@ -52,6 +57,12 @@ def _parser() -> argparse.ArgumentParser:
             continue
         if name == "import":
             cmd.add_argument("folder", type=Path, help="folder of DICOM files (read recursively, left as is)")
+            continue
+        if name == "quarantine":
+            cmd.add_argument("action", choices=("list", "requeue", "remove"))
+            cmd.add_argument("id", nargs="?", help="quarantine entry id (as `list` shows it)")
+            cmd.add_argument("--json", action="store_true", help="list: print JSON")
+            cmd.add_argument("--yes", action="store_true", help="remove: do not ask for confirmation")
             continue
         cmd.add_argument("--host")
         cmd.add_argument("--port", type=int)
@@ -214,6 +225,73 @@ def import_command(config: GatewayConfig, folder: Path) -> int:
     return 1 if result.refused else 0
 
 
+def quarantine_command(
+    config: GatewayConfig, action: str, entry_id: str | None, as_json: bool, yes: bool
+) -> int:
+    """``edge-gateway quarantine list | requeue ID | remove ID``: act on quarantined spool entries.
+
+    ``requeue`` checks the entry as the gateway would (the one UID rule, readable
+    ``part.json`` / descriptor) and moves it back where it came from; ``remove`` deletes it
+    after a confirmation on stdin (or ``yes``). Returns 0; 1 when the entry cannot be
+    re-queued or removal was not confirmed; 2 for a missing or unknown id or no spool.
+    """
+    from edge_gateway.spool import Spool
+
+    if not config.spool_dir.is_dir():
+        print(f"edge-gateway: no spool at {config.spool_dir} (give --config or --spool-dir)", file=sys.stderr)
+        return 2
+    spool = Spool(config.spool_dir, config.max_spool_bytes)
+    if action == "list":
+        _quarantine_list(spool.quarantined(), as_json)
+        return 0
+    if not entry_id:
+        print(f"edge-gateway: quarantine {action} needs an entry id (see `quarantine list`)", file=sys.stderr)
+        return 2
+    configure_logging(config)  # the operator's action is logged (id, folder, size: no UID, no PHI)
+    return _quarantine_act(spool, action, entry_id, yes)
+
+
+def _quarantine_list(entries: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(entries, indent=1))
+        return
+    if not entries:
+        print("quarantine is empty")
+    for entry in entries:  # reasons name what is wrong, never a UID or PHI
+        at = entry.get("at")
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at)) if isinstance(at, int | float) else "?"
+        print(f"{entry['id']}  {when}  from {entry.get('from', '?')}/: {entry.get('reason')}")
+
+
+def _quarantine_act(spool: Spool, action: str, entry_id: str, yes: bool) -> int:
+    from edge_gateway.spool import CannotRequeue, NotQuarantined
+
+    try:
+        if action == "requeue":
+            source = spool.requeue(entry_id)
+            print(f"re-queued {entry_id} to {source}/: the gateway ships it (now, or at its next start)")
+            return 0
+        folder = spool.quarantine_folder(entry_id)
+        if not yes:
+            size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+            answer = input(f"remove quarantine/{entry_id} ({size} bytes) for good? [y/N] ")
+            if answer.strip().lower() not in ("y", "yes"):
+                print("not removed")
+                return 1
+        freed = spool.remove_quarantined(entry_id)
+        print(f"removed {entry_id} ({freed} bytes)")
+        return 0
+    except NotQuarantined:
+        print(f"edge-gateway: no quarantine entry {entry_id!r} (see `quarantine list`)", file=sys.stderr)
+        return 2
+    except CannotRequeue as exc:
+        print(f"edge-gateway: cannot re-queue {entry_id}: {exc}", file=sys.stderr)
+        return 1
+    except EOFError:
+        print("\nnot removed (no confirmation on stdin: use --yes)", file=sys.stderr)
+        return 1
+
+
 def _config_path(args: argparse.Namespace) -> Path | None:
     """``--config``; for spool-only commands without any spool setting, ``make run``'s gateway config."""
     if args.config is not None or args.command not in SPOOL_ONLY:
@@ -239,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         return status(config, args.json)
     if args.command == "import":
         return import_command(config, args.folder)
+    if args.command == "quarantine":
+        return quarantine_command(config, args.action, args.id, args.json, args.yes)
     return run(config)
 
 

@@ -29,6 +29,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import threading
 import time
 import uuid
@@ -57,6 +58,14 @@ class UnsafeUid(ValueError):
     The message names the rule broken and which UID, never the value (no PHI).
     The receiver answers a C-STORE failure status; the importer reports the file.
     """
+
+
+class NotQuarantined(KeyError):
+    """No quarantine entry has this id."""
+
+
+class CannotRequeue(ValueError):
+    """A quarantined entry that would still not be served: the message says why (no UID value, no PHI)."""
 
 
 class Stored(enum.IntEnum):
@@ -136,6 +145,19 @@ def read_counters(root: Path) -> dict[str, int]:
     if not isinstance(data, dict):
         return {}
     return {str(k): int(v) for k, v in data.items() if isinstance(v, int)}
+
+
+def _study_uid_of(series_folder: Path) -> str:
+    """The StudyInstanceUID the instances of a series folder name ('' when none can be read)."""
+    from pydicom import dcmread
+
+    for member in sorted(series_folder.glob("*.dcm")):
+        try:
+            ds = dcmread(member, stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
+        except Exception:  # noqa: S112 - an unreadable file: try the next one
+            continue
+        return strip_padding(str(ds.get("StudyInstanceUID", "") or ""))
+    return ""
 
 
 def _same_inode(fd: int, path: Path) -> bool:
@@ -408,7 +430,11 @@ class Spool:
         folder = self.root / QUARANTINE / f"{stamp}-{uuid.uuid4().hex[:8]}"
         folder.mkdir()
         source = entries[0].relative_to(self.root).parts[0]
-        self.write_json(folder / REASON_FILE, {"reason": reason, "from": source, "at": time.time()})
+        # Where each entry was (spool-relative), so that ``requeue`` can put it back.
+        paths = [str(entry.relative_to(self.root)) for entry in entries]
+        self.write_json(
+            folder / REASON_FILE, {"reason": reason, "from": source, "at": time.time(), "paths": paths}
+        )
         for moved, entry in enumerate(entries):
             try:
                 os.rename(entry, folder / entry.name)
@@ -434,8 +460,152 @@ class Spool:
                 info = self.read_json(folder / REASON_FILE)
             except (OSError, ValueError):
                 info = {"reason": "reason file unreadable"}
+            info.pop("paths", None)  # spool paths (UIDs): for requeue, not for the status listing
             found.append({"id": folder.name, **info})
         return found
+
+    def quarantine_folder(self, entry_id: str) -> Path:
+        """The folder of quarantine entry ``entry_id`` (as listed by :meth:`quarantined`).
+
+        Raises NotQuarantined for an id that names no entry (or is not a plain folder name).
+        """
+        folder = self.root / QUARANTINE / entry_id
+        if not entry_id or "/" in entry_id or entry_id in (".", "..") or not folder.is_dir():
+            raise NotQuarantined(entry_id)
+        return folder
+
+    def remove_quarantined(self, entry_id: str) -> int:
+        """Delete quarantine entry ``entry_id`` and its bytes; returns the bytes freed.
+
+        Raises NotQuarantined. Logs the id, where it came from and the size, never a UID.
+        """
+        folder = self.quarantine_folder(entry_id)
+        try:
+            source = str(self.read_json(folder / REASON_FILE).get("from", "?"))
+        except (OSError, ValueError):
+            source = "?"
+        freed = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+        shutil.rmtree(folder)
+        fsync_dir(folder.parent)
+        self.account(-freed)
+        log.warning(
+            "quarantine entry %s (from %s/, %d bytes) removed by an operator", entry_id, source, freed
+        )
+        return freed
+
+    def requeue(self, entry_id: str) -> str:
+        """Put quarantine entry ``entry_id`` back where it came from, for the gateway to ship it;
+        returns that spool folder (``series``, ``parts`` or ``outbox``).
+
+        The entry is checked first as the gateway would check it (the one UID rule for every
+        name and UID that builds a path, readable ``part.json`` / outbox descriptor). Raises
+        NotQuarantined, or CannotRequeue saying what still cannot be served (nothing is moved).
+        """
+        folder = self.quarantine_folder(entry_id)
+        try:
+            info = self.read_json(folder / REASON_FILE)
+        except (OSError, ValueError) as exc:
+            raise CannotRequeue("its reason.json is unreadable: where it came from is unknown") from exc
+        held = sorted(p for p in folder.iterdir() if p.name != REASON_FILE)
+        if not held:
+            raise CannotRequeue("it holds nothing (the entry was never moved in)")
+        source = str(info.get("from", ""))
+        recorded = {Path(p).name: Path(p) for p in info.get("paths") or [] if isinstance(p, str)}
+        if source == SERIES:
+            moves = [(item, self._series_destination(item, recorded.get(item.name))) for item in held]
+        elif source == PARTS:
+            moves = [(item, self._part_destination(item)) for item in held]
+        elif source == OUTBOX:
+            moves = self._outbox_destinations(held)
+        else:
+            raise CannotRequeue("it does not say which spool folder it came from")
+        taken = [dest for _item, dest in moves if dest.exists()]
+        if taken:
+            raise CannotRequeue(
+                f"{source}/ already holds an entry of that name (a newer copy is on its way): "
+                "requeue it after that one has been shipped"
+            )
+        for item, dest in moves:
+            makedirs_durably(dest.parent)
+            os.rename(item, dest)
+            fsync_dir(dest.parent)
+        (folder / REASON_FILE).unlink()
+        folder.rmdir()
+        fsync_dir(folder.parent)
+        log.warning("quarantine entry %s re-queued to %s/ by an operator", entry_id, source)
+        return source
+
+    def _series_destination(self, item: Path, recorded: Path | None) -> Path:
+        """``series/<study>/<series>`` for a quarantined series folder (``series/<study>`` for a
+        study folder), after the UID rule."""
+        study_level = (recorded is not None and len(recorded.parts) == 2) or (
+            recorded is None and item.is_dir() and any(child.is_dir() for child in item.iterdir())
+        )
+        if study_level:
+            if not item.is_dir():
+                raise CannotRequeue("it is a file where a study folder should be, not a study: remove it")
+            self._requeue_uid(item.name, "study folder name (StudyInstanceUID)")
+            for series in item.iterdir():
+                self._series_destination(series, Path(SERIES, item.name, series.name))
+            return self.root / SERIES / item.name
+        if not item.is_dir():
+            raise CannotRequeue("it is a file where a series folder should be, not a series: remove it")
+        series_uid = self._requeue_uid(item.name, "series folder name (SeriesInstanceUID)")
+        if recorded is not None and len(recorded.parts) == 3:
+            study_uid = recorded.parts[1]
+        else:  # quarantined by an older version, which did not record where: ask the instances
+            study_uid = _study_uid_of(item)
+        study_uid = self._requeue_uid(study_uid, "StudyInstanceUID of the series")
+        for member in item.iterdir():
+            if not member.is_file() or member.suffix != ".dcm":
+                raise CannotRequeue("the series folder holds something that is not an instance file (*.dcm)")
+            self._requeue_uid(member.stem, "instance file name (SOPInstanceUID)")
+        return self.root / SERIES / study_uid / series_uid
+
+    def _part_destination(self, item: Path) -> Path:
+        """``parts/<part id>`` for a quarantined part folder whose ``part.json`` names valid UIDs."""
+        if not item.is_dir():
+            raise CannotRequeue("it is a file where a part folder should be: remove it")
+        try:
+            info = self.read_json(item / "part.json")
+            study_uid, series_uid = str(info["study_uid"]), str(info["series_uid"])
+            same_part = str(info["part_id"]) == item.name
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CannotRequeue(f"its part.json is unusable ({type(exc).__name__})") from exc
+        if not same_part:
+            raise CannotRequeue("its part.json names another part")
+        self._requeue_uid(study_uid, "StudyInstanceUID in part.json")
+        self._requeue_uid(series_uid, "SeriesInstanceUID in part.json")
+        for member in item.glob("*.dcm"):
+            self._requeue_uid(member.stem, "instance file name (SOPInstanceUID)")
+        return self.root / PARTS / item.name
+
+    def _outbox_destinations(self, held: list[Path]) -> list[tuple[Path, Path]]:
+        """The zip, then its descriptor, back to ``outbox/`` (a zip alone there is ignored)."""
+        zips = [p for p in held if p.suffix == ".zip"]
+        descriptors = [p for p in held if p.suffix == ".json"]
+        if len(zips) != 1 or len(descriptors) != 1 or zips[0].stem != descriptors[0].stem or len(held) != 2:
+            raise CannotRequeue("it is not one zip with its descriptor (<part id>.zip and .json)")
+        try:
+            info = self.read_json(descriptors[0])
+            uids = (str(info["study_uid"]), str(info["series_uid"]))
+            needed = ("instance_count", "gateway_id", "manifest_sha256", "sop_instance_uids")
+            missing = [key for key in needed if key not in info]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CannotRequeue(f"its outbox descriptor is unusable ({type(exc).__name__})") from exc
+        if missing:
+            raise CannotRequeue(f"its outbox descriptor lacks {', '.join(missing)}")
+        self._requeue_uid(uids[0], "StudyInstanceUID in the descriptor")
+        self._requeue_uid(uids[1], "SeriesInstanceUID in the descriptor")
+        outbox = self.root / OUTBOX
+        return [(zips[0], outbox / zips[0].name), (descriptors[0], outbox / descriptors[0].name)]
+
+    @staticmethod
+    def _requeue_uid(value: str, role: str) -> str:
+        problem = uid_problem(value)
+        if problem is not None:
+            raise CannotRequeue(f"{role}: {problem}; it cannot be served: remove it")
+        return value
 
     def read_json(self, path: Path) -> dict[str, Any]:
         """The JSON object in ``path``; raises OSError, or ValueError when it is not a JSON object."""

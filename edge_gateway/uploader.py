@@ -4,10 +4,20 @@ boto3 sends a SHA-256 checksum that S3 verifies, switches to multipart for large
 parts, and encrypts with the configured KMS key. Failures back off exponentially
 with full jitter per part; the outbox is on disk, so a restart simply retries.
 Object keys and metadata carry UIDs, counts and the gateway id, never PHI.
+
+A part object is only ever created, never overwritten: every PutObject and
+CompleteMultipartUpload of a part key carries ``If-None-Match: *`` (S3 conditional
+writes). When S3 answers 412 Precondition Failed, the object under the key is
+compared with the entry by its ``manifest-sha256`` metadata: the same manifest is
+this part, uploaded before (a retry after a lost response or a crash), so the
+entry is confirmed; another manifest (another gateway, or a spool restored from
+a backup, reusing the part id) is never overwritten: the entry is quarantined
+with its reason, shown by ``edge-gateway status``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
@@ -15,7 +25,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from boto3.s3.transfer import TransferConfig
-from common import part_format
+from botocore.exceptions import BotoCoreError, ClientError
+from common import keys, part_format
 
 from edge_gateway.packager import OutboxEntry
 from edge_gateway.shipped import ShippedRecord
@@ -27,6 +38,37 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 300.0
+# The operations that create an object: PutObject, and CompleteMultipartUpload for multipart.
+CREATING_OPERATIONS = ("PutObject", "CompleteMultipartUpload")
+
+
+def create_only(params: dict[str, Any], **_kwargs: Any) -> None:
+    """botocore ``before-parameter-build`` hook: a request that writes a part key (``incoming/``)
+    creates it or fails with 412, never overwrites it (``If-None-Match: *``)."""
+    if str(params.get("Key", "")).startswith(keys.INCOMING_PREFIX):
+        params.setdefault("IfNoneMatch", "*")
+
+
+def install_create_only(s3: S3Client) -> None:
+    """Make every write of a part key through ``s3`` conditional (:func:`create_only`); idempotent.
+
+    boto3's transfer manager (multipart, checksums) does not pass ``IfNoneMatch`` through
+    ``ExtraArgs``; the client's event hook adds it to the request that creates the object.
+    """
+    for operation in CREATING_OPERATIONS:
+        s3.meta.events.register(
+            f"before-parameter-build.s3.{operation}",
+            create_only,
+            unique_id=f"edge-gateway-create-only-{operation}",
+        )
+
+
+def precondition_failed(exc: BaseException) -> bool:
+    """Whether an upload failed because an object already exists under the key (HTTP 412)."""
+    if isinstance(exc, ClientError):
+        return exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412")
+    # boto3's S3UploadFailedError keeps only the message of the ClientError it replaced.
+    return "PreconditionFailed" in str(exc) or "(412)" in str(exc)
 
 
 @dataclass
@@ -80,6 +122,7 @@ class Uploader:
         self._transfer = TransferConfig(
             multipart_threshold=multipart_threshold, multipart_chunksize=16 * 1024**2
         )
+        install_create_only(s3)
         self.stats = UploadStats()
 
     def due(self, entry: OutboxEntry, now: float) -> bool:
@@ -114,10 +157,36 @@ class Uploader:
                 Config=self._transfer,
             )
         except Exception as exc:  # botocore/network errors of every kind: retry later
+            if precondition_failed(exc):
+                return self._already_there(entry, exc)
             self._failed(entry, exc)
             return False
         self._confirmed(entry)
         return True
+
+    def _already_there(self, entry: OutboxEntry, exc: Exception) -> bool:
+        """S3 holds an object under the part's key: this part (confirm) or another one (never
+        overwritten: the entry is quarantined). True when the entry left the outbox as uploaded."""
+        try:
+            head = self._s3.head_object(Bucket=self._bucket, Key=entry.object_key)
+        except (BotoCoreError, ClientError) as head_exc:
+            self._failed(entry, head_exc)
+            return False
+        theirs = head.get("Metadata", {}).get("manifest-sha256", "")
+        if theirs and theirs == str(entry.descriptor["manifest_sha256"]):
+            log.info("part %s was already in S3 (an earlier attempt stored it): confirmed", entry.part_id)
+            self._confirmed(entry)
+            return True
+        reason = "S3 already holds another part under this part's key: not overwritten"
+        self.stats.last_error = f"upload of part {entry.part_id} refused: {reason}"
+        self.stats.last_error_at = time.time()
+        self.stats.retrying.pop(entry.part_id, None)
+        log.error("%s (%s)", self.stats.last_error, type(exc).__name__, extra={"part": entry.part_id})
+        # The descriptor first, as the packager does: a zip alone in the outbox is ignored.
+        # Gone meanwhile: another coordinator thread dealt with it.
+        with contextlib.suppress(FileNotFoundError):
+            self._spool.quarantine([entry.zip_path.with_suffix(".json"), entry.zip_path], reason)
+        return False
 
     def _failed(self, entry: OutboxEntry, exc: Exception) -> None:
         retry = self.stats.retrying.setdefault(entry.part_id, _Retry())

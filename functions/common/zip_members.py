@@ -5,6 +5,8 @@ The one member reader of the code asset: ingest parses local headers with
 rendered, thumbnails) reads members through :class:`MemberReader`.
 
 Where a member is comes from the instance's index item (written by ingest):
+``object_version`` (the S3 VersionId of the part object ingest read: every read passes it,
+so the bytes served are the bytes indexed even if the key were written again),
 ``member_offset`` (its local header), ``member_data_offset`` (its first data byte),
 ``member_compressed_size``, ``member_size`` and ``member_compress_type`` (0 stored,
 8 deflate). With them a member, or a byte range of a STORED member, is ONE ranged
@@ -77,10 +79,13 @@ class MemberLocation:
     compress_type: int = STORED
     header_offset: int | None = None
     data_offset: int | None = None
+    # The object version ingest read (versioned bucket); None for items indexed without one.
+    version_id: str | None = None
 
     @classmethod
     def of_item(cls, item: Mapping[str, Any]) -> MemberLocation:
-        """The location an instance's index item records (``object_key``, ``member``, ``member_*``)."""
+        """The location an instance's index item records (``object_key``, ``object_version``,
+        ``member``, ``member_*``)."""
 
         def number(name: str) -> int | None:
             value = item.get(name)
@@ -94,6 +99,7 @@ class MemberLocation:
             compress_type=number("member_compress_type") or STORED,
             header_offset=number("member_offset"),
             data_offset=number("member_data_offset"),
+            version_id=str(item.get("object_version") or "") or None,
         )
 
     @property
@@ -122,16 +128,19 @@ class MemberReader:
             self._client = self._factory()
         return self._client
 
-    def get_range(self, key: str, start: int, end: int) -> bytes:
-        """Bytes ``start..end`` (inclusive) of an object: one ranged GET.
+    def get_range(self, key: str, start: int, end: int, version_id: str | None = None) -> bytes:
+        """Bytes ``start..end`` (inclusive) of an object (of its version ``version_id`` when given):
+        one ranged GET.
 
         Raises :class:`ObjectMissing` or :class:`MemberError` when S3 refuses.
         """
         try:
-            response = self.s3.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end}")
+            response = self.s3.get_object(
+                Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end}", **_version(version_id)
+            )
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
-            if code in ("NoSuchKey", "404", "NotFound"):
+            if code in ("NoSuchKey", "NoSuchVersion", "404", "NotFound"):
                 raise ObjectMissing("stored object not found") from exc
             raise MemberError(f"ranged GET failed: {code}") from exc
         data = response["Body"].read()
@@ -147,9 +156,7 @@ class MemberReader:
             return self._directory_entry(location)[1]
         name_length = len(location.name.encode())
         end = location.header_offset + HEADER_ALLOWANCE + name_length - 1
-        return data_start(
-            self.get_range(location.object_key, location.header_offset, end), location.header_offset
-        )
+        return data_start(self._get(location, location.header_offset, end), location.header_offset)
 
     def read(self, location: MemberLocation, max_bytes: int = DEFAULT_MAX_MEMBER_BYTES) -> bytes:
         """The member's uncompressed bytes: one ranged GET when the index recorded its position.
@@ -163,21 +170,15 @@ class MemberReader:
             return self._read_by_directory(location, max_bytes)
         compressed = location.compressed_size
         if location.data_offset is not None:
-            raw = self.get_range(
-                location.object_key, location.data_offset, location.data_offset + compressed - 1
-            )
+            raw = self._get(location, location.data_offset, location.data_offset + compressed - 1)
         else:
             name_length = len(location.name.encode())
             start = location.header_offset
-            block = self.get_range(
-                location.object_key, start, start + HEADER_ALLOWANCE + name_length + compressed - 1
-            )
+            block = self._get(location, start, start + HEADER_ALLOWANCE + name_length + compressed - 1)
             offset = data_start(block, start) - start
             raw = block[offset : offset + compressed]
             if len(raw) < compressed:  # a larger extra field than allowed for: fetch the rest
-                rest = self.get_range(
-                    location.object_key, start + len(block), start + offset + compressed - 1
-                )
+                rest = self._get(location, start + len(block), start + offset + compressed - 1)
                 raw = (block + rest)[offset : offset + compressed]
         if compressed and not raw:
             raise MemberError("zip member beyond the end of its part")
@@ -194,26 +195,36 @@ class MemberReader:
         if start < 0 or end < start or (location.size is not None and end >= location.size):
             raise MemberError("range outside the member")
         base = self.data_offset(location)
-        return self.get_range(location.object_key, base + start, base + end)
+        return self._get(location, base + start, base + end)
 
     def range_reader(self, location: MemberLocation) -> S3RangeReader:
         """A seekable reader over the whole object (for walks over a member's structure)."""
         from common.s3_reader import S3RangeReader
 
-        size = self._object_size(location.object_key)
+        size = self._object_size(location)
         return S3RangeReader(
-            self.s3, self.bucket, location.object_key, size, fetcher=self._counted(location.object_key)
+            self.s3,
+            self.bucket,
+            location.object_key,
+            size,
+            version_id=location.version_id,
+            fetcher=self._counted(location),
         )
 
-    def _counted(self, key: str) -> Callable[[int, int], bytes]:
+    def _get(self, location: MemberLocation, start: int, end: int) -> bytes:
+        return self.get_range(location.object_key, start, end, location.version_id)
+
+    def _counted(self, location: MemberLocation) -> Callable[[int, int], bytes]:
         def fetch(start: int, end: int) -> bytes:
-            return self.get_range(key, start, end)
+            return self._get(location, start, end)
 
         return fetch
 
-    def _object_size(self, key: str) -> int:
+    def _object_size(self, location: MemberLocation) -> int:
         try:
-            head = self.s3.head_object(Bucket=self.bucket, Key=key)
+            head = self.s3.head_object(
+                Bucket=self.bucket, Key=location.object_key, **_version(location.version_id)
+            )
         except ClientError as exc:
             raise ObjectMissing("stored object not found") from exc
         self.requests += 1
@@ -236,12 +247,13 @@ class MemberReader:
         info, offset = self._directory_entry(location)
         if info.file_size > max_bytes:
             raise MemberTooLarge(f"member of {info.file_size} bytes exceeds the limit of {max_bytes}")
-        raw = (
-            self.get_range(location.object_key, offset, offset + info.compress_size - 1)
-            if info.compress_size
-            else b""
-        )
+        raw = self._get(location, offset, offset + info.compress_size - 1) if info.compress_size else b""
         return _uncompress(raw, info.compress_type, max_bytes)
+
+
+def _version(version_id: str | None) -> dict[str, Any]:
+    """``VersionId`` for a GET/HEAD when a version is known (an unversioned bucket has none)."""
+    return {"VersionId": version_id} if version_id else {}
 
 
 def _uncompress(raw: bytes, method: int, max_bytes: int) -> bytes:

@@ -47,8 +47,16 @@ def handle(event: S3Event) -> dict[str, Any]:
             logger.warning("ignored object that is not a part key", extra={"key": key})
             metrics.add_metric(name="ObjectsIgnored", unit="Count", value=1)
             continue
+        # The version the event names: what was uploaded, even if the key were written again since.
+        version = record.s3.get_object.version_id
         report = ingest_object(
-            s3, dynamodb, settings.table_name, record.s3.bucket.name, key, presigned_reads=PRESIGNED_READS
+            s3,
+            dynamodb,
+            settings.table_name,
+            record.s3.bucket.name,
+            key,
+            presigned_reads=PRESIGNED_READS,
+            version_id=version if version and version != "null" else None,
         )
         summary = report.summary()
         for name in ("indexed", "redelivered", "duplicate", "updated", "superseded", "conflict", "rejected"):

@@ -109,8 +109,13 @@ def ingest_object(
     concurrency: int = DEFAULT_READ_CONCURRENCY,
     refresh: bool = False,
     presigned_reads: bool = False,
+    version_id: str | None = None,
 ) -> IngestReport:
     """Index one part. Safe to run any number of times on the same object (redelivery, retry, re-index).
+
+    ``version_id`` is the object version the S3 event names: that version is read and
+    recorded on every item (``object_version``), so that reads serve the bytes indexed.
+    Without one (re-index, tests), the current version is read and recorded.
 
     ``refresh`` (the re-index command) also rewrites the attributes of instance
     items this part already owns, so that items written by an older version get
@@ -121,13 +126,17 @@ def ingest_object(
     started = time.monotonic()
     study_uid, series_uid, part_id = keys.parse_incoming_key(key)
     report = IngestReport(key=key, study_uid=study_uid, series_uid=series_uid, part_id=part_id)
-    head = s3.head_object(Bucket=bucket, Key=key)
+    head = (
+        s3.head_object(Bucket=bucket, Key=key, VersionId=version_id)
+        if version_id
+        else s3.head_object(Bucket=bucket, Key=key)
+    )
     metadata = head.get("Metadata", {})
     report.site = (
         metadata.get("gateway-id", "") if keys.is_site(metadata.get("gateway-id", "")) else DEFAULT_SITE
     )
     report.object_size = head["ContentLength"]
-    version_id = head.get("VersionId")
+    version_id = head.get("VersionId") or version_id
     fetcher = (
         PresignedRangeFetcher(s3, bucket, key, version_id, pool_size=concurrency) if presigned_reads else None
     )
@@ -244,6 +253,7 @@ def _index_part(
             "part_id": report.part_id,
             "site": report.site,
             "object_key": report.key,
+            "object_version": version_id,
             "metadata_key": metadata_key,
             "report_key": keys.report_key(report.study_uid, report.series_uid, report.part_id),
             "status": report.status,

@@ -105,6 +105,27 @@ class Objects:
         except ClientError as exc:
             raise StoreError("put_object failed") from exc
 
+    def create(self, key: str, body: bytes, content_type: str, metadata: dict[str, str]) -> bool:
+        """Store ``body`` under ``key`` only if no object is there (``If-None-Match: *``).
+
+        Returns False when an object already exists (HTTP 412): nothing was overwritten.
+        Raises StoreError when PutObject fails otherwise.
+        """
+        try:
+            self._s3.put_object(
+                Bucket=self._bucket,
+                Key=key,
+                Body=body,
+                ContentType=content_type,
+                Metadata=metadata,
+                IfNoneMatch="*",
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
+                return False
+            raise StoreError("put_object failed") from exc
+        return True
+
     def rewrite(self, key: str, extra_metadata: dict[str, str]) -> None:
         """Copy an object onto itself with more metadata: a new ObjectCreated event, so ingest runs again."""
         try:

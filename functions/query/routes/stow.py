@@ -5,6 +5,13 @@ plus ``manifest.json``, as the edge gateway writes them) triggers the same
 ingest as a gateway upload. The answer lists the accepted instances
 (ReferencedSOPSequence) and the refused ones with a reason (FailedSOPSequence):
 200 when all were accepted, 202 when some were, 409 when none was.
+
+Versions (the policy of ``ingest.process``): an instance whose SOP Instance UID is
+already indexed in the uploader's site is compared with the indexed copy by its
+bytes. The same bytes are a no-op (``0x0111``, duplicate); other bytes are a new
+version, accepted and stored in a new part: ingest reports it ``updated`` (latest
+received wins) and keeps the earlier version in the instance's history.
+The part object is created with ``If-None-Match: *``: a part is never overwritten.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import json
 import time
 import uuid
 import zipfile
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +34,7 @@ from common.uids import strip_padding, uid_problem
 from query import links
 from query.access import current_caller, partition, require, write_scope
 from query.dependencies import objects, store
-from query.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from query.errors import BadRequest, PayloadTooLarge, StoreError, UnsupportedMediaType
 from query.matching import check_uid
 from query.route_table import DocumentedRouter
 
@@ -43,6 +51,8 @@ OUT_OF_RESOURCES = 0xA700
 INVALID_UID = 0xA901
 # Parts one request may carry (API Gateway also caps the body at 10 MB).
 MAX_PARTS = 1000
+# Fresh part ids to try when a key is taken (random ids: a second try is already unheard of).
+PART_ID_ATTEMPTS = 3
 DEFAULT_SITE = part_format.DEFAULT_SITE
 
 
@@ -201,7 +211,7 @@ def _store(study_uid: str | None) -> Response[str]:
         if study_uid is not None and study != study_uid:
             failure = WRONG_STUDY
         # Only the uploader's own site is looked at: another site's holdings are never revealed.
-        elif sop_uid in accepted or store.get(keys.study_pk(site, study), keys.instance_sk(series, sop_uid)):
+        elif sop_uid in accepted or _indexed_with_same_bytes(site, study, series, sop_uid, content):
             failure = DUPLICATE
         if failure is not None:
             failed.append({"reason": failure, "class": sop_class, "uid": sop_uid})
@@ -211,15 +221,39 @@ def _store(study_uid: str | None) -> Response[str]:
     for item in accepted.values():
         by_series.setdefault((item.study_uid, item.series_uid), []).append(item)
     for (study, series), members in by_series.items():
+        _put_part(site, study, series, members)
+    return _answer(study_uid, list(accepted.values()), failed)
+
+
+def _indexed_with_same_bytes(site: str, study: str, series: str, sop_uid: str, data: bytes) -> bool:
+    """Whether the site's index holds this instance with these very bytes (a no-op re-send).
+
+    Compared by SHA-256 when the indexed copy has one (``fingerprint`` ``sha256:<hex>``),
+    else by CRC-32 and size (``member_crc32``), as ingest compares them.
+    """
+    item = store.get(keys.study_pk(site, study), keys.instance_sk(series, sop_uid))
+    if item is None:
+        return False
+    fingerprint = str(item.get("fingerprint", ""))
+    if fingerprint.startswith("sha256:"):
+        return fingerprint == f"sha256:{hashlib.sha256(data).hexdigest()}"
+    crc = f"crc32:{zlib.crc32(data):08x}:{len(data)}"
+    return str(item.get("member_crc32") or fingerprint) == crc
+
+
+def _put_part(site: str, study: str, series: str, members: list[Accepted]) -> None:
+    """Create one part object (never overwriting one: a taken key gets a fresh part id)."""
+    for _attempt in range(PART_ID_ATTEMPTS):
         part_id = f"stow-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:12]}"
         data, manifest_sha = _zip(study, series, part_id, site, members)
-        objects.put(
+        if objects.create(
             part_format.object_key(study, series, part_id),
             data,
             "application/zip",
             part_format.object_metadata(site, part_id, study, series, len(members), manifest_sha),
-        )
-    return _answer(study_uid, list(accepted.values()), failed)
+        ):
+            return
+    raise StoreError("no free part key for the upload")
 
 
 def _answer(study_uid: str | None, accepted: list[Accepted], failed: list[dict[str, Any]]) -> Response[str]:
