@@ -35,6 +35,18 @@ def _key(pk: str, sk: str) -> dict[str, Any]:
     return {"pk": _serializer.serialize(pk), "sk": _serializer.serialize(sk)}
 
 
+def readable_study(item: Item) -> bool:
+    """Whether a study item can answer a search: it carries its UID, site and study-level JSON.
+
+    A study is being created while ingest writes it: DynamoDB's UpdateItem and moto's
+    differ (moto first stores the key alone, then applies the update in place, so a
+    concurrent read meets a key-only item), and counters ``ADD``-ed to a missing item
+    would leave one too. Such an item is not a study yet: searches leave it out, as if
+    the read came a moment earlier.
+    """
+    return all(item.get(name) for name in ("study_uid", "site", "json"))
+
+
 class IndexStore:
     """Reads the index table (DynamoDB); raises StoreError when a call fails."""
 
@@ -56,7 +68,8 @@ class IndexStore:
         return _plain(item) if item else None
 
     def get_studies(self, site: str, study_uids: list[str]) -> list[Item]:
-        """Study items of one site for these UIDs (missing ones left out), in the order asked."""
+        """Study items of one site for these UIDs, in the order asked; missing ones, and ones still
+        being created (:func:`readable_study`), are left out."""
         found: dict[str, Item] = {}
         unique = list(dict.fromkeys(study_uids))
         for start in range(0, len(unique), BATCH_GET_LIMIT):
@@ -71,7 +84,8 @@ class IndexStore:
                     raise StoreError(f"batch_get_item failed: {exc}") from exc
                 for raw in response.get("Responses", {}).get(self._table, []):
                     item = _plain(raw)
-                    found[str(item["study_uid"])] = item
+                    if readable_study(item):
+                        found[str(item["study_uid"])] = item
                 request = dict(response.get("UnprocessedKeys") or {})
         return [found[u] for u in unique if u in found]
 
@@ -91,7 +105,8 @@ class IndexStore:
                     response = self._db.batch_get_item(RequestItems=request)
                 except ClientError as exc:
                     raise StoreError(f"batch_get_item failed: {exc}") from exc
-                found.extend(_plain(raw) for raw in response.get("Responses", {}).get(self._table, []))
+                plain = (_plain(raw) for raw in response.get("Responses", {}).get(self._table, []))
+                found.extend(item for item in plain if readable_study(item))
                 request = dict(response.get("UnprocessedKeys") or {})
         return sorted(found, key=lambda item: str(item.get("site", "")))
 

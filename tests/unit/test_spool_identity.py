@@ -7,6 +7,7 @@ import json
 import os
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -22,6 +23,9 @@ STUDY, SERIES = "1.2.840.1", "1.2.840.1.2"
 
 class _ConfirmingS3:
     """Stands in for S3's answer only (the e2e tests upload to moto): keeps what was put."""
+
+    # The uploader registers its create-only hook on the client's events (a no-op here).
+    meta = SimpleNamespace(events=SimpleNamespace(register=lambda *_args, **_kwargs: None))
 
     def __init__(self) -> None:
         self.objects: dict[str, bytes] = {}
