@@ -26,7 +26,7 @@ from edge_gateway.packager import OutboxEntry
 from edge_gateway.shipped import ShippedRecord
 from edge_gateway.spool import OUTBOX, SHIPPED, Spool
 from edge_gateway.uploader import Uploader
-from tests.conftest import BUCKET, REGION, TABLE, Aws
+from tests.conftest import BUCKET, REGION, Aws
 from tests.helpers.dicom_factory import encode, series_from, zip_part
 from tests.helpers.part_support import put_site_part
 from tests.helpers.query_api import make_api
