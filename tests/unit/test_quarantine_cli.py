@@ -25,7 +25,7 @@ def cli(spool: Spool, *args: str, stdin: str = "") -> subprocess.CompletedProces
 
 
 def entry_id(spool: Spool, reason_start: str) -> str:
-    return next(q["id"] for q in spool.quarantined() if str(q["reason"]).startswith(reason_start))
+    return next(str(q["id"]) for q in spool.quarantined() if str(q["reason"]).startswith(reason_start))
 
 
 def test_list_requeue_and_remove_quarantined_entries(tmp_path: Path) -> None:
