@@ -174,9 +174,10 @@ def _reported(entries: list[dict[str, Any]]) -> set[str]:
     return {entry["key"] for entry in entries if entry["key"].startswith(keys.REPORTS_PREFIX)}
 
 
-def _put(s3: S3Client, bucket: str, folder: Path, entry: dict[str, Any]) -> None:
+def _put(s3: S3Client, bucket: str, folder: Path, entry: dict[str, Any]) -> str:
+    """Put one saved object back; returns its new VersionId ('' in an unversioned bucket)."""
     with open(folder / "objects" / entry["file"], "rb") as body:
-        s3.put_object(
+        put = s3.put_object(
             Bucket=bucket,
             Key=entry["key"],
             Body=body,
@@ -185,6 +186,23 @@ def _put(s3: S3Client, bucket: str, folder: Path, entry: dict[str, Any]) -> None
         )
     if entry["tags"]:
         s3.put_object_tagging(Bucket=bucket, Key=entry["key"], Tagging={"TagSet": entry["tags"]})
+    return str(put.get("VersionId") or "")
+
+
+def _repin(item: dict[str, Any], versions: dict[str, str]) -> dict[str, Any]:
+    """An index item whose ``object_version`` names the reloaded object's new version.
+
+    Reads pass the recorded version (``common.zip_members``), and a fresh moto gives every
+    reloaded object a new VersionId; only the current version of a key is saved, and a part
+    key is only ever written once, so the key's new version holds the bytes indexed. An item
+    of a part that is not reloaded yet (ingested again after start) loses the pin.
+    """
+    if "object_version" not in item or "S" not in item.get("object_key", {}):
+        return item
+    version = versions.get(item["object_key"]["S"], "")
+    if version:
+        return {**item, "object_version": {"S": version}}
+    return {k: v for k, v in item.items() if k != "object_version"}
 
 
 def load(s3: S3Client, ddb: DynamoDBClient, bucket: str, table: str, data_dir: Path) -> Counts:
@@ -203,12 +221,15 @@ def load(s3: S3Client, ddb: DynamoDBClient, bucket: str, table: str, data_dir: P
             counts.to_ingest.append(entry["key"])
         else:
             ready.append(entry)
+    versions: dict[str, str] = {}
     with ThreadPoolExecutor(_WORKERS) as pool:
-        for _ in pool.map(lambda entry: _put(s3, bucket, folder, entry), ready):
+        put = pool.map(lambda entry: _put(s3, bucket, folder, entry), ready)
+        for entry, version in zip(ready, put, strict=True):
+            versions[entry["key"]] = version
             counts.objects += 1
     batch: list[dict[str, Any]] = []
     for item in _lines(folder / ITEMS):
-        batch.append({"PutRequest": {"Item": item}})
+        batch.append({"PutRequest": {"Item": _repin(item, versions)}})
         counts.items += 1
         if len(batch) == _BATCH:
             _write(ddb, table, batch)

@@ -256,3 +256,35 @@ def test_the_zip_of_a_part_is_what_the_packager_format_says(tmp_path: Path) -> N
     assert entry.object_key == keys.incoming_key(
         entry.descriptor["study_uid"], entry.descriptor["series_uid"], PART_ID
     )
+
+
+def test_the_stand_ins_restart_repins_reads_to_the_reloaded_objects(aws: Aws, tmp_path: Path) -> None:
+    # GIVEN an indexed part in a versioned bucket, saved at a clean stop of the stand-in
+    from local_cloud import snapshot
+    from local_cloud.template import load_template, table_definition
+
+    _versioned(aws)
+    [ds] = series_from("CT_small.dcm", 1)
+    original = encode(ds)
+    key = put_site_part(aws, "site-a", [ds], "p1")
+    before = aws.s3.head_object(Bucket=aws.bucket, Key=key)["VersionId"]
+    ingest_object(aws.s3, aws.dynamodb, aws.table, aws.bucket, key, version_id=before)
+    snapshot.save(aws.s3, aws.dynamodb, aws.bucket, aws.table, tmp_path)
+    # WHEN a fresh moto (no object versions, an empty table) loads the snapshot
+    for version in aws.s3.list_object_versions(Bucket=aws.bucket).get("Versions", []):
+        aws.s3.delete_object(Bucket=aws.bucket, Key=version["Key"], VersionId=version["VersionId"])
+    aws.dynamodb.delete_table(TableName=aws.table)
+    aws.dynamodb.create_table(**table_definition(load_template(), aws.table))
+    snapshot.load(aws.s3, aws.dynamodb, aws.bucket, aws.table, tmp_path)
+    # THEN the instance item names the reloaded object's version, and reads serve the indexed bytes
+    from query import dependencies
+
+    make_api(aws)
+    after = aws.s3.head_object(Bucket=aws.bucket, Key=key)["VersionId"]
+    assert after != before
+    item = dependencies.store.get(
+        keys.study_pk("site-a", ds.StudyInstanceUID),
+        keys.instance_sk(ds.SeriesInstanceUID, ds.SOPInstanceUID),
+    )
+    assert item is not None and item["object_version"] == after
+    assert dependencies.objects.instance_bytes(item) == original
