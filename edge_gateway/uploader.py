@@ -12,7 +12,10 @@ compared with the entry by its ``manifest-sha256`` metadata: the same manifest i
 this part, uploaded before (a retry after a lost response or a crash), so the
 entry is confirmed; another manifest (another gateway, or a spool restored from
 a backup, reusing the part id) is never overwritten: the entry is quarantined
-with its reason, shown by ``edge-gateway status``.
+with its reason, shown by ``edge-gateway status``. HeadObject needs ``s3:GetObject``,
+which the template's upload-only ``EdgeGatewayPolicy`` does not grant (a gateway
+reads no part); without it the entry is quarantined too, saying so, and the operator
+compares by hand (``edge-gateway quarantine``).
 """
 
 from __future__ import annotations
@@ -169,15 +172,31 @@ class Uploader:
         overwritten: the entry is quarantined). True when the entry left the outbox as uploaded."""
         try:
             head = self._s3.head_object(Bucket=self._bucket, Key=entry.object_key)
-        except (BotoCoreError, ClientError) as head_exc:
+        except ClientError as head_exc:
+            code = str(head_exc.response.get("Error", {}).get("Code", ""))
+            if code not in ("403", "AccessDenied", "Forbidden"):
+                self._failed(entry, head_exc)
+                return False
+            # The gateway's policy may grant no read (EdgeGatewayPolicy): it cannot tell, so it keeps it.
+            reason = (
+                "S3 already holds an object under this part's key and this gateway may not read it "
+                "to compare (s3:GetObject on incoming/*): not overwritten"
+            )
+        except BotoCoreError as head_exc:
             self._failed(entry, head_exc)
             return False
-        theirs = head.get("Metadata", {}).get("manifest-sha256", "")
-        if theirs and theirs == str(entry.descriptor["manifest_sha256"]):
-            log.info("part %s was already in S3 (an earlier attempt stored it): confirmed", entry.part_id)
-            self._confirmed(entry)
-            return True
-        reason = "S3 already holds another part under this part's key: not overwritten"
+        else:
+            theirs = head.get("Metadata", {}).get("manifest-sha256", "")
+            if theirs and theirs == str(entry.descriptor["manifest_sha256"]):
+                log.info("part %s was already in S3 (an earlier attempt stored it): confirmed", entry.part_id)
+                self._confirmed(entry)
+                return True
+            reason = "S3 already holds another part under this part's key: not overwritten"
+        self._refused(entry, exc, reason)
+        return False
+
+    def _refused(self, entry: OutboxEntry, exc: Exception, reason: str) -> None:
+        """Keep an entry S3 refused for good: quarantined with ``reason`` (no UID, no PHI)."""
         self.stats.last_error = f"upload of part {entry.part_id} refused: {reason}"
         self.stats.last_error_at = time.time()
         self.stats.retrying.pop(entry.part_id, None)
@@ -186,7 +205,6 @@ class Uploader:
         # Gone meanwhile: another coordinator thread dealt with it.
         with contextlib.suppress(FileNotFoundError):
             self._spool.quarantine([entry.zip_path.with_suffix(".json"), entry.zip_path], reason)
-        return False
 
     def _failed(self, entry: OutboxEntry, exc: Exception) -> None:
         retry = self.stats.retrying.setdefault(entry.part_id, _Retry())

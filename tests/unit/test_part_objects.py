@@ -13,6 +13,7 @@ import socket
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import boto3
 import pytest
@@ -288,3 +289,27 @@ def test_the_stand_ins_restart_repins_reads_to_the_reloaded_objects(aws: Aws, tm
     )
     assert item is not None and item["object_version"] == after
     assert dependencies.objects.instance_bytes(item) == original
+
+
+def test_a_gateway_that_may_not_read_parts_keeps_an_entry_s3_refused(endpoint: str, tmp_path: Path) -> None:
+    # GIVEN an object under the part's key, and a gateway whose policy grants no s3:GetObject
+    # (HeadObject answers 403, as with the template's EdgeGatewayPolicy)
+    s3 = boto3.client("s3", region_name=REGION, endpoint_url=endpoint)
+    s3.create_bucket(Bucket=BUCKET)
+    spool, uploader = _gateway(tmp_path / "gw", s3)
+    entry = _outbox_entry(spool, "site-a", series_from("CT_small.dcm", 1))
+    s3.put_object(Bucket=BUCKET, Key=entry.object_key, Body=b"someone else's part")
+
+    def forbidden(**_kwargs: object) -> tuple[object, dict[str, object]]:
+        return SimpleNamespace(status_code=403, headers={}), {
+            "Error": {"Code": "403", "Message": "Forbidden"}
+        }
+
+    s3.meta.events.register("before-call.s3.HeadObject", forbidden)
+    # WHEN it uploads the entry
+    assert not uploader.upload(entry)
+    # THEN nothing is overwritten and the entry is kept in quarantine, saying why
+    assert s3.get_object(Bucket=BUCKET, Key=entry.object_key)["Body"].read() == b"someone else's part"
+    [quarantined] = spool.quarantined()
+    assert "may not read it to compare" in quarantined["reason"]
+    assert uploader.stats.uploaded_parts == 0
