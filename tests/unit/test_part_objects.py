@@ -305,7 +305,7 @@ def test_a_gateway_that_may_not_read_parts_keeps_an_entry_s3_refused(endpoint: s
             "Error": {"Code": "403", "Message": "Forbidden"}
         }
 
-    s3.meta.events.register("before-call.s3.HeadObject", forbidden)
+    s3.meta.events.register("before-call.s3.HeadObject", forbidden)  # type: ignore[arg-type]
     # WHEN it uploads the entry
     assert not uploader.upload(entry)
     # THEN nothing is overwritten and the entry is kept in quarantine, saying why
