@@ -89,9 +89,14 @@ class Objects:
         except MemberError as exc:
             raise StoreError(str(exc)) from exc
 
-    def presigned_get(self, key: str, expires: int, filename: str | None = None) -> str:
-        """A presigned GetObject URL valid ``expires`` seconds; ``filename`` names the download."""
+    def presigned_get(
+        self, key: str, expires: int, filename: str | None = None, version_id: str | None = None
+    ) -> str:
+        """A presigned GetObject URL valid ``expires`` seconds; ``filename`` names the download,
+        ``version_id`` pins the object version (the one ingest indexed)."""
         params: dict[str, Any] = {"Bucket": self._bucket, "Key": key}
+        if version_id:
+            params["VersionId"] = version_id
         if filename:
             params["ResponseContentDisposition"] = f'attachment; filename="{filename}"'
         return self._s3.generate_presigned_url("get_object", Params=params, ExpiresIn=expires)

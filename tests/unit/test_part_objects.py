@@ -195,6 +195,11 @@ def test_reads_serve_the_bytes_that_were_indexed_even_if_the_key_is_written_agai
         keys.study_pk("site-a", ds.StudyInstanceUID), keys.part_sk(ds.SeriesInstanceUID, "p1")
     )
     assert part is not None and part["object_version"] == first_version
+    # AND the download link of the part names that version too
+    links = api.get(f"/api/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/download")
+    assert links.status == 200
+    [link] = links.json()["parts"]
+    assert f"versionId={first_version}" in link["url"]
 
 
 def test_stow_creates_part_objects_without_overwriting(aws: Aws) -> None:

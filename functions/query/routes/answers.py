@@ -149,7 +149,10 @@ def download_links(study_uid: str, series_uid: str) -> dict[str, Any]:
                 "part_id": p["part_id"],
                 "status": p.get("status", ""),
                 "url": objects.presigned_get(
-                    str(p["object_key"]), LINK_SECONDS, filename=f"{series_uid}-{p['part_id']}.zip"
+                    str(p["object_key"]),
+                    LINK_SECONDS,
+                    filename=f"{series_uid}-{p['part_id']}.zip",
+                    version_id=str(p.get("object_version") or "") or None,  # the bytes indexed
                 ),
             }
             for p in parts
