@@ -77,6 +77,7 @@ class ExistingInstance:
     fingerprint: str
     crc_fingerprint: str = ""
     member: str = ""
+    object_version: str = ""
 
 
 def _study_fields(record: InstanceRecord) -> dict[str, Any]:
@@ -495,12 +496,13 @@ class IndexWriter:
             Key=_item(
                 {"pk": keys.study_pk(self._site, study_uid), "sk": keys.instance_sk(series_uid, sop_uid)}
             ),
-            ProjectionExpression="#p, #f, #c, #m",
+            ProjectionExpression="#p, #f, #c, #m, #v",
             ExpressionAttributeNames={
                 "#p": "part_id",
                 "#f": "fingerprint",
                 "#c": "member_crc32",
                 "#m": "member",
+                "#v": "object_version",
             },
             ConsistentRead=True,
         )
@@ -510,17 +512,23 @@ class IndexWriter:
             str(item.get("fingerprint", "")),
             str(item.get("member_crc32", "")),
             str(item.get("member", "")),
+            str(item.get("object_version", "")),
         )
 
     def record_part(self, study_uid: str, series_uid: str, part: Mapping[str, Any]) -> None:
         """Write the part item (first ingest's fields kept) and list the part on its series."""
         part_id = str(part["part_id"])
-        first = {k: v for k, v in part.items() if v not in ("", None)}
+        # The object version is the one just read (an administrator's in-place rewrite makes a new one).
+        first = {k: v for k, v in part.items() if v not in ("", None) and k != "object_version"}
         names = {f"#f{i}": k for i, k in enumerate(first)}
         values = {f":f{i}": _av(v) for i, v in enumerate(first.values())}
         assignments = ", ".join(f"#f{i} = if_not_exists(#f{i}, :f{i})" for i in range(len(first)))
         values[":one"] = _av(1)
         values[":now"] = _av(_now())
+        if part.get("object_version"):
+            names["#ov"] = "object_version"
+            values[":ov"] = _av(part["object_version"])
+            assignments += ", #ov = :ov"
         self._call(
             "update_item",
             TableName=self._table,

@@ -315,7 +315,10 @@ def _add_instances(writer: IndexWriter, report: IngestReport, records: Records, 
         other = writer.existing_instance(report.study_uid, report.series_uid, sop_uid)
         if other.part_id == report.part_id:
             report.redelivered.append(sop_uid)
-            if refresh and writer.refresh_instance(item):
+            # A new object version of this part (an administrator's in-place rewrite): re-pin reads
+            # to it, so that they never depend on a noncurrent version the lifecycle expires.
+            moved = bool(item.get("object_version")) and other.object_version != item["object_version"]
+            if (refresh or moved) and writer.refresh_instance(item):
                 report.refreshed += 1
         elif member.same_bytes(other.fingerprint, other.crc_fingerprint):
             report.duplicate.append(sop_uid)

@@ -318,3 +318,30 @@ def test_a_gateway_that_may_not_read_parts_keeps_an_entry_s3_refused(endpoint: s
     [quarantined] = spool.quarantined()
     assert "may not read it to compare" in quarantined["reason"]
     assert uploader.stats.uploaded_parts == 0
+
+
+def test_an_in_place_rewrite_of_a_part_re_pins_its_items_to_the_new_version(aws: Aws) -> None:
+    # GIVEN an indexed part, rewritten in place as an administrator's conflict acceptance does
+    # (same bytes, more metadata: a new object version and a new ObjectCreated event)
+    _versioned(aws)
+    [ds] = series_from("CT_small.dcm", 1)
+    original = encode(ds)
+    key = put_site_part(aws, "site-a", [ds], "p1")
+    first = aws.s3.head_object(Bucket=aws.bucket, Key=key)["VersionId"]
+    ingest_object(aws.s3, aws.dynamodb, aws.table, aws.bucket, key, version_id=first)
+    make_api(aws)
+    from query import dependencies
+
+    dependencies.objects.rewrite(key, {"conflict-accepted": "true"})
+    second = aws.s3.head_object(Bucket=aws.bucket, Key=key)["VersionId"]
+    # WHEN its event is ingested, and later the lifecycle expires the noncurrent first version
+    report = ingest_object(aws.s3, aws.dynamodb, aws.table, aws.bucket, key, version_id=second)
+    aws.s3.delete_object(Bucket=aws.bucket, Key=key, VersionId=first)
+    # THEN the items name the current version and reads still serve the indexed bytes
+    assert report.redelivered == [ds.SOPInstanceUID] and report.refreshed == 1
+    pk = keys.study_pk("site-a", ds.StudyInstanceUID)
+    item = dependencies.store.get(pk, keys.instance_sk(ds.SeriesInstanceUID, ds.SOPInstanceUID))
+    part = dependencies.store.get(pk, keys.part_sk(ds.SeriesInstanceUID, "p1"))
+    assert item is not None and part is not None
+    assert (item["object_version"], part["object_version"]) == (second, second)
+    assert dependencies.objects.instance_bytes(item) == original
