@@ -28,9 +28,14 @@ PART_FILE = "part.json"
 
 
 def new_part_id(now: float | None = None) -> str:
-    """Sortable, unique and free of PHI: ``20261122T200245Z-3fa2c1d0``."""
+    """Sortable, unique and free of PHI: ``20261122T200245Z-<32 hex digits>``.
+
+    128 random bits: no other writer can choose the same S3 key, so an object found
+    under it (HTTP 412 on the create-only upload) was written by this part's own
+    earlier attempt (``edge_gateway.uploader``).
+    """
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
-    return f"{stamp}-{secrets.token_hex(4)}"
+    return f"{stamp}-{secrets.token_hex(16)}"
 
 
 @dataclass

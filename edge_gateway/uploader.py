@@ -14,8 +14,11 @@ entry is confirmed; another manifest (another gateway, or a spool restored from
 a backup, reusing the part id) is never overwritten: the entry is quarantined
 with its reason, shown by ``edge-gateway status``. HeadObject needs ``s3:GetObject``,
 which the template's upload-only ``EdgeGatewayPolicy`` does not grant (a gateway
-reads no part); without it the entry is quarantined too, saying so, and the operator
-compares by hand (``edge-gateway quarantine``).
+reads no part). Without it the 412 alone confirms the entry: part ids carry 128
+random bits chosen by this gateway (``assembler.new_part_id``) and writes are
+create-only, so the object can only be this part's own earlier attempt (the usual
+cause: a lost response). Quarantining it instead would leave every lost response
+to an operator who could not compare either.
 """
 
 from __future__ import annotations
@@ -177,11 +180,13 @@ class Uploader:
             if code not in ("403", "AccessDenied", "Forbidden"):
                 self._failed(entry, head_exc)
                 return False
-            # The gateway's policy may grant no read (EdgeGatewayPolicy): it cannot tell, so it keeps it.
-            reason = (
-                "S3 already holds an object under this part's key and this gateway may not read it "
-                "to compare (s3:GetObject on incoming/*): not overwritten"
+            # No read (EdgeGatewayPolicy): the key's 128 random bits make it this part's own object.
+            log.info(
+                "part %s already in S3 and not readable by this gateway: its own earlier attempt, confirmed",
+                entry.part_id,
             )
+            self._confirmed(entry)
+            return True
         except BotoCoreError as head_exc:
             self._failed(entry, head_exc)
             return False

@@ -23,6 +23,7 @@ from ingest.process import ingest_object
 from moto.server import ThreadedMotoServer
 from pydicom.dataset import Dataset
 
+from edge_gateway.assembler import new_part_id
 from edge_gateway.packager import OutboxEntry
 from edge_gateway.shipped import ShippedRecord
 from edge_gateway.spool import OUTBOX, SHIPPED, Spool
@@ -296,14 +297,18 @@ def test_the_stand_ins_restart_repins_reads_to_the_reloaded_objects(aws: Aws, tm
     assert dependencies.objects.instance_bytes(item) == original
 
 
-def test_a_gateway_that_may_not_read_parts_keeps_an_entry_s3_refused(endpoint: str, tmp_path: Path) -> None:
-    # GIVEN an object under the part's key, and a gateway whose policy grants no s3:GetObject
-    # (HeadObject answers 403, as with the template's EdgeGatewayPolicy)
+def test_a_gateway_that_may_not_read_parts_confirms_its_own_earlier_upload(
+    endpoint: str, tmp_path: Path
+) -> None:
+    # GIVEN the part already in S3 from an earlier attempt whose response was lost, and a
+    # gateway whose policy grants no s3:GetObject (HeadObject answers 403, as with the
+    # template's EdgeGatewayPolicy)
     s3 = boto3.client("s3", region_name=REGION, endpoint_url=endpoint)
     s3.create_bucket(Bucket=BUCKET)
     spool, uploader = _gateway(tmp_path / "gw", s3)
-    entry = _outbox_entry(spool, "site-a", series_from("CT_small.dcm", 1))
-    s3.put_object(Bucket=BUCKET, Key=entry.object_key, Body=b"someone else's part")
+    entry = _outbox_entry(spool, "site-a", series_from("CT_small.dcm", 1), new_part_id())
+    earlier = entry.zip_path.read_bytes()
+    s3.put_object(Bucket=BUCKET, Key=entry.object_key, Body=earlier)
 
     def forbidden(**_kwargs: object) -> tuple[object, dict[str, object]]:
         return SimpleNamespace(status_code=403, headers={}), {
@@ -311,13 +316,17 @@ def test_a_gateway_that_may_not_read_parts_keeps_an_entry_s3_refused(endpoint: s
         }
 
     s3.meta.events.register("before-call.s3.HeadObject", forbidden)  # type: ignore[arg-type]
-    # WHEN it uploads the entry
-    assert not uploader.upload(entry)
-    # THEN nothing is overwritten and the entry is kept in quarantine, saying why
-    assert s3.get_object(Bucket=BUCKET, Key=entry.object_key)["Body"].read() == b"someone else's part"
-    [quarantined] = spool.quarantined()
-    assert "may not read it to compare" in quarantined["reason"]
-    assert uploader.stats.uploaded_parts == 0
+    # WHEN it uploads the entry again
+    assert uploader.upload(entry)
+    # THEN the 412 on its 128-bit random key confirms it: nothing overwritten, nothing
+    # quarantined, the entry left the outbox as uploaded
+    assert len(entry.part_id.rsplit("-", 1)[1]) == 32
+    versions = s3.list_object_versions(Bucket=BUCKET, Prefix=entry.object_key).get("Versions", [])
+    assert len(versions) <= 1
+    assert s3.get_object(Bucket=BUCKET, Key=entry.object_key)["Body"].read() == earlier
+    assert spool.quarantined() == []
+    assert uploader.stats.uploaded_parts == 1
+    assert not entry.zip_path.exists()
 
 
 def test_an_in_place_rewrite_of_a_part_re_pins_its_items_to_the_new_version(aws: Aws) -> None:
