@@ -17,11 +17,12 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
-import threading
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from local_cloud.http_service import BackgroundHttpServer
 
 log = logging.getLogger("local_cloud.viewer")
 
@@ -150,7 +151,7 @@ def app_config_js(api_url: str, oidc: dict[str, str] | None = None) -> bytes:
     return f"window.config = {json.dumps(app_config(api_url, oidc), indent=2)};\n".encode()
 
 
-class ViewerServer:
+class ViewerServer(BackgroundHttpServer):
     """Static files of the OHIF dist on ``host:port``, ``/app-config.js`` generated, SPA fallback."""
 
     def __init__(self, host: str, port: int, dist: Path, api_url: str) -> None:
@@ -179,20 +180,4 @@ class ViewerServer:
             def log_message(self, format: str, *args: Any) -> None:
                 log.debug("%s %s", self.address_string(), format % args)
 
-        self.server = ThreadingHTTPServer((host, port), Handler)
-        self.server.daemon_threads = True
-        self._thread = threading.Thread(target=self.server.serve_forever, name="viewer", daemon=True)
-
-    @property
-    def port(self) -> int:
-        """The port the server listens on (the one chosen when 0 was asked)."""
-        return int(self.server.server_address[1])
-
-    def start(self) -> None:
-        """Serve in a background thread."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop serving and close the socket."""
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(host, port, Handler, name="viewer")
