@@ -60,6 +60,8 @@ _TYPES = {
     ".mjs": "text/javascript",
     ".wasm": "application/wasm",
     ".json": "application/json",
+    ".jsonc": "application/json",
+    ".xml": "application/xml",
     ".map": "application/json",
     ".css": "text/css",
     ".html": "text/html",
@@ -72,7 +74,7 @@ _TYPES = {
     ".txt": "text/plain",
     ".webmanifest": "application/manifest+json",
 }
-TEXT_TYPES = ("text/", "application/javascript", "application/json", "image/svg+xml")
+TEXT_TYPES = ("text/", "application/javascript", "application/json", "application/xml", "image/svg+xml")
 UPLOAD_WORKERS = 8
 
 
