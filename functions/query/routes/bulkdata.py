@@ -62,7 +62,9 @@ def retrieve_bulkdata(study_uid: str, series_uid: str, sop_uid: str, path: str) 
     except BadPath as exc:
         raise BadRequest(str(exc)) from exc
     single = _single_part()
-    wanted = byte_range.parse(router.current_event.headers.get("range"))
+    headers = router.current_event.headers
+    # No validators (ETag, Last-Modified) are sent, so no If-Range can match: whole value (RFC 9110 13.1.5).
+    wanted = None if headers.get("if-range") else byte_range.parse(headers.get("range"))
     item = visible_instance(study_uid, series_uid, sop_uid)
     pixel_data = len(steps) == 1 and f"{steps[0][0]:08X}" == PIXEL_DATA
     try:
