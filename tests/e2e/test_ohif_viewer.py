@@ -147,7 +147,8 @@ def _similarity(canvas: np.ndarray, ds: Dataset, frame: int = 0) -> float:
 
 def _open(driver: Any, stack: Stack, ds: Dataset) -> np.ndarray:
     driver.get(f"{stack.viewer}/viewer?StudyInstanceUIDs={ds.StudyInstanceUID}")
-    canvas = wait_for(lambda: _drawn(driver), 60, "OHIF to draw the image")[0]
+    # 120 s: the first JPEG-LS/JPEG 2000 image loads its wasm codec, slow under the CI load run
+    canvas = wait_for(lambda: _drawn(driver), 120, "OHIF to draw the image")[0]
     time.sleep(1.0)  # let progressive loading finish: take the final picture
     final = _canvas(driver)
     return final if final is not None else canvas
