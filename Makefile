@@ -14,7 +14,7 @@ export SAM_CLI_TELEMETRY := 0
 RUN_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test lint typecheck unit e2e sam-validate template-check lambda-image sam-build sam-test sam-local-up sam-local-sample sam-local-down venv clean
+.PHONY: run test lint typecheck unit e2e sam-validate template-check deploy-viewer lambda-image sam-build sam-test sam-local-up sam-local-sample sam-local-down venv clean
 
 venv: $(STAMP)
 
@@ -63,10 +63,20 @@ typecheck: $(STAMP)
 sam-validate: $(SAM_STAMP)
 	$(SAM_CLI) validate --lint --region us-east-1
 
-## template-check: sam validate --lint, cfn-lint and checkov on template.yaml (no failed checks allowed)
+## template-check: sam validate --lint, cfn-lint and checkov on template.yaml (no failed checks allowed); checkov and sam validate also with the optional viewer on (checkov skips resources whose condition is false)
 template-check: sam-validate $(CHECK_STAMP)
 	$(SAM_VENV)/bin/cfn-lint template.yaml
 	$(CHECK_VENV)/bin/checkov --file template.yaml --framework cloudformation --skip-download --quiet --compact
+	mkdir -p .aws-sam
+	$(PYTHON) tools/template_variant.py DeployViewer=true > .aws-sam/template-viewer.yaml
+	$(SAM_CLI) validate --lint --region us-east-1 --template-file .aws-sam/template-viewer.yaml
+	$(CHECK_VENV)/bin/checkov --file .aws-sam/template-viewer.yaml --framework cloudformation --skip-download --quiet --compact
+
+## deploy-viewer: upload the pinned OHIF viewer to the stack's viewer bucket with its generated app-config.js (DeployViewer=true; STACK=<stack name>, default from samconfig.toml; VIEWER_ARGS=... more options)
+STACK ?= dicom-index-dev
+VIEWER_ARGS ?=
+deploy-viewer: $(STAMP)
+	$(VENV)/bin/python -m local_cloud.viewer_deploy --stack-name $(STACK) $(VIEWER_ARGS)
 
 ## lambda-image: the local Lambda base image and moto server image for `sam local` (idempotent, cached)
 lambda-image: $(STAMP)

@@ -9,17 +9,17 @@ from __future__ import annotations
 import base64
 import logging
 import re
-import threading
 import time
 import uuid
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from local_cloud.aws_timing import AwsCallTimer
 from local_cloud.cors import CorsPolicy
 from local_cloud.dev_token import TokenRejected, authorizer_context, check
+from local_cloud.http_service import BackgroundHttpServer
 from local_cloud.lambda_context import LocalLambdaContext
 
 log = logging.getLogger("local_cloud.api")
@@ -94,7 +94,7 @@ def http_api_event(
     return event
 
 
-class ApiServer:
+class ApiServer(BackgroundHttpServer):
     """The HTTP API of the template on loopback: requests become payload 2.0 events for ``handler``.
 
     With ``dev_secret``, requests need a bearer token signed with it (the JWT authorizer's part);
@@ -151,25 +151,9 @@ class ApiServer:
             def log_message(self, format: str, *args: Any) -> None:
                 log.info("%s %s", self.address_string(), without_query(format % args))
 
-        self.server = ThreadingHTTPServer((host, port), RequestHandler)
+        super().__init__(host, port, RequestHandler, name="api")
         # What the function sees as requestContext.domainName (links come from configuration).
         self.domain_name = f"{host}:{self.port}"
-        self.server.daemon_threads = True
-        self._thread = threading.Thread(target=self.server.serve_forever, name="api", daemon=True)
-
-    @property
-    def port(self) -> int:
-        """The port the server listens on (the one chosen when 0 was asked)."""
-        return int(self.server.server_address[1])
-
-    def start(self) -> None:
-        """Serve in a background thread."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop serving and close the socket."""
-        self.server.shutdown()
-        self.server.server_close()
 
     def _authorize(self, event: dict[str, Any]) -> bool:
         """With a dev secret, act like API Gateway's JWT authorizer: no valid bearer token, no call.

@@ -17,11 +17,12 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
-import threading
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from local_cloud.http_service import BackgroundHttpServer
 
 log = logging.getLogger("local_cloud.viewer")
 
@@ -30,6 +31,8 @@ OHIF_VERSION = "3.13.2"
 # Next to the checkout (gitignored .cache/), shared by every run and test of this worktree.
 DEFAULT_CACHE = Path(__file__).resolve().parent.parent / ".cache" / "ohif"
 NPM_TIMEOUT_SECONDS = 900
+# The scopes the API's routes require (template.yaml's JWT authorizer: dicom/read).
+DEFAULT_SCOPE = "openid email dicom/read"
 
 
 class ViewerUnavailable(RuntimeError):
@@ -70,15 +73,37 @@ def ensure_dist(cache_dir: Path = DEFAULT_CACHE, version: str = OHIF_VERSION, np
     return dist
 
 
-def app_config(api_url: str) -> dict[str, Any]:
+def oidc_client(issuer: str, client_id: str, scope: str = DEFAULT_SCOPE) -> dict[str, str]:
+    """One entry of OHIF's ``oidc`` setting: sign in at ``issuer`` with the code flow (PKCE).
+
+    OHIF (oidc-client-ts) discovers the endpoints from ``<issuer>/.well-known/openid-configuration``
+    and sends the access token as ``Authorization: Bearer`` on every DICOMweb request, which the
+    API's JWT authorizer checks (issuer, audience = ``client_id``, scope ``dicom/read``).
+    ``/callback`` and ``/silent-refresh.html`` of the viewer must be allowed redirect URIs.
+    """
+    return {
+        "authority": issuer.rstrip("/"),
+        "client_id": client_id,
+        "redirect_uri": "/callback",
+        "silent_redirect_uri": "/silent-refresh.html",
+        "response_type": "code",
+        "scope": scope,
+        "post_logout_redirect_uri": "/",
+    }
+
+
+def app_config(api_url: str, oidc: dict[str, str] | None = None) -> dict[str, Any]:
     """OHIF's ``window.config`` with one DICOMweb data source: this API's ``/dicomweb``.
 
     ``bulkDataURI.relativeResolution: "studies"`` resolves the relative BulkDataURIs of
     WADO-RS metadata against the study URL; frames are fetched with ``imageRendering:
-    "wadors"`` (``.../frames/N``).
+    "wadors"`` (``.../frames/N``). Thumbnails are the API's ``/thumbnail`` resources
+    (PS3.18 10.4.1.2.4; ``thumbnailRendering: "thumbnail"`` with the ``fetch`` strategy:
+    one JPEG per series, with the Authorization header), not frames decoded in the browser.
+    ``oidc`` (see :func:`oidc_client`) makes the viewer sign in before it calls the API.
     """
     root = api_url.rstrip("/") + "/dicomweb"
-    return {
+    config: dict[str, Any] = {
         "routerBasename": "/",
         "extensions": [],
         "modes": [],
@@ -103,7 +128,8 @@ def app_config(api_url: str) -> dict[str, Any]:
                     "wadoRoot": root,
                     "qidoSupportsIncludeField": True,
                     "imageRendering": "wadors",
-                    "thumbnailRendering": "wadors",
+                    "thumbnailRendering": "thumbnail",
+                    "thumbnailRequestStrategy": "fetch",
                     "enableStudyLazyLoad": True,
                     "supportsFuzzyMatching": True,
                     "supportsWildcard": True,
@@ -115,14 +141,17 @@ def app_config(api_url: str) -> dict[str, Any]:
             }
         ],
     }
+    if oidc is not None:
+        config["oidc"] = [oidc]
+    return config
 
 
-def app_config_js(api_url: str) -> bytes:
+def app_config_js(api_url: str, oidc: dict[str, str] | None = None) -> bytes:
     """The ``app-config.js`` file the viewer loads first."""
-    return f"window.config = {json.dumps(app_config(api_url), indent=2)};\n".encode()
+    return f"window.config = {json.dumps(app_config(api_url, oidc), indent=2)};\n".encode()
 
 
-class ViewerServer:
+class ViewerServer(BackgroundHttpServer):
     """Static files of the OHIF dist on ``host:port``, ``/app-config.js`` generated, SPA fallback."""
 
     def __init__(self, host: str, port: int, dist: Path, api_url: str) -> None:
@@ -151,20 +180,4 @@ class ViewerServer:
             def log_message(self, format: str, *args: Any) -> None:
                 log.debug("%s %s", self.address_string(), format % args)
 
-        self.server = ThreadingHTTPServer((host, port), Handler)
-        self.server.daemon_threads = True
-        self._thread = threading.Thread(target=self.server.serve_forever, name="viewer", daemon=True)
-
-    @property
-    def port(self) -> int:
-        """The port the server listens on (the one chosen when 0 was asked)."""
-        return int(self.server.server_address[1])
-
-    def start(self) -> None:
-        """Serve in a background thread."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop serving and close the socket."""
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(host, port, Handler, name="viewer")

@@ -147,7 +147,8 @@ def _similarity(canvas: np.ndarray, ds: Dataset, frame: int = 0) -> float:
 
 def _open(driver: Any, stack: Stack, ds: Dataset) -> np.ndarray:
     driver.get(f"{stack.viewer}/viewer?StudyInstanceUIDs={ds.StudyInstanceUID}")
-    canvas = wait_for(lambda: _drawn(driver), 60, "OHIF to draw the image")[0]
+    # 120 s: the first JPEG-LS/JPEG 2000 image loads its wasm codec, slow under the CI load run
+    canvas = wait_for(lambda: _drawn(driver), 120, "OHIF to draw the image")[0]
     time.sleep(1.0)  # let progressive loading finish: take the final picture
     final = _canvas(driver)
     return final if final is not None else canvas
@@ -224,3 +225,44 @@ def test_ui_page_links_studies_to_the_served_viewer(stack: Stack, browser: Any) 
     # The /ui page's viewer base is the OHIF this stand-in serves (i16's link: <base>/viewer?...)
     page = urllib.request.urlopen(stack.api + "/ui", timeout=10).read().decode()  # noqa: S310
     assert f'<meta name="viewer-url" content="{stack.viewer}">' in page
+
+
+_THUMBNAILS_JS = """
+const requests = performance.getEntriesByType('resource')
+  .filter(e => e.name.includes('/thumbnail'))
+  .map(e => ({url: e.name, status: e.responseStatus || 0}));
+const images = [...document.querySelectorAll('img[src^="blob:"]')]
+  .filter(img => img.complete && img.naturalWidth > 0)
+  .map(img => {
+    const c = document.createElement('canvas');
+    c.width = img.naturalWidth; c.height = img.naturalHeight;
+    const g = c.getContext('2d'); g.drawImage(img, 0, 0);
+    const d = g.getImageData(0, 0, c.width, c.height).data;
+    let sum = 0, sq = 0, n = 0;
+    for (let i = 0; i < d.length; i += 4) { const v = d[i]; sum += v; sq += v * v; n++; }
+    const mean = sum / n;
+    return {width: img.naturalWidth, height: img.naturalHeight, std: Math.sqrt(sq / n - mean * mean)};
+  });
+return {requests, images};
+"""
+
+
+def test_study_panel_thumbnails_come_from_the_thumbnail_resources(
+    stack: Stack, studies: Studies, browser: Any
+) -> None:
+    # GIVEN the CT study open in the viewer (its study panel lists the series with a thumbnail)
+    ds = studies.series["ct"][0]
+    browser.get(f"{stack.viewer}/viewer?StudyInstanceUIDs={ds.StudyInstanceUID}")
+
+    def thumbnails() -> dict[str, Any] | None:
+        seen: dict[str, Any] = browser.execute_script(_THUMBNAILS_JS)
+        return seen if seen["requests"] and seen["images"] else None
+
+    seen = wait_for(thumbnails, 60, "the study panel's thumbnails")
+    # THEN they were fetched from the API's /thumbnail resources (PS3.18 10.4.1.2.4) ...
+    ours = [r for r in seen["requests"] if r["url"].startswith(stack.api + "/dicomweb/studies/")]
+    assert ours, seen["requests"]
+    assert any(f"/series/{ds.SeriesInstanceUID}/" in r["url"] for r in ours)
+    assert all(r["status"] in (0, 200) for r in ours)  # 0: the browser withheld it (no Timing-Allow-Origin)
+    # ... and show a picture, not a blank square
+    assert any(i["width"] >= 64 and i["std"] > 5 for i in seen["images"]), seen["images"]
