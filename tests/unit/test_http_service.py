@@ -28,7 +28,9 @@ def test_serves_on_the_port_it_picked_and_releases_it_on_stop() -> None:
         assert reply.read() == b"hello"
     server.stop()
     # The port is free again: a new server can bind it (what a restart after Ctrl-C needs).
+    # SO_REUSEADDR as HTTPServer sets it: the closed connection may leave the port in TIME_WAIT.
     with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind(("127.0.0.1", server.port))
 
 
