@@ -30,12 +30,10 @@ import logging
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -46,9 +44,10 @@ import boto3
 
 from edge_gateway import reactor_checkpoint
 from local_cloud.stack import LocalCloudConfig, free_port
+from tests.helpers import orthanc as pacs
+from tests.helpers.orthanc import http, listening, ready, wait
 
 STORESCU = "/usr/bin/storescu"  # pynetdicom's console script of the same name shadows it in a venv
-ORTHANC = "/usr/sbin/Orthanc"
 SUCCESS = 0x0000
 
 
@@ -64,36 +63,6 @@ class Stream:
     associations: int = 0
     aborted: int = 0
     errors: list[str] = field(default_factory=list)
-
-
-def http(method: str, url: str, body: bytes | None = None, timeout: float = 120) -> Any:
-    request = urllib.request.Request(url, data=body, method=method)  # noqa: S310 - loopback
-    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
-        data = response.read()
-    return json.loads(data) if data else None
-
-
-def ready(url: str) -> bool:
-    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - loopback
-        return bool(response.status < 300)
-
-
-def listening(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def wait(probe: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            result = probe()
-        except OSError:
-            result = None
-        if result:
-            return result
-        time.sleep(0.5)
-    raise SystemExit(f"timed out waiting for {what}")
 
 
 def make_study(folder: Path, count: int, name: str) -> tuple[str, list[Path]]:
@@ -271,34 +240,11 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one scenario,
     env["TCP_NODELAY"] = "1"
     processes: list[subprocess.Popen[bytes]] = []
     with open(work / "local-stack.log", "wb") as stack_log:
-        processes.append(subprocess.Popen(
-            [sys.executable, "-m", "local_cloud", "run", "--moto-port", str(ports["moto"]), "--api-port",
-             str(ports["api"]), "--dicom-port", str(ports["dicom"]), "--stable-after", "2",
-             "--data-dir", str(work / "local-run")],
-            stdout=stack_log, stderr=subprocess.STDOUT, env=env,
-        ))  # fmt: skip
-    (work / "orthanc.json").write_text(
-        json.dumps(
-            {
-                "Name": "soak-pacs",
-                "StorageDirectory": str(work / "orthanc-storage"),
-                "IndexDirectory": str(work / "orthanc-index"),
-                "DicomAet": "PACS",
-                "DicomPort": ports["orthanc_dicom"],
-                "HttpPort": ports["orthanc_http"],
-                "RemoteAccessAllowed": False,
-                "AuthenticationEnabled": False,
-                "Plugins": [],
-                "DicomModalities": {"edge": ["EDGE", "127.0.0.1", ports["dicom"]]},
-            }
-        )
-    )
-    with open(work / "orthanc.log", "wb") as orthanc_log:
-        processes.append(
-            subprocess.Popen(
-                [ORTHANC, str(work / "orthanc.json")], stdout=orthanc_log, stderr=subprocess.STDOUT
-            )
-        )
+        command = pacs.local_stack_command(ports, work / "local-run", stable_after=2)
+        processes.append(subprocess.Popen(command, stdout=stack_log, stderr=subprocess.STDOUT, env=env))
+    edge = {"edge": ("EDGE", "127.0.0.1", ports["dicom"])}
+    config = pacs.write_config(work, ports, "PACS", edge, name="soak-pacs")
+    processes.append(pacs.start(config))
     hogs: list[subprocess.Popen[bytes]] = []
     orthanc = f"http://127.0.0.1:{ports['orthanc_http']}"
     api = f"http://127.0.0.1:{ports['api']}"
@@ -338,13 +284,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one scenario,
         for hog in hogs:
             hog.kill()
             hog.wait()
-        for process in processes:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        pacs.stop(processes, timeout=60)
     report = {
         "instances": sum(len(s.files) for s in streams),
         "sent": sum(s.sent for s in streams),

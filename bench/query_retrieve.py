@@ -19,18 +19,13 @@ storescp bind every interface).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from gateway_throughput import env, free_port, generate, wait_listening
 from pydicom import dcmread
@@ -41,28 +36,12 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelMove,
 )
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for tests.helpers
+from tests.helpers import orthanc as pacs
+from tests.helpers.orthanc import http, wait
+
 NETNS_FLAG = "EDGE_BENCH_IN_NETNS"
 PATIENT_ID = "BENCH-QR-1"
-
-
-def http(method: str, url: str, body: bytes | None = None) -> Any:
-    request = urllib.request.Request(url, data=body, method=method)  # noqa: S310 - loopback
-    with urllib.request.urlopen(request, timeout=120) as response:  # noqa: S310
-        data = response.read()
-    return json.loads(data) if data else None
-
-
-def wait(probe: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            result = probe()
-        except OSError:
-            result = None
-        if result:
-            return result
-        time.sleep(0.5)
-    raise SystemExit(f"timed out waiting for {what}")
 
 
 def find_once(port: int, called: str) -> float:
@@ -129,12 +108,7 @@ def run(args: argparse.Namespace, work: Path) -> None:  # noqa: PLR0915 - a scri
             ds.save_as(path)
         first = dcmread(files[0], stop_before_pixels=True)
         study_uid, series_uid = str(first.StudyInstanceUID), str(first.SeriesInstanceUID)
-        start(
-            [sys.executable, "-m", "local_cloud", "run", "--moto-port", str(ports["moto"]), "--api-port",
-             str(ports["api"]), "--dicom-port", str(ports["dicom"]), "--stable-after", "1",
-             "--data-dir", str(work / "local-run")],
-            "local-stack.log",
-        )  # fmt: skip
+        start(pacs.local_stack_command(ports, work / "local-run"), "local-stack.log")
         api = f"http://127.0.0.1:{ports['api']}"
         wait(
             lambda: http("GET", f"{api}/dicomweb/studies?limit=1") is not None or True, 120, "the local stack"
@@ -157,27 +131,12 @@ def run(args: argparse.Namespace, work: Path) -> None:  # noqa: PLR0915 - a scri
             ports["qr"],
             start([sys.executable, "-m", "edge_gateway", "run", "--config", str(config)], "qr.log", aws),
         )
-        orthanc_config = work / "orthanc.json"
-        orthanc_config.write_text(
-            json.dumps(
-                {
-                    "Name": "bench",
-                    "StorageDirectory": str(work / "orthanc-storage"),
-                    "IndexDirectory": str(work / "orthanc-index"),
-                    "DicomAet": "ORTHANC",
-                    "DicomPort": ports["orthanc_dicom"],
-                    "HttpPort": ports["orthanc_http"],
-                    "RemoteAccessAllowed": False,
-                    "AuthenticationEnabled": False,
-                    "Plugins": [],
-                    "DicomModalities": {"dest": ["DEST", "127.0.0.1", ports["dest"]]},
-                    "DicomAlwaysAllowFind": True,  # the benchmark client is not a declared modality
-                    "DicomAlwaysAllowMove": True,
-                }
-            )
-        )
+        dest = {"dest": ("DEST", "127.0.0.1", ports["dest"])}
+        # the benchmark client is not a declared modality
+        always = {"DicomAlwaysAllowFind": True, "DicomAlwaysAllowMove": True}
+        orthanc_config = pacs.write_config(work, ports, "ORTHANC", dest, name="bench", **always)
         orthanc = f"http://127.0.0.1:{ports['orthanc_http']}"
-        start(["/usr/sbin/Orthanc", str(orthanc_config)], "orthanc.log")
+        start([pacs.ORTHANC, str(orthanc_config)], "orthanc.log")
         wait(lambda: http("GET", f"{orthanc}/system"), 60, "Orthanc")
         wait_listening(
             ports["dest"],
@@ -217,13 +176,7 @@ def run(args: argparse.Namespace, work: Path) -> None:  # noqa: PLR0915 - a scri
             for _ in range(args.repeat)
         )
     finally:
-        for process in reversed(processes):
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        pacs.stop(reversed(processes))
 
     size = sum(p.stat().st_size for p in files) / len(files) / 1e6
     print(f"\n{len(files)} instances of {size:.2f} MB; {os.cpu_count()} CPUs (shared: figures are noisy)")

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -24,8 +21,7 @@ import pytest
 
 from edge_gateway import reactor_checkpoint
 from local_cloud.stack import LocalCloudConfig, free_port
-from tests.conftest import require_tool
-from tests.helpers.browser import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS
+from tests.helpers.browser import chromium
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -144,25 +140,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    require_tool(
-        shutil.which(CHROMIUM) is not None
-        and shutil.which(CHROMEDRIVER) is not None
-        and find_spec("selenium") is not None,
-        "Debian chromium + chromium-driver and the selenium package",
-    )
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    # Chrome's network events, to see the headers the page sends
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
-    with tempfile.TemporaryDirectory(prefix="ui-chromium-") as profile:
-        options.add_argument(f"--user-data-dir={profile}")
-        driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-        try:
-            yield driver
-        finally:
-            driver.quit()
+    """Headless Chromium keeping Chrome's network events (to see the headers the page sends)."""
+    with chromium(logs=("performance",)) as driver:
+        yield driver

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import io
 import shutil
-import tempfile
 import time
 import urllib.request
 import uuid
@@ -28,12 +27,11 @@ from pydicom.dataset import Dataset
 
 from tests.conftest import require_tool
 from tests.e2e.conftest import OUTPUT, Stack, wait_for
+from tests.helpers.browser import chromium
 from tests.helpers.dicom_factory import series_from
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 FLAGS = (
     "--headless=new",
     "--no-sandbox",
@@ -87,24 +85,10 @@ def studies(stack: Stack) -> Studies:
 
 @pytest.fixture(scope="module")
 def browser(stack: Stack) -> Iterator[Any]:
-    require_tool(shutil.which(CHROMIUM) is not None and shutil.which(CHROMEDRIVER) is not None, "chromium")
     require_tool(shutil.which("npm") is not None or _viewer_up(stack), "npm (fetches the OHIF viewer)")
     wait_for(lambda: _viewer_up(stack), 120, "the OHIF viewer to be served")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in FLAGS:
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    with tempfile.TemporaryDirectory() as profile:
-        options.add_argument(f"--user-data-dir={profile}")
-        driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-        try:
-            yield driver
-        finally:
-            driver.quit()
+    with chromium(logs=("browser",), flags=FLAGS) as driver:  # WebGL (swiftshader) for cornerstone
+        yield driver
 
 
 def _canvas(driver: Any) -> np.ndarray | None:

@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from importlib.util import find_spec
 from typing import Any
 
 import pytest
 
 from local_cloud.api_server import ApiServer
-from tests.conftest import require_tool
 from tests.e2e.conftest import wait_for
-from tests.helpers.browser import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS
+from tests.helpers.browser import chromium
 
 pytestmark = pytest.mark.e2e
 
@@ -39,29 +35,12 @@ def api() -> Iterator[str]:
 
 @pytest.fixture
 def offline_browser() -> Iterator[Any]:
-    require_tool(
-        shutil.which(CHROMIUM) is not None
-        and shutil.which(CHROMEDRIVER) is not None
-        and find_spec("selenium") is not None,
-        "Debian chromium + chromium-driver and the selenium package",
-    )
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    # Every name but the loopback address fails to resolve: a CDN would be unreachable.
-    options.add_argument("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1")
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
-    with tempfile.TemporaryDirectory(prefix="swagger-chromium-") as profile:
-        options.add_argument(f"--user-data-dir={profile}")
-        driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-        try:
-            yield driver
-        finally:
-            driver.quit()
+    """Headless Chromium in which every name but the loopback address fails to resolve (no CDN)."""
+    with chromium(
+        logs=("performance", "browser"),
+        extra_flags=("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",),
+    ) as driver:
+        yield driver
 
 
 def test_swagger_ui_renders_every_operation_offline_under_its_csp(api: str, offline_browser: Any) -> None:

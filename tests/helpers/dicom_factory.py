@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
+from pydicom.data.data_manager import DATA_ROOT
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
@@ -18,6 +19,17 @@ def pydicom_file(name: str) -> Path:
     path = get_testdata_file(name)
     assert path is not None, name
     return Path(str(path))
+
+
+def pydicom_bundled_files(pattern: str = "**/*", charsets: bool = False) -> list[Path]:
+    """pydicom's test files (and its character set files with ``charsets``) shipped in the package.
+
+    Not ``pydicom.data.get_testdata_files``: that also fetches pydicom-data's extra files
+    from GitHub (a failed download per file, about 15 s offline; tests stay on loopback).
+    """
+    folders = ("test_files", "charset_files") if charsets else ("test_files",)
+    found = {p for folder in folders for p in (Path(DATA_ROOT) / folder).glob(pattern) if p.is_file()}
+    return sorted((p for p in found if p.suffix != ".py"), key=lambda p: (p.parent.name, p.name))
 
 
 def pydicom_dataset(name: str) -> Dataset:

@@ -12,81 +12,30 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from local_cloud.stack import free_port
+from tests.helpers import orthanc as pacs
 from tests.helpers.dicom_factory import series_from, write_series
-
-
-def http(method: str, url: str, body: bytes | None = None) -> Any:
-    request = urllib.request.Request(url, data=body, method=method)  # noqa: S310 - loopback test URL
-    with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
-        data = response.read()
-    return json.loads(data) if data else None
-
-
-def ready(url: str) -> bool:
-    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - loopback test URL
-        return bool(response.status < 300)
-
-
-def listening(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def wait(probe: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            result = probe()
-        except OSError:
-            result = None
-        if result:
-            return result
-        time.sleep(0.3)
-    raise SystemExit(f"timed out waiting for {what}")
+from tests.helpers.orthanc import http, listening, ready, wait
 
 
 def main(work: Path) -> dict[str, Any]:
-    ports = {name: free_port() for name in ("moto", "api", "dicom", "orthanc_http")}
+    ports = {name: free_port() for name in ("moto", "api", "dicom", "orthanc_http", "orthanc_dicom")}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "EDGE_GATEWAY_"))}
     env["TCP_NODELAY"] = "1"
     stack_log = open(work / "local-stack.log", "wb")  # noqa: SIM115 - lives as long as the process
     stack = subprocess.Popen(
-        [sys.executable, "-m", "local_cloud", "run", "--moto-port", str(ports["moto"]), "--api-port",
-         str(ports["api"]), "--dicom-port", str(ports["dicom"]), "--stable-after", "1",
-         "--data-dir", str(work / "local-run")],
-        stdout=stack_log, stderr=subprocess.STDOUT, env=env,
-    )  # fmt: skip
-    config = work / "orthanc.json"
-    config.write_text(
-        json.dumps(
-            {
-                "Name": "hospital-pacs",
-                "StorageDirectory": str(work / "orthanc-storage"),
-                "IndexDirectory": str(work / "orthanc-index"),
-                "DicomAet": "PACS",
-                "DicomPort": free_port(),
-                "HttpPort": ports["orthanc_http"],
-                "RemoteAccessAllowed": False,
-                "AuthenticationEnabled": False,
-                "Plugins": [],
-                "DicomModalities": {"edge": ["EDGE", "127.0.0.1", ports["dicom"]]},
-            }
-        )
+        pacs.local_stack_command(ports, work / "local-run"),
+        stdout=stack_log,
+        stderr=subprocess.STDOUT,
+        env=env,
     )
-    orthanc_log = open(work / "orthanc.log", "wb")  # noqa: SIM115
-    orthanc = subprocess.Popen(
-        ["/usr/sbin/Orthanc", str(config)], stdout=orthanc_log, stderr=subprocess.STDOUT, env=env
-    )
+    config = pacs.write_config(work, ports, "PACS", {"edge": ("EDGE", "127.0.0.1", ports["dicom"])})
+    orthanc = pacs.start(config, env)
     orthanc_url = f"http://127.0.0.1:{ports['orthanc_http']}"
     api = f"http://127.0.0.1:{ports['api']}"
     try:
@@ -123,13 +72,7 @@ def main(work: Path) -> dict[str, Any]:
             "patient_name": study["00100010"]["Value"][0]["Alphabetic"],
         }
     finally:
-        for process in (orthanc, stack):
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        pacs.stop((orthanc, stack))
 
 
 if __name__ == "__main__":

@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 from local_cloud.stack import LocalCloudConfig, free_port
+from tests.helpers import orthanc as pacs
 from tests.helpers.dicom_factory import series_from, write_series
-from tests.helpers.orthanc_push import http, ready, wait
+from tests.helpers.orthanc import http, ready, wait
 
 AWS_LOCAL = {
     "AWS_ACCESS_KEY_ID": "local",
@@ -69,30 +69,9 @@ def main(work: Path) -> dict[str, Any]:
             subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env={**env, **(extra or {})})
         )
 
-    start(
-        [sys.executable, "-m", "local_cloud", "run", "--moto-port", str(ports["moto"]), "--api-port",
-         str(ports["api"]), "--dicom-port", str(ports["dicom"]), "--stable-after", "1",
-         "--data-dir", str(work / "local-run")],
-        "local-stack.log",
-    )  # fmt: skip
-    config = work / "orthanc.json"
-    config.write_text(
-        json.dumps(
-            {
-                "Name": "hospital-pacs",
-                "StorageDirectory": str(work / "orthanc-storage"),
-                "IndexDirectory": str(work / "orthanc-index"),
-                "DicomAet": "ORTHANC",
-                "DicomPort": ports["orthanc_dicom"],
-                "HttpPort": ports["orthanc_http"],
-                "RemoteAccessAllowed": False,
-                "AuthenticationEnabled": False,
-                "Plugins": [],
-                "DicomModalities": {"edge": ["QREDGE", "127.0.0.1", ports["qr"]]},
-            }
-        )
-    )
-    start(["/usr/sbin/Orthanc", str(config)], "orthanc.log")
+    start(pacs.local_stack_command(ports, work / "local-run"), "local-stack.log")
+    config = pacs.write_config(work, ports, "ORTHANC", {"edge": ("QREDGE", "127.0.0.1", ports["qr"])})
+    start([pacs.ORTHANC, str(config)], "orthanc.log")
     orthanc = f"http://127.0.0.1:{ports['orthanc_http']}"
     api = f"http://127.0.0.1:{ports['api']}"
     report: dict[str, Any] = {}
@@ -155,13 +134,7 @@ def main(work: Path) -> dict[str, Any]:
         report["sent"] = sorted(str(ds.SOPInstanceUID) for ds in series)
         return report
     finally:
-        for process in reversed(processes):
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        pacs.stop(reversed(processes))
 
 
 if __name__ == "__main__":

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import email
+import email.policy
 import json
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,12 +32,43 @@ def uids(reply_json: list[dict[str, dict[str, list[str]]]], tag: str) -> list[st
 
 @dataclass
 class Reply:
+    """An HTTP answer of the query function: status, headers (lower-case names), body bytes."""
+
     status: int
     headers: dict[str, str]
     body: bytes
 
+    @classmethod
+    def from_proxy_result(cls, result: Mapping[str, Any]) -> Reply:
+        """Decode an API Gateway proxy result (``statusCode``, ``headers``, ``body`` base64 when
+        ``isBase64Encoded``) as API Gateway does before it answers the client."""
+        raw = result.get("body") or ""
+        data = base64.b64decode(raw) if result.get("isBase64Encoded") else str(raw).encode()
+        headers = {k.lower(): str(v) for k, v in (result.get("headers") or {}).items()}
+        return cls(int(result["statusCode"]), headers, data)
+
     def json(self) -> Any:
         return json.loads(self.body)
+
+    def parts(self) -> list[tuple[str, bytes]]:
+        """(content type, content) of each part of a multipart/related body (PS3.18 8.7.1), in order.
+
+        Parsed by the standard library's MIME parser, not by the code under test.
+        """
+        head = f"Content-Type: {self.headers['content-type']}\r\n\r\n".encode()
+        message = email.message_from_bytes(head + self.body, policy=email.policy.HTTP)
+        assert message.is_multipart(), self.headers["content-type"]
+        return [(part.get_content_type(), part.get_payload(decode=True)) for part in message.iter_parts()]
+
+
+def stow_request(instances: Iterable[bytes], boundary: str = "B0undary") -> tuple[dict[str, str], bytes]:
+    """Headers and body of a STOW-RS request (PS3.18 10.5): one application/dicom part per item."""
+    body = b"".join(
+        f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + data + b"\r\n"
+        for data in instances
+    )
+    headers = {"content-type": f'multipart/related; type="application/dicom"; boundary={boundary}'}
+    return headers, body + f"--{boundary}--\r\n".encode()
 
 
 @dataclass
@@ -49,10 +83,9 @@ class Api:
         event = http_api_event(method, path, {"host": "testserver", **(headers or {})}, body, "127.0.0.1")
         if self.claims is not None:
             event["requestContext"]["authorizer"] = {"jwt": self.claims}
-        result = lambda_handler(event, LocalLambdaContext(function_name="QueryFunction"))
-        raw = result.get("body") or ""
-        data = base64.b64decode(raw) if result.get("isBase64Encoded") else str(raw).encode()
-        return Reply(int(result["statusCode"]), {k.lower(): v for k, v in result["headers"].items()}, data)
+        return Reply.from_proxy_result(
+            lambda_handler(event, LocalLambdaContext(function_name="QueryFunction"))
+        )
 
     def get(self, path: str, **headers: str) -> Reply:
         return self.call("GET", path, headers)

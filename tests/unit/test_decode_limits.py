@@ -12,9 +12,9 @@ import pydicom
 import pytest
 from common import decode_limits
 from common.decode_limits import LimitExceeded, check_part10, check_pixel_budget, inflate, read_part10
-from pydicom.data import get_testdata_files
 
 from tests import decode_bombs
+from tests.helpers.dicom_factory import pydicom_bundled_files
 
 MIB = 1024 * 1024
 
@@ -117,7 +117,7 @@ def test_every_pydicom_test_file_passes_the_limits() -> None:
     read = 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for name in get_testdata_files("*.dcm"):
+        for name in pydicom_bundled_files("*.dcm"):
             with open(name, "rb") as file:
                 data = file.read()
             if len(data) > 2 * MIB:

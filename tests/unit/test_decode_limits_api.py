@@ -9,15 +9,14 @@ from tests import decode_bombs
 from tests.conftest import Aws
 from tests.helpers.dicom_factory import encode, series_from
 from tests.helpers.part_support import put_part
-from tests.helpers.query_api import Api, make_api
+from tests.helpers.query_api import Api, make_api, stow_request
 
 MIB = 1024 * 1024
-STOW = {"content-type": 'multipart/related; type="application/dicom"; boundary=B'}
+STOW, _ = stow_request([], boundary="B")
 
 
 def multipart(*parts: bytes) -> bytes:
-    body = b"".join(b"--B\r\nContent-Type: application/dicom\r\n\r\n" + p + b"\r\n" for p in parts)
-    return body + b"--B--\r\n"
+    return stow_request(parts, boundary="B")[1]
 
 
 @pytest.fixture

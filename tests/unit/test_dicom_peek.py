@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import warnings
 from pathlib import Path
 
 import pytest
 from pydicom import dcmread
-from pydicom.data import get_charset_files, get_testdata_files
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
@@ -18,6 +16,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from edge_gateway import dicom_peek
 from edge_gateway.dicom_peek import Undecodable, routing_uids
+from tests.helpers.dicom_factory import pydicom_bundled_files
 
 
 def _raw_dataset(path: str) -> tuple[bytes, str] | None:
@@ -58,8 +57,8 @@ def _slow(raw: bytes, syntax: str) -> list[str]:
 
 def _samples() -> list[tuple[bytes, str]]:
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # pydicom warns that it cannot download its extra files
-        paths = sorted({f for f in [*get_testdata_files(), *get_charset_files()] if os.path.isfile(f)})
+        warnings.simplefilter("ignore")
+        paths = sorted(map(str, pydicom_bundled_files(charsets=True)))
         return [s for s in map(_raw_dataset, paths) if s is not None]
 
 

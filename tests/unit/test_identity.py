@@ -19,7 +19,7 @@ from tests.conftest import Aws
 from tests.helpers.dicom_factory import encode, series_from
 from tests.helpers.ingest_support import Atomic
 from tests.helpers.part_support import put_site_part
-from tests.helpers.query_api import Api, make_api
+from tests.helpers.query_api import Api, make_api, stow_request
 
 # The odd values below are the point of these tests: pydicom's warnings about them are expected.
 pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR", "ignore:The value length")
@@ -200,18 +200,7 @@ def test_leading_zero_uids_are_reachable_and_bad_uids_are_refused(aws: Aws) -> N
     # STOW refuses what the rule refuses, with a reason
     long_uid = "1." + "2" * 64
     stowed = series_from("CT_small.dcm", 1, study_uid=long_uid)[0]
-    boundary = "b0"
-    body = (
-        f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
-        + encode(stowed)
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
-    reply = api.call(
-        "POST",
-        "/dicomweb/studies",
-        {"content-type": f'multipart/related; type="application/dicom"; boundary={boundary}'},
-        body,
-    )
+    reply = api.call("POST", "/dicomweb/studies", *stow_request([encode(stowed)]))
     assert reply.status == 409
     failed = reply.json()["00081198"]["Value"][0]
     assert failed["00081197"]["Value"] == [0xA901]

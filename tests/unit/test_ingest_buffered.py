@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import zipfile
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,18 +18,14 @@ from ingest import extract
 from ingest.extract import InstanceRecord, RejectedMember
 from ingest.process import _parse
 from ingest.zip_part import Part, open_part, prefetch_range
-from pydicom.data import get_charset_files, get_testdata_files
 from pydicom.dataset import Dataset
 
-from tests.helpers.dicom_factory import encode, pydicom_dataset
+from tests.helpers.dicom_factory import encode, pydicom_bundled_files, pydicom_dataset
 from tests.helpers.ingest_support import reader_over
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
-FILES = sorted(
-    {Path(f) for f in [*get_testdata_files(), *get_charset_files()] if os.path.isfile(f)},
-    key=lambda p: (p.parent.name, p.name),
-)
+FILES = pydicom_bundled_files(charsets=True)
 
 
 def _stored_part(members: dict[str, bytes]) -> Part:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from query.errors import BadRequest
 from query.matching import date_range, match_name
@@ -12,10 +14,11 @@ from tests.conftest import Aws
 from tests.helpers.query_api import index_two_patients
 
 
-@pytest.fixture
-def indexed(aws: Aws) -> Aws:
-    index_two_patients(aws, ct_instances=2)
-    return aws
+@pytest.fixture(scope="module")
+def indexed(module_aws: Aws) -> Aws:
+    """Two patients indexed once for the module: every test here only reads."""
+    index_two_patients(module_aws, ct_instances=2)
+    return module_aws
 
 
 def search(aws: Aws, **params: str) -> list[str]:
@@ -46,11 +49,17 @@ def test_study_search(indexed: Aws, params: dict[str, str], expected: list[str])
 
 def test_searches_never_scan(indexed: Aws) -> None:
     operations: list[str] = []
-    indexed.dynamodb.meta.events.register(
-        "before-call.dynamodb.*", lambda model, **_: operations.append(model.name)
-    )
-    for params in ({}, {"PatientID": "PID-1"}, {"PatientName": "mul", "fuzzymatching": "true"}):
-        search(indexed, **params)
+
+    def record(model: Any, **_: Any) -> None:
+        operations.append(model.name)
+
+    events = indexed.dynamodb.meta.events
+    events.register("before-call.dynamodb.*", record)
+    try:
+        for params in ({}, {"PatientID": "PID-1"}, {"PatientName": "mul", "fuzzymatching": "true"}):
+            search(indexed, **params)
+    finally:
+        events.unregister("before-call.dynamodb.*", record)
     assert operations
     assert "Scan" not in operations
 

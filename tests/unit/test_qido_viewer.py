@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlencode
 
 import pytest
@@ -16,8 +17,10 @@ DESCRIPTION = "00081030"
 OHIF_INCLUDE = "00081030,00080060,00080090,00100030"
 
 
-@pytest.fixture
-def api(aws: Aws) -> Api:
+@pytest.fixture(scope="module")
+def indexed(module_aws: Aws) -> Aws:
+    """Two studies indexed once for the module: the tests only read."""
+    aws = module_aws
     for i, (description, series_description) in enumerate(
         (("CT Thorax mit KM", "Lunge 1mm"), ("MR Knie", "PD fs"))
     ):
@@ -25,7 +28,12 @@ def api(aws: Aws) -> Api:
         for ds in instances:
             ds.StudyDescription, ds.SeriesDescription = description, series_description
         ingest_object(aws.s3, aws.dynamodb, aws.table, aws.bucket, put_part(aws, instances, f"v{i}"))
-    return make_api(aws)
+    return aws
+
+
+@pytest.fixture
+def api(indexed: Aws) -> Api:
+    return make_api(indexed)
 
 
 def studies(api: Api, **params: str) -> list[str]:
@@ -35,11 +43,15 @@ def studies(api: Api, **params: str) -> list[str]:
     return [s[DESCRIPTION]["Value"][0] for s in reply.json()] if reply.status == 200 else []
 
 
-def test_worklist_filters_as_ohif_sends_them(aws: Aws, api: Api) -> None:
+def test_worklist_filters_as_ohif_sends_them(indexed: Aws, api: Api, request: pytest.FixtureRequest) -> None:
     operations: list[str] = []
-    aws.dynamodb.meta.events.register(
-        "before-call.dynamodb.*", lambda model, **_: operations.append(model.name)
-    )
+
+    def record(model: Any, **_: Any) -> None:
+        operations.append(model.name)
+
+    # The search runs on the function's client (make_api pointed it at this moto).
+    indexed.dynamodb.meta.events.register("before-call.dynamodb.*", record)
+    request.addfinalizer(lambda: indexed.dynamodb.meta.events.unregister("before-call.dynamodb.*", record))
     # OHIF's Description box: *word*, any case
     assert studies(api, StudyDescription="*thorax*") == ["CT Thorax mit KM"]
     assert studies(api, StudyDescription="MR Knie") == ["MR Knie"]

@@ -7,7 +7,7 @@ from ingest.process import ingest_object
 
 from tests.conftest import Aws
 from tests.helpers.dicom_factory import encode, series_from
-from tests.helpers.query_api import Api, index_two_patients, make_api
+from tests.helpers.query_api import Api, index_two_patients, make_api, stow_request
 
 
 @pytest.fixture
@@ -21,20 +21,8 @@ def api(aws: Aws) -> Api:
 def test_stow_writes_one_part_per_series(api: Api) -> None:
     new = series_from("CT_small.dcm", 2)
     duplicate = api.ct[0]  # type: ignore[attr-defined]
-    boundary = "XyZ"
-    body = (
-        b"".join(
-            f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + data + b"\r\n"
-            for data in (*map(encode, new), encode(duplicate), b"not dicom")
-        )
-        + f"--{boundary}--\r\n".encode()
-    )
-    reply = api.call(
-        "POST",
-        "/dicomweb/studies",
-        {"content-type": f'multipart/related; type="application/dicom"; boundary={boundary}'},
-        body,
-    )
+    headers, body = stow_request([*map(encode, new), encode(duplicate), b"not dicom"], boundary="XyZ")
+    reply = api.call("POST", "/dicomweb/studies", headers, body)
     assert reply.status == 202
     answer = reply.json()
     assert len(answer["00081199"]["Value"]) == 2

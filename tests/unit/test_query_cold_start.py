@@ -1,4 +1,7 @@
-"""Cold start: the query function imports no pydicom/numpy/PIL (timings: bench/query_cold_start.py)."""
+"""Cold start: the query function imports no pydicom/numpy/PIL (timings: bench/query_cold_start.py).
+
+The X-Ray SDK outside a traced Lambda runtime: tests/unit/test_tracing.py.
+"""
 
 from __future__ import annotations
 

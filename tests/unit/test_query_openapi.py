@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -13,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from local_cloud.api_server import http_api_event
 from local_cloud.lambda_context import LocalLambdaContext
 from tests.conftest import Aws
-from tests.helpers.query_api import index_two_patients, make_api
+from tests.helpers.query_api import Reply, index_two_patients, make_api
 
 REASONS = {
     200: "OK",
@@ -45,12 +44,9 @@ def wsgi_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Ite
         f"?{environ['QUERY_STRING']}" if environ.get("QUERY_STRING") else ""
     )
     event = http_api_event(environ["REQUEST_METHOD"], target, headers, body, "127.0.0.1")
-    result = lambda_handler(event, LocalLambdaContext(function_name="QueryFunction"))
-    status = int(result["statusCode"])
-    raw = result.get("body") or ""
-    data = base64.b64decode(raw) if result.get("isBase64Encoded") else str(raw).encode()
-    start_response(f"{status} {REASONS.get(status, 'Status')}", list((result.get("headers") or {}).items()))
-    return [data]
+    reply = Reply.from_proxy_result(lambda_handler(event, LocalLambdaContext(function_name="QueryFunction")))
+    start_response(f"{reply.status} {REASONS.get(reply.status, 'Status')}", list(reply.headers.items()))
+    return [reply.body]
 
 
 @schemathesis.serializer('multipart/related; type="application/dicom"')
@@ -60,9 +56,14 @@ def multipart(ctx: Any, value: Any) -> bytes:
     return b"--x\r\nContent-Type: application/dicom\r\n\r\n" + data + b"\r\n--x--\r\n"
 
 
-@pytest.fixture
-def schema(aws: Aws) -> Any:
-    make_api(aws)
+@pytest.fixture(scope="module")
+def schema(module_aws: Aws) -> Any:
+    """The API's OpenAPI document, loaded once (the resolver builds it: seconds), over the module's moto.
+
+    The first test fuzzes an empty table; the second indexes two patients into it first
+    (either order keeps both tests' assertions true).
+    """
+    make_api(module_aws)
     return schemathesis.openapi.from_wsgi("/openapi.json", wsgi_app)
 
 
@@ -98,9 +99,9 @@ def test_no_input_gives_a_server_error(schema: Any) -> None:
     assert failures == []
 
 
-def test_no_input_gives_a_server_error_with_indexed_data(schema: Any, aws: Aws) -> None:
+def test_no_input_gives_a_server_error_with_indexed_data(schema: Any, module_aws: Aws) -> None:
     # GIVEN two indexed patients (a 3-instance CT series and an MR instance)
-    ct, mr = index_two_patients(aws, 3)
+    ct, mr = index_two_patients(module_aws, 3)
     uids = {
         "study_uid": [ct[0].StudyInstanceUID, mr[0].StudyInstanceUID],
         "series_uid": [ct[0].SeriesInstanceUID, mr[0].SeriesInstanceUID],

@@ -19,7 +19,7 @@ from pydicom.dataset import Dataset
 from tests.conftest import Aws
 from tests.helpers.dicom_factory import encode, series_from
 from tests.helpers.part_support import put_site_part
-from tests.helpers.query_api import Api, make_api
+from tests.helpers.query_api import Api, make_api, stow_request
 
 READ_WRITE = ["dicom/read", "dicom/write"]
 SOP, STUDY, SERIES = "00080018", "0020000D", "0020000E"
@@ -179,13 +179,8 @@ def test_a_multi_site_token_gets_results_tagged_with_their_partition(sites: Site
             assert api.get(f"{path}{'&' if '?' in path else '?'}site={site}").status == 200
 
 
-def stow_body(instances: list[Dataset], boundary: str = "B0undary") -> tuple[dict[str, str], bytes]:
-    body = b"".join(
-        f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + encode(ds) + b"\r\n"
-        for ds in instances
-    )
-    headers = {"content-type": f'multipart/related; type="application/dicom"; boundary={boundary}'}
-    return headers, body + f"--{boundary}--\r\n".encode()
+def stow_body(instances: list[Dataset]) -> tuple[dict[str, str], bytes]:
+    return stow_request(map(encode, instances))
 
 
 def test_stow_duplicates_are_checked_in_the_own_site_only(sites: Sites) -> None:
