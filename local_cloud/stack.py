@@ -241,17 +241,19 @@ class LocalCloud:
             cfg.host, cfg.api_port, query_handler, dev_secret=cfg.dev_secret, timer=timer, cors=self._cors()
         )
         self.api.start()
-        if cfg.with_viewer:
-            self.viewer = self._start_viewer()
-        # The /ui page reads it per request (query.routes.ui); the ports are known only now.
-        os.environ["UI_VIEWER_URL"] = self.viewer_url or ""
         log.info("API on %s (DICOMweb under /dicomweb)", self.api_url)
         if cfg.dev_secret:
             from local_cloud.dev_token import issue
 
             print(f"development token (Authorization: Bearer ...): {issue(cfg.dev_secret)}", flush=True)
+        # The gateway before the viewer: a first run fetches the OHIF dist from the npm
+        # registry, and images must not wait for a viewer (or a machine without network).
         if cfg.with_gateway:
             self.gateway = self._start_gateway()
+        if cfg.with_viewer:
+            self.viewer = self._start_viewer()
+        # The /ui page reads it per request (query.routes.ui); the ports are known only now.
+        os.environ["UI_VIEWER_URL"] = self.viewer_url or ""
         return self
 
     @property
