@@ -13,14 +13,19 @@ ranged GET (docs: VERIFIED.md), which real S3 does not; so the series is receive
 is still a lower bound for S3. Everything runs in a private network namespace (Orthanc and
 storescp bind every interface).
 
-    python bench/query_retrieve.py [--instances 300] [--finds 100] [--repeat 2]
+    python bench/query_retrieve.py [--instances 300] [--finds 100] [--repeat 2] [--profile DIR]
+
+``--profile DIR`` records the gateway process with py-spy (``pip install py-spy``) during the
+C-MOVEs and prints the functions with the most own samples (raw stacks in ``DIR/gateway.txt``).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -153,10 +158,8 @@ def run(args: argparse.Namespace, work: Path) -> None:  # noqa: PLR0915 - a scri
             "AWS_SECRET_ACCESS_KEY": "local",
             "AWS_DEFAULT_REGION": "us-east-1",
         }
-        wait_listening(
-            ports["qr"],
-            start([sys.executable, "-m", "edge_gateway", "run", "--config", str(config)], "qr.log", aws),
-        )
+        gateway = start([sys.executable, "-m", "edge_gateway", "run", "--config", str(config)], "qr.log", aws)
+        wait_listening(ports["qr"], gateway)
         orthanc_config = work / "orthanc.json"
         orthanc_config.write_text(
             json.dumps(
@@ -205,6 +208,16 @@ def run(args: argparse.Namespace, work: Path) -> None:  # noqa: PLR0915 - a scri
         for _ in range(args.finds):
             finds["edge gateway"].append(find_once(ports["qr"], "QREDGE"))
             finds["Orthanc"].append(find_once(ports["orthanc_dicom"], "ORTHANC"))
+        profiler = None
+        if args.profile:
+            args.profile.mkdir(parents=True, exist_ok=True)
+            spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+            profiler = subprocess.Popen(
+                [spy, "record", "-p", str(gateway.pid), "-r", "200", "-f", "raw", "-o",
+                 str(args.profile / "gateway.txt")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            time.sleep(1)
         moves: dict[str, float] = {}
         moves["edge gateway, cold (from S3)"] = move_once(
             ports["qr"], "QREDGE", study_uid, series_uid, len(files)
@@ -212,6 +225,9 @@ def run(args: argparse.Namespace, work: Path) -> None:  # noqa: PLR0915 - a scri
         moves["edge gateway, warm (retrieve cache)"] = max(
             move_once(ports["qr"], "QREDGE", study_uid, series_uid, len(files)) for _ in range(args.repeat)
         )
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait(timeout=60)
         moves["Orthanc (own storage)"] = max(
             move_once(ports["orthanc_dicom"], "ORTHANC", study_uid, series_uid, len(files))
             for _ in range(args.repeat)
@@ -238,6 +254,23 @@ def run(args: argparse.Namespace, work: Path) -> None:  # noqa: PLR0915 - a scri
     reference = moves["Orthanc (own storage)"]
     for name, rate in moves.items():
         print(f"| {name} | {rate:.0f} | {rate / reference:.2f} |")
+    if args.profile and (args.profile / "gateway.txt").exists():
+        print_profile(args.profile / "gateway.txt")
+
+
+def print_profile(raw: Path, top: int = 15) -> None:
+    """The frames with the most own samples in a py-spy raw file (idle waits included)."""
+    own: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        total += int(count)
+        own[stack.split(";")[-1]] += int(count)
+    print(f"\npy-spy, gateway process during the C-MOVEs: {total} samples, most own time\n")
+    for frame, count in own.most_common(top):
+        print(f"{100 * count / max(total, 1):5.1f}%  {frame[:120]}")
 
 
 def main() -> int:
@@ -245,6 +278,7 @@ def main() -> int:
     parser.add_argument("--instances", type=int, default=300)
     parser.add_argument("--finds", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--profile", type=Path, default=None, help="py-spy the gateway during the moves")
     args = parser.parse_args()
     if os.environ.get(NETNS_FLAG) != "1":
         script = 'ip link set lo up && exec "$@"'
