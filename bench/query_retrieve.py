@@ -6,6 +6,9 @@
   (``--ignore``: it acknowledges without writing, the same for both senders): instances/s,
   best of ``--repeat``. The gateway is measured cold (every instance read from S3) and warm
   (from its retrieve cache, the second time the prior is pulled).
+- C-GET of the same series by dcmtk ``getscu --ignore`` (the gateway from its retrieve cache):
+  the sub-operations go over the requester's association, which the gateway accepted, so its
+  C-STORE fast path (``pynetdicom_fast_path``: event-driven reactors) applies there.
 
 The gateway reads the local stand-in (moto server). moto copies the whole object on every
 ranged GET (docs: VERIFIED.md), which real S3 does not; so the series is received with
@@ -108,6 +111,20 @@ def move_once(port: int, called: str, study_uid: str, series_uid: str, count: in
     return count / elapsed
 
 
+def get_once(port: int, called: str, study_uid: str, series_uid: str, count: int) -> float:
+    """C-GET of the series by dcmtk getscu (``--ignore``: received, not written): instances/s."""
+    command = [
+        "/usr/bin/getscu", "-S", "--ignore", "-aet", "BENCH", "-aec", called,
+        "-k", "QueryRetrieveLevel=SERIES", "-k", f"StudyInstanceUID={study_uid}",
+        "-k", f"SeriesInstanceUID={series_uid}", "127.0.0.1", str(port),
+    ]  # fmt: skip
+    start = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env(True), check=False)
+    elapsed = time.perf_counter() - start
+    assert result.returncode == 0 and "Final Get Response (Success)" in result.stderr, (called, result.stderr)
+    return count / elapsed
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
@@ -176,6 +193,7 @@ def run(args: argparse.Namespace, work: Path) -> None:  # noqa: PLR0915 - a scri
                     "DicomModalities": {"dest": ["DEST", "127.0.0.1", ports["dest"]]},
                     "DicomAlwaysAllowFind": True,  # the benchmark client is not a declared modality
                     "DicomAlwaysAllowMove": True,
+                    "DicomAlwaysAllowGet": True,
                 }
             )
         )
@@ -232,6 +250,14 @@ def run(args: argparse.Namespace, work: Path) -> None:  # noqa: PLR0915 - a scri
             move_once(ports["orthanc_dicom"], "ORTHANC", study_uid, series_uid, len(files))
             for _ in range(args.repeat)
         )
+        gets: dict[str, float] = {}
+        gets["edge gateway (retrieve cache)"] = max(
+            get_once(ports["qr"], "QREDGE", study_uid, series_uid, len(files)) for _ in range(args.repeat)
+        )
+        gets["Orthanc (own storage)"] = max(
+            get_once(ports["orthanc_dicom"], "ORTHANC", study_uid, series_uid, len(files))
+            for _ in range(args.repeat)
+        )
     finally:
         for process in reversed(processes):
             process.send_signal(signal.SIGINT)
@@ -254,6 +280,10 @@ def run(args: argparse.Namespace, work: Path) -> None:  # noqa: PLR0915 - a scri
     reference = moves["Orthanc (own storage)"]
     for name, rate in moves.items():
         print(f"| {name} | {rate:.0f} | {rate / reference:.2f} |")
+    print(f"\nC-GET of the series by dcmtk getscu --ignore (instances/s, best of {args.repeat})\n")
+    print("| SCP | instances/s | vs Orthanc |\n| --- | --- | --- |")
+    for name, rate in gets.items():
+        print(f"| {name} | {rate:.0f} | {rate / gets['Orthanc (own storage)']:.2f} |")
     if args.profile and (args.profile / "gateway.txt").exists():
         print_profile(args.profile / "gateway.txt")
 

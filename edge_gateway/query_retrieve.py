@@ -460,7 +460,7 @@ class QueryRetrieve:
                 raise Refused(0xA701, "more than 65535 instances: retrieve in smaller steps")
         return found
 
-    def _prepare(self, fetched: Fetched, assoc: Any, kind: str) -> Dataset:
+    def _prepare(self, fetched: Fetched, assoc: Any, kind: str, evictable: bool = False) -> Dataset:
         """The dataset to yield for one sub-operation; one that cannot be read or sent in a syntax
         the destination accepted becomes a failed sub-operation, its reason logged and counted.
 
@@ -469,7 +469,7 @@ class QueryRetrieve:
         """
         item, got = fetched
         sop_uid = str(item.get("sop_uid", ""))
-        if isinstance(got, Retrieved) and got.path is not None and not got.path.exists():
+        if evictable and isinstance(got, Retrieved) and got.path is not None and not got.path.exists():
             try:  # evicted from the cache since it was planned: read it again
                 got = Retrieved(
                     got.sop_class, sop_uid, got.transfer_syntax, self.archive.instance_bytes(item)
@@ -506,6 +506,11 @@ class QueryRetrieve:
             instances, key=lambda i: (str(i.get("object_key", "")), int(i.get("member_offset") or 0))
         )
         fetched = self.archive.fetch(ordered)
+        # Cache files are the newest entries; only a retrieve near the cache's size can evict them
+        # before they are sent (a stat per instance is not free on a busy disk).
+        cache = self.archive.cache
+        size = sum(int(i.get("member_size") or 0) for i in instances)
+        evictable = cache is not None and size > cache.max_bytes // 2
         sent = 0
         try:
             for one in fetched:
@@ -514,7 +519,7 @@ class QueryRetrieve:
                     yield CANCELLED, Dataset()
                     return
                 sent += 1
-                yield PENDING, self._prepare(one, assoc(), kind)
+                yield PENDING, self._prepare(one, assoc(), kind, evictable)
         finally:
             fetched.close()
         self.activity.add(f"{kind}_instances", sent)
