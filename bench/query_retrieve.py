@@ -114,14 +114,19 @@ def move_once(port: int, called: str, study_uid: str, series_uid: str, count: in
 def get_once(port: int, called: str, study_uid: str, series_uid: str, count: int) -> float:
     """C-GET of the series by dcmtk getscu (``--ignore``: received, not written): instances/s."""
     command = [
-        "/usr/bin/getscu", "-S", "--ignore", "-aet", "BENCH", "-aec", called,
+        "/usr/bin/getscu", "-v", "-S", "--ignore", "-aet", "BENCH", "-aec", called,
         "-k", "QueryRetrieveLevel=SERIES", "-k", f"StudyInstanceUID={study_uid}",
         "-k", f"SeriesInstanceUID={series_uid}", "127.0.0.1", str(port),
     ]  # fmt: skip
     start = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env(True), check=False)
     elapsed = time.perf_counter() - start
-    assert result.returncode == 0 and "Final Get Response (Success)" in result.stderr, (called, result.stderr)
+    text = result.stdout + result.stderr
+    done = f"Number of Completed Suboperations : {count}"
+    assert result.returncode == 0 and "C-GET Response (Success)" in text and done in text, (
+        called,
+        text[-800:],
+    )
     return count / elapsed
 
 
