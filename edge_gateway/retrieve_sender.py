@@ -19,16 +19,24 @@ accepted for its SOP class (``prepare``):
 The sending path inside pynetdicom (``install()`` / ``remove()``, one place, STYLE 18):
 
 1. ``attach(assoc)`` gives one association (the move destination's, or a C-GET requestor's
-   for the duration of the request) a ``send_c_store`` that sends a ``StoredFile`` by its
-   path; everything else goes to pynetdicom's own method unchanged.
+   for the duration of the request) a ``send_c_store`` that sends a ``StoredFile`` as raw
+   bytes: the C-STORE-RQ command set packed here (PS3.7 9.3.1.1, implicit VR little endian)
+   and the file's data set bytes cut into P-DATA PDVs of the peer's maximum PDU length
+   (PS3.8 9.3.5, E.2), handed to pynetdicom's DUL in order (``send_pdu``: the DUL thread
+   writes them, so no other message interleaves), then pynetdicom's own wait for the
+   response (the same reactor pause as ``send_c_store``). What pynetdicom would do per
+   message (pydicom encoding of the command set, group length, a file read per fragment)
+   is skipped. A file without a plain File Meta header, or whose syntax was not accepted,
+   goes to pynetdicom's ``send_c_store(path)``; everything else to its own method unchanged.
 2. ``QueryRetrieveServiceClass._move_scp`` is wrapped: before pynetdicom contacts the move
    destination, the C-MOVE handler's owner may refuse the request with its own status
    (``move_refusal(calling AE, destination)``), so that "not permitted" is answered 0x0124
    (PS3.7 C.5: Refused, Not Authorized) instead of pynetdicom's only choice, 0xA801.
 
 Guard (``pynetdicom_guard``): the version range and the source hashes of the functions
-this relies on (``send_c_store``'s path branch; ``_move_scp`` / ``_get_scp`` calling the
-association's ``send_c_store`` with the handler's Dataset). On a mismatch nothing is
+this relies on (``send_c_store``'s path branch and its pause/wait/status steps, which the raw
+send repeats; ``_move_scp`` / ``_get_scp`` calling the association's ``send_c_store`` with the
+handler's Dataset; the DUL's ``send_pdu`` and the DIMSE ``get_msg``). On a mismatch nothing is
 installed: instances go out as decoded Datasets (slower, same bytes on the wire) and a
 refused move is answered 0xA801.
 """
@@ -36,7 +44,9 @@ refused move is answered 0xA801.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import struct
+import time
+from collections.abc import Callable, Iterator
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -57,7 +67,15 @@ STOCK_SOURCE_SHA256 = {
     "Association.send_c_store": "fa5a8127f349f8e75698f4cdf2b4dbe3f38e3e9e320a8cf45c15bf8333f9c283",
     "QueryRetrieveServiceClass._move_scp": "5c14d1be3d737befcc148893bcd529a03695e82f8f943f19b640ff4f32382742",
     "QueryRetrieveServiceClass._get_scp": "8ca1538e3e56c4f7317f3d8bd0d0e009d596e9f3c57027db3128ec7e728e46a6",
+    "Association._check_received_status": "364c3ae215b58646a8ab3accac6dddac5ddc820b7bcf210d38d98f52ff19844a",
+    "Association._handle_no_response": "6f3d62518395c3a8272f401da36d2136053cda76b6cafd6b12e045b8850634fd",
+    "DULServiceProvider.send_pdu": "7cbce5da8594124e9e70c790a68df640d21df11af4220783e752bc607de8dde6",
+    "DIMSEServiceProvider.get_msg": "890e3e04283f5aeb756236f1a4dd35d3a10bbdd52f3efa3f3950c01f47bd2b34",
 }
+C_STORE_RQ = 0x0001
+DATASET_PRESENT = 0x0000  # PS3.7 E.1: any value but 0x0101
+COMMAND, LAST = 0x01, 0x02  # message control header bits (PS3.8 E.2)
+UNLIMITED_FRAGMENT = 4 * 1024 * 1024  # the peer set no maximum PDU length
 _state: dict[str, Any] = {}
 
 MoveRefusal = Callable[[str, str], "tuple[int, str] | None"]
@@ -167,9 +185,16 @@ def _read(data: bytes) -> Dataset:
 def owners() -> dict[str, Any]:
     """The pynetdicom classes named in ``STOCK_SOURCE_SHA256``."""
     from pynetdicom.association import Association
+    from pynetdicom.dimse import DIMSEServiceProvider
+    from pynetdicom.dul import DULServiceProvider
     from pynetdicom.service_class import QueryRetrieveServiceClass
 
-    return {"Association": Association, "QueryRetrieveServiceClass": QueryRetrieveServiceClass}
+    return {
+        "Association": Association,
+        "QueryRetrieveServiceClass": QueryRetrieveServiceClass,
+        "DULServiceProvider": DULServiceProvider,
+        "DIMSEServiceProvider": DIMSEServiceProvider,
+    }
 
 
 def installed() -> bool:
@@ -224,11 +249,123 @@ def attach(assoc: Any) -> bool:
 
     def send_c_store(dataset: Any, *args: Any, **kwargs: Any) -> Dataset:
         if isinstance(dataset, StoredFile):
+            sent = send_raw(assoc, dataset, *args, **kwargs)
+            if sent is not None:
+                return sent
             return stock(dataset.stored_path, *args, **kwargs)  # type: ignore[no-any-return]
         return stock(dataset, *args, **kwargs)  # type: ignore[no-any-return]
 
     assoc.send_c_store = send_c_store
     return True
+
+
+def _element(element: int, value: bytes) -> bytes:
+    return struct.pack("<HHI", 0x0000, element, len(value)) + value
+
+
+def _padded(text: str, pad: bytes) -> bytes:
+    raw = text.encode("ascii")
+    return raw + pad * (len(raw) % 2)
+
+
+def c_store_request(
+    sop_class: str,
+    sop_uid: str,
+    message_id: int,
+    priority: int = 2,
+    originator_aet: str | None = None,
+    originator_id: int | None = None,
+) -> bytes:
+    """The encoded command set of a C-STORE-RQ with a data set (PS3.7 9.3.1.1, implicit VR LE)."""
+    body = [
+        _element(0x0002, _padded(sop_class, b"\x00")),
+        _element(0x0100, struct.pack("<H", C_STORE_RQ)),
+        _element(0x0110, struct.pack("<H", message_id)),
+        _element(0x0700, struct.pack("<H", priority)),
+        _element(0x0800, struct.pack("<H", DATASET_PRESENT)),
+        _element(0x1000, _padded(sop_uid, b"\x00")),
+    ]
+    if originator_aet:
+        body.append(_element(0x1030, _padded(originator_aet.strip()[:16], b" ")))
+    if originator_id is not None:
+        body.append(_element(0x1031, struct.pack("<H", originator_id)))
+    joined = b"".join(body)
+    return _element(0x0000, struct.pack("<I", len(joined))) + joined
+
+
+def dataset_offset(data: bytes) -> int | None:
+    """Where the data set starts in Part 10 bytes (after the File Meta Information), or None when
+    the header is not the plain one (128-byte preamble, "DICM", explicit VR group length)."""
+    if len(data) < 144 or data[128:132] != b"DICM" or data[132:138] != b"\x02\x00\x00\x00UL":
+        return None
+    (group_length,) = struct.unpack_from("<I", data, 140)
+    offset = 144 + int(group_length)
+    return offset if offset <= len(data) else None
+
+
+def pdata_fragments(context_id: int, command: bytes, dataset: bytes, max_pdu: int) -> Iterator[Any]:
+    """P-DATA primitives carrying one message: the command, then the data set, each in PDVs of at
+    most ``max_pdu`` - 6 bytes (PS3.8 9.3.5: the PDV item header is 6 bytes), one PDV per PDU."""
+    from pynetdicom.pdu_primitives import P_DATA
+
+    size = max_pdu - 6 if max_pdu > 6 else UNLIMITED_FRAGMENT
+    for control, payload in ((COMMAND, command), (0, dataset)):
+        view = memoryview(payload)
+        for start in range(0, max(len(view), 1), size):
+            last = start + size >= len(view)
+            pdata = P_DATA()
+            header = bytes([control | (LAST if last else 0)])
+            pdata.presentation_data_value_list = [[context_id, header + view[start : start + size].tobytes()]]  # type: ignore[list-item]
+            yield pdata
+
+
+def send_raw(
+    assoc: Any,
+    stored: StoredFile,
+    msg_id: int = 1,
+    priority: int = 2,
+    originator_aet: str | None = None,
+    originator_id: int | None = None,
+) -> Dataset | None:
+    """C-STORE of a stored file's bytes as they are (module docstring); None when it must go
+    through pynetdicom instead (no plain File Meta header, syntax not accepted, closed).
+
+    Returns the C-STORE-RSP status as ``send_c_store`` does (an empty Dataset when the peer did
+    not answer within the DIMSE timeout; the association is then aborted, as stock).
+    """
+    syntax = str(stored.file_meta.TransferSyntaxUID)
+    sop_class = str(stored.SOPClassUID)
+    context = next(
+        (
+            cx
+            for cx in assoc.accepted_contexts
+            if str(cx.abstract_syntax) == sop_class and cx.as_scu and str(cx.transfer_syntax[0]) == syntax
+        ),
+        None,
+    )
+    if context is None or not assoc.is_established:
+        return None
+    data = stored.stored_path.read_bytes()
+    offset = dataset_offset(data)
+    if offset is None:
+        return None
+    command = c_store_request(
+        sop_class, str(stored.SOPInstanceUID), msg_id, priority, originator_aet, originator_id
+    )
+    max_pdu = int(assoc.dimse.maximum_pdu_size or 0)
+    # As send_c_store: pause the reactor so that it cannot take the response, send, wait.
+    assoc._reactor_checkpoint.clear()
+    while not assoc._is_paused:
+        time.sleep(0.0001)
+    for pdata in pdata_fragments(int(context.context_id), command, data[offset:], max_pdu):
+        assoc.dul.send_pdu(pdata)
+    _, rsp = assoc.dimse.get_msg(block=True)
+    assoc._reactor_checkpoint.set()
+    if rsp is None:
+        assoc._handle_no_response()
+        return Dataset()
+    status: Dataset = assoc._check_received_status(rsp)
+    return status
 
 
 def detach(assoc: Any) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydicom import Dataset, dcmread
@@ -116,17 +117,30 @@ def test_a_changed_source_installs_nothing(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 @pytest.mark.parametrize("installed", [True, False], ids=["sending-path", "stock"])
-def test_sent_over_a_real_association_byte_for_byte(installed: bool, tmp_path: Path) -> None:
+def test_sent_over_a_real_association_byte_for_byte(
+    installed: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # GIVEN a Storage SCP keeping the data set bytes it receives, and an RLE instance stored on disk
     received: list[bytes] = []
+    requests: list[Any] = []
 
     def on_store(event: evt.Event) -> int:
         received.append(bytes(event.request.DataSet.getvalue()))  # type: ignore[union-attr]
+        requests.append(event.request)
         return 0x0000
 
     [ds] = series_from("MR_small_RLE.dcm", 1)
     got = _retrieved(ds, tmp_path)
+    raw_sends: list[Dataset | None] = []
+    real_send_raw = retrieve_sender.send_raw
+
+    def spy(*args: Any, **kwargs: Any) -> Dataset | None:
+        raw_sends.append(real_send_raw(*args, **kwargs))
+        return raw_sends[-1]
+
+    monkeypatch.setattr(retrieve_sender, "send_raw", spy)
     scp = AE(ae_title="DEST")
+    scp.maximum_pdu_size = 4096  # many PDVs per data set
     scp.add_supported_context(ds.SOPClassUID, [RLELossless])
     server = scp.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
     try:
@@ -141,7 +155,7 @@ def test_sent_over_a_real_association_byte_for_byte(installed: bool, tmp_path: P
         # WHEN what prepare() makes of it is sent as pynetdicom's C-MOVE/C-GET code would
         outgoing = prepare(got, retrieve_sender.accepted_syntaxes(assoc, ds.SOPClassUID), stream=attached)
         assert isinstance(outgoing, StoredFile) is installed
-        status = assoc.send_c_store(outgoing)
+        status = assoc.send_c_store(outgoing, msg_id=7, originator_aet="WS1", originator_id=3)
         assoc.release()
     finally:
         server.shutdown()
@@ -149,7 +163,33 @@ def test_sent_over_a_real_association_byte_for_byte(installed: bool, tmp_path: P
     assert int(status.Status) == 0x0000
     [data] = received
     stored = _part10(ds)
-    if installed:
+    if installed:  # the raw send did it (not pynetdicom's path send after a fallback)
         assert stored.endswith(data)
+        assert len(raw_sends) == 1 and raw_sends[0] is not None
+    else:
+        assert raw_sends == []
     copy = dcmread(BytesIO(data), force=True)
     assert copy.PixelData == ds.PixelData
+    [request] = requests
+    assert request.MessageID == 7
+    assert request.AffectedSOPInstanceUID == ds.SOPInstanceUID
+    assert request.MoveOriginatorApplicationEntityTitle == "WS1"
+    assert request.MoveOriginatorMessageID == 3
+
+
+def test_command_set_and_data_set_offset() -> None:
+    from pydicom.filereader import read_dataset
+
+    command = retrieve_sender.c_store_request("1.2.840.10008.5.1.4.1.1.2", "1.2.3", 9, 0, "WS1", 4)
+    decoded = read_dataset(BytesIO(command), is_implicit_VR=True, is_little_endian=True)
+    assert decoded.CommandGroupLength == len(command) - 12
+    assert (decoded.CommandField, decoded.MessageID, decoded.Priority) == (1, 9, 0)
+    assert decoded.AffectedSOPInstanceUID == "1.2.3"
+    assert decoded.MoveOriginatorApplicationEntityTitle == "WS1"
+    assert decoded.MoveOriginatorMessageID == 4
+    [ds] = series_from("CT_small.dcm", 1)
+    data = _part10(ds)
+    offset = retrieve_sender.dataset_offset(data)
+    assert offset is not None
+    assert dcmread(BytesIO(data[offset:]), force=True).SOPInstanceUID == ds.SOPInstanceUID
+    assert retrieve_sender.dataset_offset(data[128:]) is None  # no preamble: not the plain header
