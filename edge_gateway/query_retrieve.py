@@ -481,7 +481,7 @@ class QueryRetrieve:
             self.activity.add(f"{kind}_unreadable")
             return _failed(sop_uid)
         syntaxes = retrieve_sender.accepted_syntaxes(assoc, got.sop_class) if assoc is not None else []
-        stream = retrieve_sender.installed() and "send_c_store" in vars(assoc)
+        stream = assoc is not None and retrieve_sender.installed() and "send_c_store" in vars(assoc)
         try:
             ds = retrieve_sender.prepare(got, syntaxes, stream)
         except Unsendable as exc:
