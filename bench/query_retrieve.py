@@ -6,6 +6,9 @@
   (``--ignore``: it acknowledges without writing, the same for both senders): instances/s,
   best of ``--repeat``. The gateway is measured cold (every instance read from S3) and warm
   (from its retrieve cache, the second time the prior is pulled).
+- C-GET of the same series by dcmtk ``getscu --ignore`` (the gateway from its retrieve cache):
+  the sub-operations go over the requester's association, which the gateway accepted, so its
+  C-STORE fast path (``pynetdicom_fast_path``: event-driven reactors) applies there.
 
 The gateway reads the local stand-in (moto server). moto copies the whole object on every
 ranged GET (docs: VERIFIED.md), which real S3 does not; so the series is received with
@@ -13,13 +16,19 @@ ranged GET (docs: VERIFIED.md), which real S3 does not; so the series is receive
 is still a lower bound for S3. Everything runs in a private network namespace (Orthanc and
 storescp bind every interface).
 
-    python bench/query_retrieve.py [--instances 300] [--finds 100] [--repeat 2]
+    python bench/query_retrieve.py [--instances 300] [--finds 100] [--repeat 2] [--profile DIR]
+
+``--profile DIR`` records the gateway process with py-spy (``pip install py-spy``) during the
+C-MOVEs and prints the functions with the most own samples (raw stacks in ``DIR/gateway.txt``).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import os
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -82,6 +91,25 @@ def move_once(port: int, called: str, study_uid: str, series_uid: str, count: in
     return count / elapsed
 
 
+def get_once(port: int, called: str, study_uid: str, series_uid: str, count: int) -> float:
+    """C-GET of the series by dcmtk getscu (``--ignore``: received, not written): instances/s."""
+    command = [
+        "/usr/bin/getscu", "-v", "-S", "--ignore", "-aet", "BENCH", "-aec", called,
+        "-k", "QueryRetrieveLevel=SERIES", "-k", f"StudyInstanceUID={study_uid}",
+        "-k", f"SeriesInstanceUID={series_uid}", "127.0.0.1", str(port),
+    ]  # fmt: skip
+    start = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env(True), check=False)
+    elapsed = time.perf_counter() - start
+    text = result.stdout + result.stderr
+    done = f"Number of Completed Suboperations : {count}"
+    assert result.returncode == 0 and "C-GET Response (Success)" in text and done in text, (
+        called,
+        text[-800:],
+    )
+    return count / elapsed
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
@@ -127,13 +155,11 @@ def run(args: argparse.Namespace, work: Path) -> None:  # noqa: PLR0915 - a scri
             "AWS_SECRET_ACCESS_KEY": "local",
             "AWS_DEFAULT_REGION": "us-east-1",
         }
-        wait_listening(
-            ports["qr"],
-            start([sys.executable, "-m", "edge_gateway", "run", "--config", str(config)], "qr.log", aws),
-        )
+        gateway = start([sys.executable, "-m", "edge_gateway", "run", "--config", str(config)], "qr.log", aws)
+        wait_listening(ports["qr"], gateway)
         dest = {"dest": ("DEST", "127.0.0.1", ports["dest"])}
         # the benchmark client is not a declared modality
-        always = {"DicomAlwaysAllowFind": True, "DicomAlwaysAllowMove": True}
+        always = {"DicomAlwaysAllowFind": True, "DicomAlwaysAllowMove": True, "DicomAlwaysAllowGet": True}
         orthanc_config = pacs.write_config(work, ports, "ORTHANC", dest, name="bench", **always)
         orthanc = f"http://127.0.0.1:{ports['orthanc_http']}"
         start([pacs.ORTHANC, str(orthanc_config)], "orthanc.log")
@@ -164,6 +190,16 @@ def run(args: argparse.Namespace, work: Path) -> None:  # noqa: PLR0915 - a scri
         for _ in range(args.finds):
             finds["edge gateway"].append(find_once(ports["qr"], "QREDGE"))
             finds["Orthanc"].append(find_once(ports["orthanc_dicom"], "ORTHANC"))
+        profiler = None
+        if args.profile:
+            args.profile.mkdir(parents=True, exist_ok=True)
+            spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+            profiler = subprocess.Popen(
+                [spy, "record", "-p", str(gateway.pid), "-r", "200", "-f", "raw", "-o",
+                 str(args.profile / "gateway.txt")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            time.sleep(1)
         moves: dict[str, float] = {}
         moves["edge gateway, cold (from S3)"] = move_once(
             ports["qr"], "QREDGE", study_uid, series_uid, len(files)
@@ -171,8 +207,19 @@ def run(args: argparse.Namespace, work: Path) -> None:  # noqa: PLR0915 - a scri
         moves["edge gateway, warm (retrieve cache)"] = max(
             move_once(ports["qr"], "QREDGE", study_uid, series_uid, len(files)) for _ in range(args.repeat)
         )
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait(timeout=60)
         moves["Orthanc (own storage)"] = max(
             move_once(ports["orthanc_dicom"], "ORTHANC", study_uid, series_uid, len(files))
+            for _ in range(args.repeat)
+        )
+        gets: dict[str, float] = {}
+        gets["edge gateway (retrieve cache)"] = max(
+            get_once(ports["qr"], "QREDGE", study_uid, series_uid, len(files)) for _ in range(args.repeat)
+        )
+        gets["Orthanc (own storage)"] = max(
+            get_once(ports["orthanc_dicom"], "ORTHANC", study_uid, series_uid, len(files))
             for _ in range(args.repeat)
         )
     finally:
@@ -191,6 +238,27 @@ def run(args: argparse.Namespace, work: Path) -> None:  # noqa: PLR0915 - a scri
     reference = moves["Orthanc (own storage)"]
     for name, rate in moves.items():
         print(f"| {name} | {rate:.0f} | {rate / reference:.2f} |")
+    print(f"\nC-GET of the series by dcmtk getscu --ignore (instances/s, best of {args.repeat})\n")
+    print("| SCP | instances/s | vs Orthanc |\n| --- | --- | --- |")
+    for name, rate in gets.items():
+        print(f"| {name} | {rate:.0f} | {rate / gets['Orthanc (own storage)']:.2f} |")
+    if args.profile and (args.profile / "gateway.txt").exists():
+        print_profile(args.profile / "gateway.txt")
+
+
+def print_profile(raw: Path, top: int = 15) -> None:
+    """The frames with the most own samples in a py-spy raw file (idle waits included)."""
+    own: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        total += int(count)
+        own[stack.split(";")[-1]] += int(count)
+    print(f"\npy-spy, gateway process during the C-MOVEs: {total} samples, most own time\n")
+    for frame, count in own.most_common(top):
+        print(f"{100 * count / max(total, 1):5.1f}%  {frame[:120]}")
 
 
 def main() -> int:
@@ -198,6 +266,7 @@ def main() -> int:
     parser.add_argument("--instances", type=int, default=300)
     parser.add_argument("--finds", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--profile", type=Path, default=None, help="py-spy the gateway during the moves")
     args = parser.parse_args()
     if os.environ.get(NETNS_FLAG) != "1":
         script = 'ip link set lo up && exec "$@"'

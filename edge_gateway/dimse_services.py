@@ -8,6 +8,7 @@ are published to ``<spool>/dimse/activity-<pid>.json`` for ``edge-gateway status
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -39,7 +40,12 @@ class DimseServices:
         self.access = AccessTable.from_config(config)
         self.activity = Activity()
         self.query_retrieve = QueryRetrieve(
-            self.archive, self.access, config.ae_title, config.max_find_matches, self.activity
+            self.archive,
+            self.access,
+            config.ae_title,
+            config.max_find_matches,
+            self.activity,
+            fast_send=config.fast_path,
         )
         self.commitment = CommitmentScp(config, self.access, self.activity)
 
@@ -53,6 +59,8 @@ class DimseServices:
             (event, self._published_after(handler)) for event, handler in self.query_retrieve.handlers()
         ]
         handlers.append((evt.EVT_N_ACTION, self._n_action))
+        # A storage commitment requester's association closing: its reports go on a new one.
+        handlers.append((evt.EVT_CONN_CLOSE, self.commitment.association_closed))
         return handlers
 
     def _n_action(self, event: evt.Event) -> Any:
@@ -64,6 +72,7 @@ class DimseServices:
     def _published_after(self, handler: Any) -> Any:
         """Run a generator handler, then publish the activity counters."""
 
+        @functools.wraps(handler)  # __wrapped__: retrieve_sender finds move_refusal through it
         def run(event: Any) -> Any:
             try:
                 yield from handler(event)

@@ -12,12 +12,15 @@
   StudyInstanceUID searches the studies its study-level keys select
   (relational-style), still bounded by the match limit.
 - C-MOVE / C-GET, levels PATIENT / STUDY / SERIES / IMAGE: instances are read
-  from their part zip with one ranged GET each and sent by C-STORE (to the move
-  destination from ``known_aets``, or back over the C-GET association). pynetdicom
-  counts sub-operations, sends Pending responses and lists failed SOP Instance
-  UIDs (0xB000 when some failed, 0xA702 when all did).
+  ahead of the sending (``Archive.fetch``: the retrieve cache, else one ranged GET per
+  run of adjacent members of a part) and sent by C-STORE (to the move destination
+  from ``known_aets``, or back over the C-GET association) as stored, converted or
+  failed with a reason (``edge_gateway.retrieve_sender``). pynetdicom counts
+  sub-operations, sends Pending responses and lists failed SOP Instance UIDs (0xB000
+  when some failed, 0xA702 when all did).
 - Per calling AE permissions (``edge_gateway.dimse_access``): a refused request
-  gets 0x0124 (Refused: not authorised); an unknown move destination 0xA801.
+  gets 0x0124 (Refused: Not Authorized, PS3.7 C.5), a move to a known destination this
+  AE title may not use too; an unknown move destination 0xA801.
 
 Errors reading the archive answer 0xC001 (find) or count as failed sub-operations
 (retrieve). Logs carry UIDs and counts only, never patient attributes.
@@ -31,11 +34,10 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from io import BytesIO
 from typing import Any
 
 from common import attributes as attrs
-from pydicom import Dataset, dcmread
+from pydicom import Dataset
 from pydicom.dataelem import DataElement
 from pydicom.multival import MultiValue
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -54,8 +56,10 @@ from query.matching import date_range, full_time, has_wildcard, match_name, matc
 from query.search import STUDY_MATCHING, StudyFilter
 from query.store import Item
 
-from edge_gateway.archive_client import Archive, level_json
+from edge_gateway import retrieve_sender
+from edge_gateway.archive_client import Archive, Fetched, level_json
 from edge_gateway.dimse_access import AccessTable
+from edge_gateway.retrieve_sender import Retrieved, Unsendable
 
 log = logging.getLogger(__name__)
 # pynetdicom logs whole C-FIND/C-MOVE/C-GET identifiers (patient names, IDs) at INFO: never.
@@ -349,12 +353,19 @@ class QueryRetrieve:
         ae_title: str,
         max_matches: int,
         activity: Activity,
+        fast_send: bool = True,
     ) -> None:
+        """``fast_send``: install ``retrieve_sender``'s sending path (guarded; stock pynetdicom
+        when False or when the guard refuses)."""
         self.archive = archive
         self.access = access
         self.ae_title = ae_title
         self.max_matches = max_matches
         self.activity = activity
+        if fast_send:
+            retrieve_sender.install()
+        else:
+            retrieve_sender.remove()
 
     def handlers(self) -> list[Handler]:
         """pynetdicom handlers for C-FIND, C-MOVE and C-GET (PS3.4 C.4.1, C.4.2, C.4.3)."""
@@ -449,38 +460,68 @@ class QueryRetrieve:
                 raise Refused(0xA701, "more than 65535 instances: retrieve in smaller steps")
         return found
 
-    def _load(self, instance: Item) -> Dataset:
-        """The stored instance as a dataset to send; one that cannot be read becomes a failed sub-operation.
+    def _prepare(self, fetched: Fetched, assoc: Any, kind: str, evictable: bool = False) -> Dataset:
+        """The dataset to yield for one sub-operation; one that cannot be read or sent in a syntax
+        the destination accepted becomes a failed sub-operation, its reason logged and counted.
 
         pynetdicom counts a dataset without SOPClassUID as a failed C-STORE and lists its
         SOPInstanceUID in the Failed SOP Instance UID List, which is what the peer must be told.
         """
+        item, got = fetched
+        sop_uid = str(item.get("sop_uid", ""))
+        if evictable and isinstance(got, Retrieved) and got.path is not None and not got.path.exists():
+            try:  # evicted from the cache since it was planned: read it again
+                got = Retrieved(
+                    got.sop_class, sop_uid, got.transfer_syntax, self.archive.instance_bytes(item)
+                )
+            except Exception as exc:
+                got = exc
+        if isinstance(got, Exception):
+            log.error("instance unreadable from the archive: %s", type(got).__name__, extra={"sop": sop_uid})
+            self.activity.add(f"{kind}_unreadable")
+            return _failed(sop_uid)
+        syntaxes = retrieve_sender.accepted_syntaxes(assoc, got.sop_class) if assoc is not None else []
+        stream = assoc is not None and retrieve_sender.installed() and "send_c_store" in vars(assoc)
         try:
-            data = self.archive.instance_bytes(instance)
-            ds = dcmread(BytesIO(data))
-        except Exception as exc:  # any read or parse failure is one failed sub-operation
-            log.error(
-                "instance unreadable from the archive: %s",
-                type(exc).__name__,
-                extra={"sop": instance.get("sop_uid")},
-            )
-            failed = Dataset()
-            failed.SOPInstanceUID = str(instance.get("sop_uid", ""))
-            return failed
+            ds = retrieve_sender.prepare(got, syntaxes, stream)
+        except Unsendable as exc:
+            log.warning("sub-operation failed: %s", exc, extra={"sop": sop_uid})
+            self.activity.add(f"{kind}_unsendable")
+            return _failed(sop_uid)
+        if ds.file_meta.get("TransferSyntaxUID") != got.transfer_syntax:
+            self.activity.add(f"{kind}_converted")
         return ds
 
-    def _send(self, instances: list[Item], event: evt.Event, kind: str) -> Iterator[Any]:
-        """The count of sub-operations, then (0xFF00, dataset) per instance; C-CANCEL stops it."""
+    def _send(
+        self, instances: list[Item], event: evt.Event, kind: str, assoc: Callable[[], Any]
+    ) -> Iterator[Any]:
+        """The count of sub-operations, then (0xFF00, dataset) per instance; C-CANCEL stops it.
+
+        ``assoc`` gives the association the sub-operations go over (known once pynetdicom made it).
+        Instances are sent in zip order (part, member offset), read ahead by ``Archive.fetch``.
+        """
         self.activity.add(kind)
         yield len(instances)
+        ordered = sorted(
+            instances, key=lambda i: (str(i.get("object_key", "")), int(i.get("member_offset") or 0))
+        )
+        fetched = self.archive.fetch(ordered)
+        # Cache files are the newest entries; only a retrieve near the cache's size can evict them
+        # before they are sent (a stat per instance is not free on a busy disk).
+        cache = self.archive.cache
+        size = sum(int(i.get("member_size") or 0) for i in instances)
+        evictable = cache is not None and size > cache.max_bytes // 2
         sent = 0
-        for instance in instances:
-            if event.is_cancelled:
-                self.activity.add(f"{kind}_cancelled")
-                yield CANCELLED, Dataset()
-                return
-            sent += 1
-            yield PENDING, self._load(instance)
+        try:
+            for one in fetched:
+                if event.is_cancelled:
+                    self.activity.add(f"{kind}_cancelled")
+                    yield CANCELLED, Dataset()
+                    return
+                sent += 1
+                yield PENDING, self._prepare(one, assoc(), kind, evictable)
+        finally:
+            fetched.close()
         self.activity.add(f"{kind}_instances", sent)
         log.info("%s: %d instances offered", kind.upper(), sent)
 
@@ -513,13 +554,30 @@ class QueryRetrieve:
             yield 1
             yield self._failure(exc, "get")
             return
-        yield from self._send(instances, event, "get")
+        attached = retrieve_sender.attach(event.assoc)
+        try:
+            yield from self._send(instances, event, "get", lambda: event.assoc)
+        finally:
+            if attached:
+                retrieve_sender.detach(event.assoc)
+
+    def move_refusal(self, calling: str, destination: str) -> tuple[int, str] | None:
+        """(0x0124, comment) when ``calling`` may not move to ``destination``, a known AE; else None.
+
+        Asked by ``retrieve_sender`` before pynetdicom contacts the destination.
+        """
+        if destination in self.access.peers and not self.access.of(calling).may_move_to(destination):
+            self.activity.add("move_refused")
+            log.warning("C-MOVE refused: this AE title may not move to this destination")
+            return NOT_AUTHORISED, "this AE title may not move to this destination"
+        return None
 
     def handle_move(self, event: evt.Event) -> Iterator[Any]:
         """EVT_C_MOVE: yields the destination (host, port, association kwargs), the count, then datasets.
 
-        A destination not in ``known_aets``, or one this calling AE title may not move to,
-        gets 0xA801 (Move Destination unknown) before any association is made.
+        A destination not in ``known_aets`` gets 0xA801 (Move Destination unknown) before any
+        association is made; one this calling AE title may not move to gets 0x0124 from
+        ``move_refusal`` first (0xA801 here when ``retrieve_sender`` is not installed).
         """
         calling = str(event.assoc.requestor.ae_title)
         destination = str(event.move_destination).strip()
@@ -537,26 +595,36 @@ class QueryRetrieve:
             yield 1
             yield self._failure(exc, "move")
             return
+        opened: list[Any] = []
         yield (
             peer.host,
             peer.port,
             {
                 "ae_title": destination,
                 "contexts": sending_contexts(instances),
-                "evt_handlers": [(evt.EVT_CONN_OPEN, _set_nodelay)],
+                "evt_handlers": [(evt.EVT_CONN_OPEN, _destination_open, [opened])],
             },
         )
-        yield from self._send(instances, event, "move")
+        yield from self._send(instances, event, "move", lambda: opened[-1] if opened else None)
 
 
 RETRIEVE_ERRORS = (Refused, QueryError, ValueError, KeyError, TypeError)
 
 
-def _set_nodelay(event: evt.Event) -> None:
-    """Nagle's algorithm would hold back the tail of each C-STORE to the destination; turn it off."""
+def _failed(sop_uid: str) -> Dataset:
+    failed = Dataset()
+    failed.SOPInstanceUID = sop_uid
+    return failed
+
+
+def _destination_open(event: evt.Event, opened: list[Any]) -> None:
+    """The move destination's association: no Nagle delay (it would hold back the tail of each
+    C-STORE), the sending path attached, and remembered for its accepted contexts."""
     sock = getattr(event.assoc.dul.socket, "socket", None)
     if sock is not None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    retrieve_sender.attach(event.assoc)
+    opened.append(event.assoc)
 
 
 def _verification() -> PresentationContext:
@@ -571,8 +639,8 @@ def sending_contexts(instances: list[Item]) -> list[PresentationContext]:
 
     Per SOP class: its stored transfer syntax when compressed (sent as stored), and
     Explicit/Implicit VR Little Endian (uncompressed data is converted between them by
-    pynetdicom). A compressed instance whose syntax the destination refuses fails its
-    sub-operation and is listed in the Failed SOP Instance UID List.
+    pynetdicom; a compressed instance whose syntax the destination refuses is decoded to
+    Explicit VR Little Endian, or fails its sub-operation when it cannot be).
     """
     wanted: dict[tuple[str, tuple[str, ...]], None] = {}
     for item in instances:

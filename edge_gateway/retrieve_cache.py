@@ -37,6 +37,22 @@ class RetrieveCache:
         name = f"{sop_uid}-{version}"
         return self.folder / f"{name}.dcm" if SAFE.match(name) else None
 
+    def path(self, sop_uid: str, fingerprint: str) -> Path | None:
+        """The cached file of this version of an instance (refreshed as most recently used), or None
+        (counted as a miss). The file may be evicted later: readers must expect FileNotFoundError."""
+        path = self._path(sop_uid, fingerprint)
+        try:
+            if path is None:
+                raise FileNotFoundError
+            os.utime(path)  # most recently used
+        except FileNotFoundError:
+            with self._lock:
+                self.misses += 1
+            return None
+        with self._lock:
+            self.hits += 1
+        return path
+
     def get(self, sop_uid: str, fingerprint: str) -> bytes | None:
         """The cached Part 10 bytes of this version of an instance, or None (counted as a miss)."""
         path = self._path(sop_uid, fingerprint)
@@ -53,23 +69,27 @@ class RetrieveCache:
             self.hits += 1
         return data
 
-    def put(self, sop_uid: str, fingerprint: str, data: bytes) -> None:
-        """Keep a copy (write to a temporary name, then rename); evict the oldest above the limit."""
+    def put(self, sop_uid: str, fingerprint: str, data: bytes) -> Path | None:
+        """Keep a copy (write to a temporary name, then rename); evict the oldest above the limit.
+
+        Returns the cached file, or None when it was not kept (too large, unsafe name, disk full).
+        """
         path = self._path(sop_uid, fingerprint)
         if path is None or len(data) > self.max_bytes:
-            return
+            return None
         tmp = self.folder / f".{uuid.uuid4().hex}.tmp"
         try:
             tmp.write_bytes(data)
             os.replace(tmp, path)
         except OSError:  # a full disk only costs the cache entry
             tmp.unlink(missing_ok=True)
-            return
+            return None
         with self._lock:
             self._used += len(data)
             over = self._used > self.max_bytes
         if over:
             self._evict()
+        return path
 
     def _evict(self) -> None:
         entries = []

@@ -8,13 +8,21 @@
 2. The coordinator's ``CommitmentWorker`` checks pending requests every few
    seconds. An instance is committed only when its index item exists (ingest
    indexed it, with the same SOP Class UID) *and* its part zip is in the bucket.
-3. When every instance is committed, or ``commitment_wait`` has passed, an
-   N-EVENT-REPORT goes to the requester on a NEW association (the gateway as
-   association requester, SCP role by role selection): event type 1 when all
-   succeeded, 2 with a Failed SOP Sequence otherwise (PS3.4 J.3.3.1.1 reasons:
-   0x0112 no such object instance, 0x0110 processing failure, 0x0119 class/instance
-   conflict). The request file is deleted only after the report was accepted;
-   until then it is retried, also after a restart or ``kill -9``.
+3. When every instance is committed, or ``commitment_wait`` has passed, the worker
+   writes the decision into the request and the N-EVENT-REPORT goes to the requester
+   (PS3.4 J.3.3): event type 1 when all succeeded, 2 with a Failed SOP Sequence
+   otherwise (PS3.4 J.3.3.1.1 reasons: 0x0112 no such object instance, 0x0110
+   processing failure, 0x0119 class/instance conflict).
+   - If the requester's association is still established, on that association: the
+     process serving it (``SameAssociationReports``) sees the decision and sends it.
+     While the association is open, ``commitments/open/<token>`` exists (removed when
+     it is released, aborted or closed, and ignored once the owning process is gone).
+   - Otherwise on a NEW association to the requester's address in ``known_aets`` (the
+     gateway as association requester, SCP role by role selection), from the worker.
+   Whoever sends first renames the request to ``*.claimed-<pid>`` (atomic: only one
+   can), so a report goes out once; a claim whose process died is given back. The
+   request file is deleted only after the report was accepted; until then it is
+   retried, also after a restart or ``kill -9``.
 
 No PHI is involved: requests hold UIDs and the requester's AE title only.
 """
@@ -24,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import threading
 import time
 import uuid
@@ -60,7 +69,10 @@ INVALID_VALUE = 0x0106
 NO_SUCH_ACTION = 0x0123
 CLASS_INSTANCE_CONFLICT = 0x0119
 CHECK_EVERY = 2.0
+WATCH_EVERY = 0.2  # how often a serving process looks for decisions to send on open associations
 RETRY_REPORT_AFTER = 30.0
+OPEN = "open"  # commitments/open/<token>: the requester's association is still established
+CLAIMED = ".claimed-"
 MAX_REFERENCES = 10_000
 
 
@@ -197,11 +209,13 @@ class CommitmentRequests:
         self.folder = spool_root / FOLDER
         self.folder.mkdir(parents=True, exist_ok=True)
 
-    def add(self, transaction_uid: str, requester: str, references: list[Reference], wait: float) -> Path:
+    def add(
+        self, transaction_uid: str, requester: str, references: list[Reference], wait: float, owner: str = ""
+    ) -> Path:
         """Persist an N-ACTION request (PS3.4 J.3.2) and return its file.
 
         ``wait`` is how long, in seconds, the references may take to be indexed before they are
-        reported as failures.
+        reported as failures. ``owner``: the token of the requester's association (``open_token``).
         """
         now = time.time()
         path = self.folder / f"{int(now * 1000):015d}-{uuid.uuid4().hex[:8]}.json"
@@ -213,10 +227,64 @@ class CommitmentRequests:
                 "received_at": now,
                 "deadline": now + wait,
                 "next_report_at": 0.0,
+                "owner": owner,
                 "references": [r.__dict__ for r in references],
             },
         )
         return path
+
+    # The requester's open association (one marker file per association) -------------------
+
+    def open_token(self) -> str:
+        """A new association token of this process, its marker created (the association is open)."""
+        token = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        (self.folder / OPEN).mkdir(exist_ok=True)
+        (self.folder / OPEN / token).touch()
+        return token
+
+    def close_token(self, token: str) -> None:
+        """The association is gone: reports for it go on a new association from now on."""
+        (self.folder / OPEN / token).unlink(missing_ok=True)
+
+    def is_open(self, token: str) -> bool:
+        """The association of ``token`` is still established (marker there, its process alive)."""
+        if not token or not (self.folder / OPEN / token).exists():
+            return False
+        if _alive(token.split("-", 1)[0]):
+            return True
+        self.close_token(token)  # its process died (kill -9, a receiver restarted)
+        return False
+
+    def forget_open(self) -> None:
+        """Remove every marker: at start, no association of an earlier run can be open (the PID of a
+        process that died may have been reused)."""
+        for marker in (self.folder / OPEN).glob("*") if (self.folder / OPEN).is_dir() else []:
+            marker.unlink(missing_ok=True)
+
+    # Claims: one sender per report -----------------------------------------------------------
+
+    def claim(self, path: Path) -> Path | None:
+        """Take ``path`` to send its report (rename to ``*.claimed-<pid>``); None when another did."""
+        claimed = path.with_name(f"{path.name}{CLAIMED}{os.getpid()}")
+        try:
+            path.rename(claimed)
+        except FileNotFoundError:
+            return None
+        return claimed
+
+    @staticmethod
+    def unclaim(claimed: Path) -> Path:
+        """Give a claimed request back (the report was not accepted); returns its pending name."""
+        path = claimed.with_name(claimed.name.split(CLAIMED, 1)[0])
+        claimed.rename(path)
+        return path
+
+    def recover(self) -> None:
+        """Give back the claims of processes that died while sending."""
+        for claimed in self.folder.glob(f"*.json{CLAIMED}*"):
+            if not _alive(claimed.name.rsplit(CLAIMED, 1)[1]):
+                with contextlib.suppress(FileNotFoundError):
+                    self.unclaim(claimed)
 
     def save(self, path: Path, data: dict[str, Any]) -> None:
         """Write a request's state durably to ``path``."""
@@ -233,8 +301,19 @@ class CommitmentRequests:
         return data
 
 
+def _alive(pid_text: str) -> bool:
+    try:
+        os.kill(int(pid_text), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
 class CommitmentScp:
-    """The N-ACTION handler (any process serving the port); the reports come from the worker."""
+    """The N-ACTION handler (any process serving the port); reports on a still open association are
+    sent from here (``SameAssociationReports``), the others by the coordinator's worker."""
 
     def __init__(self, config: GatewayConfig, access: AccessTable, activity: Activity) -> None:
         self.config = config
@@ -242,6 +321,23 @@ class CommitmentScp:
         self.activity = activity
         self.requests = CommitmentRequests(config.spool_dir)
         self.series_map = SeriesStudyMap(config.spool_dir, config.shipped_retention_days * 86400)
+        self.reports = SameAssociationReports(self.requests, config.ae_title, activity)
+        self._tokens: dict[int, str] = {}  # id(association) -> its open token
+        self._lock = threading.Lock()
+
+    def _token(self, assoc: Any) -> str:
+        with self._lock:
+            token = self._tokens.get(id(assoc))
+            if token is None:
+                token = self._tokens[id(assoc)] = self.requests.open_token()
+            return token
+
+    def association_closed(self, event: evt.Event) -> None:
+        """EVT_CONN_CLOSE (any association): the requester's association is gone, if it was one."""
+        with self._lock:
+            token = self._tokens.pop(id(event.assoc), None)
+        if token is not None:
+            self.requests.close_token(token)
 
     def handle_n_action(self, event: evt.Event) -> tuple[int | Dataset, Dataset | None]:
         """EVT_N_ACTION: validate, locate, persist; answer at once (the report follows later)."""
@@ -261,7 +357,9 @@ class CommitmentScp:
                 ref.failure = NO_SUCH_INSTANCE  # never received here (or too long ago to know)
             else:
                 ref.failure = PROCESSING_FAILURE  # shipped, but its study was never seen by this version
-        self.requests.add(transaction_uid, calling, references, self.config.commitment_wait)
+        token = self._token(event.assoc)
+        path = self.requests.add(transaction_uid, calling, references, self.config.commitment_wait, token)
+        self.reports.watch(path, event.assoc, token)
         self.activity.add("commit_requests")
         self.activity.add("commit_instances", len(references))
         log.info("storage commitment request accepted: %d instances", len(references))
@@ -304,6 +402,97 @@ class Rejected(Exception):
         self.status = status
 
 
+class SameAssociationReports:
+    """Sends decided reports on the requester's association while it is established (PS3.4 J.3.3).
+
+    One daemon thread per serving process, running only while some request made on an open
+    association of this process waits for its decision (a few file reads every ``WATCH_EVERY`` s).
+    """
+
+    def __init__(self, requests: CommitmentRequests, ae_title: str, activity: Activity) -> None:
+        self.requests = requests
+        self.ae_title = ae_title
+        self.activity = activity
+        self._watched: dict[Path, tuple[Any, str]] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, path: Path, assoc: Any, token: str) -> None:
+        """Send the report of request ``path`` on ``assoc`` if it is decided while ``token`` is open."""
+        with self._lock:
+            self._watched[path] = (assoc, token)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="edge-commit-same-assoc", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                watched = list(self._watched.items())
+                if not watched:
+                    self._thread = None
+                    return
+            for path, (assoc, token) in watched:
+                if self._step(path, assoc, token):
+                    with self._lock:
+                        self._watched.pop(path, None)
+            time.sleep(WATCH_EVERY)
+
+    def _step(self, path: Path, assoc: Any, token: str) -> bool:
+        """True when ``path`` needs no more watching (sent, handed to the worker, or gone)."""
+        if not assoc.is_established or not self.requests.is_open(token):
+            return True  # the worker sends it on a new association
+        try:
+            data = self.requests.load(path)
+        except FileNotFoundError:
+            return True
+        except (OSError, ValueError):
+            return False  # being replaced: look again
+        if not data.get("decided"):
+            return False
+        claimed = self.requests.claim(path)
+        if claimed is not None:
+            self._send(claimed, data, assoc, token)
+        return True
+
+    def _send(self, claimed: Path, data: dict[str, Any], assoc: Any, token: str) -> None:
+        references = [Reference(**r) for r in data["references"]]
+        event_type, report = build_report(self.ae_title, str(data["transaction_uid"]), references)
+        code = -1
+        try:
+            status, _ = assoc.send_n_event_report(
+                report, event_type, StorageCommitmentPushModel, COMMITMENT_INSTANCE
+            )
+            code = int(getattr(status, "Status", -1))
+        except (RuntimeError, ValueError, AttributeError) as exc:  # released meanwhile, no context
+            log.warning("storage commitment report on the open association failed: %s", type(exc).__name__)
+        if code == SUCCESS:
+            claimed.unlink()
+            self.activity.add("commit_reports_same_association")
+            log.info(
+                "storage commitment report sent on the requester's association: %d refs", len(references)
+            )
+            return
+        self.requests.close_token(token)  # the worker tries a new association
+        self.requests.unclaim(claimed)
+        log.warning("storage commitment report not accepted on the open association (0x%04X)", code & 0xFFFF)
+
+
+def build_report(ae_title: str, transaction_uid: str, references: list[Reference]) -> tuple[int, Dataset]:
+    """(event type, Event Information) of the N-EVENT-REPORT for decided references (PS3.4 J.3.3.1):
+    1 when every instance is committed, 2 with a Failed SOP Sequence otherwise."""
+    report = Dataset()
+    report.TransactionUID = transaction_uid
+    report.RetrieveAETitle = ae_title
+    done = [r for r in references if r.committed]
+    failed = [r for r in references if not r.committed]
+    if done:
+        report.ReferencedSOPSequence = [_item(r) for r in done]
+    if failed:
+        report.FailedSOPSequence = [_item(r, r.failure or PROCESSING_FAILURE) for r in failed]
+    return (2 if failed else 1), report
+
+
 def _status(code: int, comment: str) -> Dataset:
     ds = Dataset()
     ds.Status = code
@@ -324,11 +513,14 @@ class CommitmentWorker:
         self.reported = 0
         self.failed_reports = 0
         self._lock = threading.Lock()
+        self.requests.forget_open()
+        self.requests.recover()
 
     def step(self, stop: threading.Event) -> None:
         """One pass over the pending requests, then a pause (``stop`` ends the pause early)."""
         self.series_map.learn(self._located)
         self._located = {}
+        self.requests.recover()
         for path in self.requests.pending():
             if stop.is_set():
                 return
@@ -348,6 +540,9 @@ class CommitmentWorker:
             return
         references = [Reference(**r) for r in data["references"]]
         self._located.update({r.series_uid: r.study_uid for r in references if r.study_uid})
+        owner = str(data.get("owner") or "")
+        if data.get("decided") and self.requests.is_open(owner):
+            return  # the process serving the requester's association sends it
         changed = False
         for ref in references:
             if ref.committed or ref.failure:
@@ -362,13 +557,22 @@ class CommitmentWorker:
         for ref in undecided:
             ref.failure = PROCESSING_FAILURE  # not shipped and indexed within commitment_wait
         data["references"] = [r.__dict__ for r in references]
+        if not data.get("decided"):
+            data["decided"] = True
+            self.requests.save(path, data)
+            if self.requests.is_open(owner):
+                return  # PS3.4 J.3.3: on the requester's association while it is open
+        claimed = self.requests.claim(path)
+        if claimed is None:
+            return  # the serving process took it
         if self._report(str(data["requester"]), str(data["transaction_uid"]), references):
-            path.unlink()
+            claimed.unlink()
             self.reported += 1
         else:
             self.failed_reports += 1
             data["next_report_at"] = now + RETRY_REPORT_AFTER
             self.requests.save(path, data)
+            claimed.unlink()
 
     def _check(self, ref: Reference) -> bool:
         """Try to decide one instance; True when something about it changed."""
@@ -402,21 +606,15 @@ class CommitmentWorker:
         return True if self.archive.object_exists(str(item.get("object_key", ""))) else None
 
     def _report(self, requester: str, transaction_uid: str, references: list[Reference]) -> bool:
-        """N-EVENT-REPORT on a new association; True when the requester answered 0x0000."""
+        """N-EVENT-REPORT on a new association to the requester's ``known_aets`` address; True when
+        it answered 0x0000."""
         peer = self.access.peers.get(requester)
         if peer is None:
             log.error("storage commitment report undeliverable: requester no longer in known_aets")
             return False
-        report = Dataset()
-        report.TransactionUID = transaction_uid
-        report.RetrieveAETitle = self.config.ae_title
+        event_type, report = build_report(self.config.ae_title, transaction_uid, references)
         done = [r for r in references if r.committed]
         failed = [r for r in references if not r.committed]
-        if done:
-            report.ReferencedSOPSequence = [_item(r) for r in done]
-        if failed:
-            report.FailedSOPSequence = [_item(r, r.failure or PROCESSING_FAILURE) for r in failed]
-        event_type = 2 if failed else 1
         ae = AE(ae_title=self.config.ae_title)
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
         ae.add_requested_context(StorageCommitmentPushModel, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])

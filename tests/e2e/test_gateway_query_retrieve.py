@@ -365,18 +365,20 @@ def _same_instances(received: list[Path], originals: list[Dataset]) -> None:
         assert copy.PatientID == original.PatientID
 
 
-def movescu(port: int, study_uid: str, series_uid: str) -> subprocess.CompletedProcess[str]:
+def movescu(
+    port: int, study_uid: str, series_uid: str, calling: str = "WS1", destination: str = "STORESCP"
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
             dcmtk("movescu"),
             "-v",
             "-S",
             "-aet",
-            "WS1",
+            calling,
             "-aec",
             "QREDGE",
             "-aem",
-            "STORESCP",
+            destination,
             "-k",
             "QueryRetrieveLevel=SERIES",
             "-k",
@@ -472,13 +474,28 @@ def _move(port: int, identifier: Dataset, destination: str, calling: str = "WS1"
         assoc.release()
 
 
-def test_unknown_or_forbidden_move_destination_is_a801(qr_gateway: Gateway, archived: Archived) -> None:
+def test_unknown_move_destination_is_a801_a_forbidden_one_0124(
+    qr_gateway: Gateway, archived: Archived, storescp: Path
+) -> None:
     query = Dataset()
     query.QueryRetrieveLevel = "STUDY"
     query.StudyInstanceUID = archived.ct[0].StudyInstanceUID
+    # An AE title the gateway does not know: Move Destination unknown
     assert [r[0] for r in _move(qr_gateway.port, query, "NOBODY")] == [0xA801]
-    # NOQUERY may C-GET only: a known destination is still refused for it
-    assert [r[0] for r in _move(qr_gateway.port, query, "STORESCP", calling="NOQUERY")] == [0xA801]
+    # NOQUERY may C-GET only: a known destination is refused for it as Not Authorized (PS3.7 C.5)
+    [(status, answer, _)] = _move(qr_gateway.port, query, "STORESCP", calling="NOQUERY")
+    assert status == 0x0124
+    assert "may not move" in answer.ErrorComment
+
+    # WHEN dcmtk movescu asks for the same as NOQUERY
+    ct = archived.ct[0]
+    refused = movescu(qr_gateway.port, ct.StudyInstanceUID, ct.SeriesInstanceUID, calling="NOQUERY")
+    # THEN it is told 0x0124 and nothing reaches the destination
+    # (dcmtk 3.6.7 knows 0x0124 as a general status only: "Unknown Status: 0x124")
+    assert "Final Move Response (Unknown Status: 0x124)" in refused.stderr, refused.stderr
+    assert list(storescp.iterdir()) == []
+    unknown = movescu(qr_gateway.port, ct.StudyInstanceUID, ct.SeriesInstanceUID, destination="NOBODY")
+    assert "Final Move Response (Refused: MoveDestinationUnknown)" in unknown.stderr, unknown.stderr
 
 
 def test_a_refused_sub_operation_is_reported(stack: Stack, archived: Archived, tmp_path: Path) -> None:
@@ -523,47 +540,64 @@ def test_a_refused_sub_operation_is_reported(stack: Stack, archived: Archived, t
     )
 
 
-def test_compressed_instances_go_as_stored_or_fail_visibly(
+def test_compressed_instances_go_as_stored_converted_or_fail_with_a_reason(
     stack: Stack, qr_gateway: Gateway, destination_port: int, tmp_path: Path
 ) -> None:
+    from pydicom.encaps import encapsulate
+
     from tests.helpers.gateway_helpers import write_files
 
-    # GIVEN an RLE Lossless MR series in the archive, sent and stored as it was
-    series = series_from("MR_small_RLE.dcm", 2)
+    # GIVEN an RLE Lossless MR series in the archive, sent and stored as it was, and one more
+    # RLE instance of it whose pixel data no decoder can read (an RLE header with no segment)
+    series = series_from("MR_small_RLE.dcm", 3)
     for ds in series:
         ds.PatientID = "QR-RLE"
+    *good, broken = series
+    broken.PixelData = encapsulate([b"\x00" * 64])
     store_with_dcmtk(stack.dicom_port, write_files(tmp_path / "rle", series), "-xr")  # propose RLE
     study_uid, series_uid = series[0].StudyInstanceUID, series[0].SeriesInstanceUID
 
     def indexed() -> bool:
         status, _, body = stack.get(f"/dicomweb/studies?StudyInstanceUID={study_uid}")
-        return status == 200 and body[0]["00201208"]["Value"][0] == 2
+        return status == 200 and body[0]["00201208"]["Value"][0] == 3
 
     wait_for(indexed, 90, "the RLE series to be indexed")
     query = Dataset()
     query.QueryRetrieveLevel = "SERIES"
     query.StudyInstanceUID, query.SeriesInstanceUID = study_uid, series_uid
+    before = dimse_status(qr_gateway.config.spool_dir)
 
-    # WHEN the destination accepts only uncompressed syntaxes (storescp's default)
-    with running_storescp(destination_port, tmp_path / "plain"):
+    # WHEN the destination is a dcmtk storescp that accepts Implicit VR Little Endian only (+xi)
+    with running_storescp(destination_port, tmp_path / "plain", "+xi") as out:
         results = _move(qr_gateway.port, query, "STORESCP")
-    # THEN nothing is sent converted behind its back: both sub-operations fail, listed by UID
+        wait_for(lambda: len(list(out.iterdir())) == 2, 10, "storescp to write the files")
+        received = [dcmread(path) for path in out.iterdir()]
+    # THEN the decodable instances arrive decompressed, pixels equal to pydicom's decoding of the
+    # stored ones, and the broken one is a failed sub-operation listed by UID, its reason counted
     final_status, final, identifier = results[-1]
-    assert final_status == 0xA702
-    assert final.NumberOfFailedSuboperations == 2
-    assert sorted(identifier.FailedSOPInstanceUIDList) == sorted(ds.SOPInstanceUID for ds in series)
+    assert final_status == 0xB000
+    assert (final.NumberOfCompletedSuboperations, final.NumberOfFailedSuboperations) == (2, 1)
+    assert identifier.FailedSOPInstanceUIDList == broken.SOPInstanceUID
+    for copy in received:
+        assert copy.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2"
+        [original] = [ds for ds in good if ds.SOPInstanceUID == copy.SOPInstanceUID]
+        assert (copy.pixel_array == original.pixel_array).all()
+    after = dimse_status(qr_gateway.config.spool_dir)
+    assert after.get("move_converted", 0) - before.get("move_converted", 0) == 2
+    assert after.get("move_unsendable", 0) - before.get("move_unsendable", 0) == 1
 
     # WHEN it accepts every syntax (+xa)
     with running_storescp(destination_port, tmp_path / "any", "+xa") as out:
         results = _move(qr_gateway.port, query, "STORESCP")
-        wait_for(lambda: len(list(out.iterdir())) == 2, 10, "storescp to write the files")
-    # THEN the instances arrive in RLE Lossless with the stored pixel bytes
+        wait_for(lambda: len(list(out.iterdir())) == 3, 10, "storescp to write the files")
+    # THEN all three arrive in RLE Lossless with the stored pixel bytes (the broken one too: sent
+    # as stored, not decoded)
     assert results[-1][0] == 0x0000
     for path in out.iterdir():
-        received = dcmread(path)
-        assert received.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.5"
-        [original] = [ds for ds in series if ds.SOPInstanceUID == received.SOPInstanceUID]
-        assert received.PixelData == original.PixelData
+        copy = dcmread(path)
+        assert copy.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.5"
+        [original] = [ds for ds in series if ds.SOPInstanceUID == copy.SOPInstanceUID]
+        assert copy.PixelData == original.PixelData
 
 
 def test_no_patient_data_in_any_log_record(

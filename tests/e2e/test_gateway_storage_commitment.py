@@ -73,9 +73,20 @@ def test_commitment_report_after_kill_9(stack: Stack, tmp_path: Path) -> None:
         sender = AE(ae_title="PACSC")
         sender.acse_timeout = sender.dimse_timeout = sender.network_timeout = 20
         sender.add_requested_context(StorageCommitmentPushModel)
+        same_association: list[Any] = []
+
+        def on_same_association(event: evt.Event) -> tuple[int, None]:
+            same_association.append(event)
+            return 0x0000, None
+
         # dcmtk sends (pynetdicom's requestor can lose a C-STORE-RSP under load: issue 11)
         store_with_dcmtk(port, write_series(tmp_path / "series", series))
-        assoc = sender.associate("127.0.0.1", port, ae_title="EDGE")
+        assoc = sender.associate(
+            "127.0.0.1",
+            port,
+            ae_title="EDGE",
+            evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_same_association)],
+        )
         assert assoc.is_established
         request = Dataset()
         request.TransactionUID = generate_uid()
@@ -89,10 +100,11 @@ def test_commitment_report_after_kill_9(stack: Stack, tmp_path: Path) -> None:
             item.ReferencedSOPInstanceUID = sop_uid
             request.ReferencedSOPSequence.append(item)
         status, _ = assoc.send_n_action(request, 1, StorageCommitmentPushModel, COMMITMENT_INSTANCE)
-        assoc.release()
         assert int(status.Status) == 0x0000
-        # AND the gateway is killed before it could report
+        # AND the gateway is killed before it could report (the requester's association, kept
+        # open, goes with it: its marker must not make the restarted gateway wait for it)
         gateway.kill9()
+        wait_for(lambda: not assoc.is_established, 30, "the association to drop")
         assert len(list((spool / "commitments").glob("*.json"))) == 1
 
         # THEN after a restart the report comes on a new association: 3 committed, 1 failed (0x0112)
@@ -100,6 +112,7 @@ def test_commitment_report_after_kill_9(stack: Stack, tmp_path: Path) -> None:
         event_type, info = reports.get(timeout=90)
         assert event_type == 2
         assert info.TransactionUID == request.TransactionUID
+        assert same_association == []
         assert sorted(i.ReferencedSOPInstanceUID for i in info.ReferencedSOPSequence) == sorted(
             ds.SOPInstanceUID for ds in series
         )
@@ -177,3 +190,94 @@ def test_commitment_refused_for_a_requester_without_permission(stack: Stack, tmp
         gateway.stop()
     assert int(status.Status) == 0x0124
     assert not list((tmp_path / "spool" / "commitments").glob("*.json"))
+
+
+def test_report_on_the_requesters_open_association_else_on_a_new_one(stack: Stack, tmp_path: Path) -> None:
+    # GIVEN a PACS that listens for reports on new associations, and a gateway that knows it
+    on_new: queue.Queue[str] = queue.Queue()
+
+    def on_report(event: evt.Event) -> tuple[int, None]:
+        on_new.put(str(event.event_information.TransactionUID))
+        return 0x0000, None
+
+    pacs = AE(ae_title="PACSC")
+    pacs.add_supported_context(StorageCommitmentPushModel, scu_role=True, scp_role=True)
+    server = pacs.start_server(
+        ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)]
+    )
+    port = free_port()
+    config = write_config(
+        tmp_path / "gateway.toml",
+        host="127.0.0.1",
+        port=port,
+        ae_title="EDGE",
+        spool_dir=str(tmp_path / "spool"),
+        bucket=stack.bucket,
+        region="us-east-1",
+        endpoint_url=stack.moto,
+        gateway_id="commit-edge",
+        table_name=LocalCloudConfig().table,
+        stable_after=1.0,
+        known_aets=[f"PACSC=127.0.0.1:{server.server_address[1]}"],
+        dimse_permissions=["PACSC: commit"],
+    )
+    gateway = GatewayProcess(config, tmp_path / "gateway.log", port)
+    gateway.start()
+    try:
+        series = series_from("CT_small.dcm", 2)
+        store_with_dcmtk(port, write_series(tmp_path / "series", series))
+
+        def request_for(instances: list[Dataset]) -> Dataset:
+            request = Dataset()
+            request.TransactionUID = generate_uid()
+            request.ReferencedSOPSequence = []
+            for ds in instances:
+                item = Dataset()
+                item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
+                request.ReferencedSOPSequence.append(item)
+            return request
+
+        # WHEN one requester keeps its association open and handles N-EVENT-REPORT on it
+        on_same: queue.Queue[tuple[int, Dataset]] = queue.Queue()
+
+        def on_same_report(event: evt.Event) -> tuple[int, None]:
+            on_same.put((int(event.event_type), event.event_information))
+            return 0x0000, None
+
+        kept_ae = AE(ae_title="PACSC")
+        kept_ae.acse_timeout = kept_ae.dimse_timeout = 20
+        kept_ae.network_timeout = 300  # idle while the series is shipped and indexed
+        kept_ae.add_requested_context(StorageCommitmentPushModel)
+        kept = kept_ae.associate(
+            "127.0.0.1", port, ae_title="EDGE", evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_same_report)]
+        )
+        assert kept.is_established
+        first = request_for(series)
+        status, _ = kept.send_n_action(first, 1, StorageCommitmentPushModel, COMMITMENT_INSTANCE)
+        assert int(status.Status) == 0x0000
+        # AND another asks for the same instances and releases its association at once
+        other_ae = AE(ae_title="PACSC")
+        other_ae.acse_timeout = other_ae.dimse_timeout = other_ae.network_timeout = 20
+        other_ae.add_requested_context(StorageCommitmentPushModel)
+        other = other_ae.associate("127.0.0.1", port, ae_title="EDGE")
+        second = request_for(series)
+        status, _ = other.send_n_action(second, 1, StorageCommitmentPushModel, COMMITMENT_INSTANCE)
+        other.release()
+        assert int(status.Status) == 0x0000
+
+        # THEN the first report comes on the open association (PS3.4 J.3.3), both committed
+        event_type, info = on_same.get(timeout=120)
+        assert event_type == 1
+        assert info.TransactionUID == first.TransactionUID
+        assert len(info.ReferencedSOPSequence) == 2
+        assert kept.is_established
+        # AND the second on a new association to the PACS's address
+        assert on_new.get(timeout=60) == second.TransactionUID
+        kept.release()
+        # AND each report was sent once, and no request is left
+        folder = tmp_path / "spool" / "commitments"
+        wait_for(lambda: not [*folder.glob("*.json"), *folder.glob("*.claimed-*")], 30, "the requests to go")
+        assert on_same.empty() and on_new.empty()
+    finally:
+        gateway.stop()
+        server.shutdown()
