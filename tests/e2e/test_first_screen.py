@@ -55,7 +55,7 @@ class Clone:
         ports = self.ports
         return (
             f'{command} RUN_ARGS="--moto-port {ports["moto"]} --api-port {ports["api"]} '
-            f'--dicom-port {ports["dicom"]}"'
+            f'--dicom-port {ports["dicom"]} --viewer-port 0"'  # 0: any free port, never 3001
         )
 
     def studies(self) -> set[str]:

@@ -37,6 +37,7 @@ class Run:
                     "run",
                     *("--moto-port", str(ports["moto"]), "--api-port", str(ports["api"])),
                     *("--dicom-port", str(ports["dicom"]), "--stable-after", "1"),
+                    *("--viewer-port", "0"),  # any free port: a fixed 3001 collides with another run
                     *("--data-dir", str(data_dir)),
                 ],
                 stdout=out,
