@@ -59,7 +59,7 @@ class SlotPolicy:
     max_associations: int
     reserved_associations: int = 4
     max_negotiating: int = 8
-    max_negotiating_per_address: int = 2
+    max_negotiating_per_address: int = 4
     known_networks: tuple[IpNetwork, ...] = ()
 
 

@@ -48,7 +48,7 @@ class GatewayConfig:
     known_peer_networks: tuple[str, ...] = ()
     reserved_associations: int = 4
     max_negotiating: int = 8
-    max_negotiating_per_address: int = 2
+    max_negotiating_per_address: int = 4
     # A peer must complete its A-ASSOCIATE-RQ this many seconds after connecting, and each PDU
     # this many seconds after its first byte; otherwise the connection is closed (slot freed).
     negotiation_timeout: float = 10.0
