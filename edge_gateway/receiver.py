@@ -25,7 +25,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import AssociationServer, ThreadedAssociationServer
 
 from edge_gateway import dimse_access, pynetdicom_fast_path, reactor_checkpoint
-from edge_gateway.association_slots import AssociationSlots, SlotHandle, SlotPolicy
+from edge_gateway.association_slots import AssociationSlots, Slot, SlotHandle, SlotPolicy
 from edge_gateway.config import GatewayConfig
 from edge_gateway.dicom_peek import RoutingUids, Undecodable, routing_uids
 from edge_gateway.dispatch import ConnectionDispatcher, Handoff, receive_connection
@@ -268,20 +268,23 @@ class GatewayServer(ThreadedAssociationServer):
         if slot is None:
             self.shutdown_request(request)
             return
-        if self.dispatcher is not None and self.dispatcher.route(request, client_address, slot):
+        dispatcher = self.dispatcher if isinstance(slot, Slot) else None
+        if dispatcher is not None and dispatcher.route(request, client_address, cast(Slot, slot)):
             request.close()  # this process's descriptor only: the receiver serves the connection
             return
         self.serve(request, client_address, slot)
 
-    def admit(self, client_address: Any) -> Any:
-        """The connection's slot from the slot table, or None (no table: every connection is served)."""
+    def admit(self, client_address: Any) -> SlotHandle | None:
+        """The connection's slot, or None: close it unread. A server without a slot table
+        (one not made by ``start``) serves every connection, uncounted."""
         if self.slots is None:
             return _UNCOUNTED
         return self.slots.admit(str(client_address[0]))
 
     def serve(self, request: Any, client_address: Any, slot: SlotHandle) -> None:
         """Serve the connection in this process: guard its socket, start its association thread."""
-        limits = self.peer_limits or PeerLimits(0, float("inf"), float("inf"))
+        limits = self.peer_limits
+        assert limits is not None  # set by start()
         if self.ssl_context:
             request = self.ssl_context.wrap_socket(request, server_side=True, do_handshake_on_connect=False)
             if isinstance(request, GuardedSSLSocket):
