@@ -5,13 +5,17 @@ Run inside a private network namespace (Orthanc binds every interface)::
     unshare -n sh -c 'ip link set lo up && exec "$@"' sh \\
         .venv/bin/python -m bench.gateway_soak --instances 5600 --work /tmp/soak
 
-The local stack (moto, ingest, API, gateway with its defaults) runs as ``make run`` runs it.
+The local stack (moto, ingest, API) runs as ``make run`` runs it; the gateway runs as its own
+process (``python -m edge_gateway run``) with its defaults, the fast path or, with
+``--stock``, stock pynetdicom (``fast_path = false``).
 Senders, all at once, each on its own study: 2 dcmtk ``storescu`` streams, 2 pynetdicom
 streams (the project's race-free requestor) and 1 Orthanc stream (its REST API pushing by
-C-STORE), so at least 5 concurrent associations; each stream sends batches of up to
-``--batch`` instances, one association per batch, and about a third of the batches are
-aborted at a random instance (storescu killed with SIGKILL, pynetdicom ``abort()``), the rest
-released. Two busy-loop processes keep both cores busy (``--no-hog`` to leave them out).
+C-STORE, 128 KB instances), so at least 5 concurrent associations; each stream sends batches
+of up to ``--batch`` instances, one association per batch, and about a third of the batches
+are aborted at a random instance (storescu killed with SIGKILL, pynetdicom ``abort()``,
+Orthanc killed with SIGKILL once its push job has sent part of the batch, then restarted and
+the batch pushed again, as a PACS retries), the rest released. Two busy-loop processes keep
+both cores busy (``--no-hog`` to leave them out).
 
 Checked, printed as JSON (exit status 1 when any check fails):
 - every instance answered 0x0000 is in S3 (zips under incoming/) exactly once and in the
@@ -65,7 +69,9 @@ class Stream:
     errors: list[str] = field(default_factory=list)
 
 
-def make_study(folder: Path, count: int, name: str) -> tuple[str, list[Path]]:
+def make_study(folder: Path, count: int, name: str, large: bool = False) -> tuple[str, list[Path]]:
+    """``count`` instances of one study; ``large``: 256 x 256 x 16 bit (128 KB) random pixels, so
+    that a push takes long enough to be cut half-way."""
     from tests.helpers.dicom_factory import series_from, write_series
 
     first = series_from("CT_small.dcm", min(count, 100))
@@ -75,6 +81,9 @@ def make_study(folder: Path, count: int, name: str) -> tuple[str, list[Path]]:
         instances += series_from("CT_small.dcm", min(count - len(instances), 100), study_uid=study_uid)
     for ds in instances:
         ds.PatientID = f"SOAK-{name}"
+        if large:
+            ds.Rows = ds.Columns = 256
+            ds.PixelData = os.urandom(256 * 256 * 2)
     return study_uid, write_series(folder / name, instances)
 
 
@@ -175,17 +184,71 @@ def run_pynetdicom(stream: Stream, port: int, size: int, rng: random.Random) -> 
         answered.clear()
 
 
-def run_orthanc(stream: Stream, orthanc: str, size: int) -> None:
-    for batch in batches(stream.files, size):
-        ids = [http("POST", f"{orthanc}/instances", path.read_bytes())["ID"] for path in batch]
-        stream.associations += 1
-        stream.sent += len(batch)
-        body = json.dumps({"Resources": ids, "Synchronous": True}).encode()
-        pushed = http("POST", f"{orthanc}/modalities/edge/store", body, timeout=600)
-        if pushed.get("FailedInstancesCount", 1) == 0 and pushed.get("InstancesCount") == len(batch):
-            stream.acknowledged.update(sop_uid(p) for p in batch)
-        else:
-            stream.errors.append(f"orthanc: {pushed}")
+class OrthancProcess:
+    """Orthanc (the hospital PACS) as a process that can be killed with SIGKILL and restarted."""
+
+    def __init__(self, config: Path, log: Path, url: str) -> None:
+        self.config, self.log, self.url = config, log, url
+        self.process: subprocess.Popen[bytes] | None = None
+        self.kills = 0
+
+    def start(self) -> None:
+        with open(self.log, "ab") as log:
+            command = [pacs.ORTHANC, str(self.config)]  # appends: the log spans every restart
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        wait(lambda: http("GET", f"{self.url}/system"), 90, "Orthanc")
+
+    def kill9(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+        self.kills += 1
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            pacs.stop([self.process], timeout=60)
+
+
+def run_orthanc(stream: Stream, orthanc: OrthancProcess, size: int, rng: random.Random) -> None:
+    """Push each batch with an asynchronous C-STORE job; about a third are cut by killing Orthanc
+    (SIGKILL) once the job has sent part of the batch: the gateway sees the connection drop
+    mid-association (an A-P-ABORT for it). Orthanc is then restarted and the batch pushed again.
+    The first batch is always cut, so that even a short run has one."""
+    url = orthanc.url
+    for index, batch in enumerate(batches(stream.files, size)):
+        ids = [http("POST", f"{url}/instances", path.read_bytes())["ID"] for path in batch]
+        kill = len(batch) > 1 and (index == 0 or rng.random() < 0.35)
+        while True:
+            stream.associations += 1
+            stream.sent += len(batch)
+            body = json.dumps({"Resources": ids, "Synchronous": False}).encode()
+            job = http("POST", f"{url}/modalities/edge/store", body)["ID"]
+            state = _follow(url, job, kill_after_progress=kill)
+            if state is None:  # cut mid-association: restart, and push the batch again
+                orthanc.kill9()
+                stream.aborted += 1
+                orthanc.start()
+                kill = False
+                continue
+            content = state.get("Content", {})
+            if state["State"] == "Success" and content.get("FailedInstancesCount", 1) == 0:
+                stream.acknowledged.update(sop_uid(p) for p in batch)
+            else:
+                stream.errors.append(
+                    f"orthanc: job {state['State']}, {content.get('FailedInstancesCount')} failed"
+                )
+            break
+
+
+def _follow(url: str, job: str, kill_after_progress: bool) -> dict[str, Any] | None:
+    """The job's final state; None when it should be cut now (it has sent part of its batch)."""
+    while True:
+        state: dict[str, Any] = http("GET", f"{url}/jobs/{job}")
+        if state["State"] in ("Success", "Failure"):
+            return state
+        if kill_after_progress and 0 < int(state.get("Progress", 0)) < 100:
+            return None
+        time.sleep(0.005)
 
 
 def s3_members(endpoint: str, bucket: str) -> Counter[str]:
@@ -225,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one scenario,
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--no-hog", action="store_true", help="leave the CPU hogs out")
+    parser.add_argument(
+        "--stock", action="store_true", help="the gateway on stock pynetdicom (fast_path = false)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     rng = random.Random(args.seed)  # noqa: S311 - which batches abort, not a secret
@@ -234,23 +300,49 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one scenario,
     share = args.instances // 5
     streams = []
     for name in ("storescu-1", "storescu-2", "pynetdicom-1", "pynetdicom-2", "orthanc"):
-        study_uid, files = make_study(work / "data", share, name)
+        study_uid, files = make_study(work / "data", share, name, large=name == "orthanc")
         streams.append(Stream(name, study_uid, files))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "EDGE_GATEWAY_"))}
     env["TCP_NODELAY"] = "1"
     processes: list[subprocess.Popen[bytes]] = []
     with open(work / "local-stack.log", "wb") as stack_log:
-        command = pacs.local_stack_command(ports, work / "local-run", stable_after=2)
+        command = [*pacs.local_stack_command(ports, work / "local-run", stable_after=2), "--no-gateway"]
         processes.append(subprocess.Popen(command, stdout=stack_log, stderr=subprocess.STDOUT, env=env))
+    gateway_config = work / "gateway.toml"
+    gateway_config.write_text(
+        "[gateway]\n"
+        + "".join(
+            f"{key} = {json.dumps(value)}\n"
+            for key, value in {
+                "host": "127.0.0.1",
+                "port": ports["dicom"],
+                "ae_title": "EDGE",
+                "allowed_calling_aets": ["PACS"],
+                "stable_after": 2.0,
+                "spool_dir": str(work / "spool"),
+                "bucket": LocalCloudConfig().bucket,
+                "region": "us-east-1",
+                "endpoint_url": f"http://127.0.0.1:{ports['moto']}",
+                "gateway_id": "soak",
+                "fast_path": not args.stock,
+            }.items()
+        )
+    )
+    gateway_env = {**env, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    with open(work / "gateway.log", "wb") as gateway_log:
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "edge_gateway", "run", "--config", str(gateway_config)],
+            stdout=gateway_log, stderr=subprocess.STDOUT, env=gateway_env,
+        ))  # fmt: skip
     edge = {"edge": ("EDGE", "127.0.0.1", ports["dicom"])}
-    config = pacs.write_config(work, ports, "PACS", edge, name="soak-pacs")
-    processes.append(pacs.start(config))
+    # SaveJobs off: a job cut by SIGKILL is pushed again by run_orthanc, not resumed
+    config = pacs.write_config(work, ports, "PACS", edge, name="soak-pacs", SaveJobs=False)
+    orthanc = OrthancProcess(config, work / "orthanc.log", f"http://127.0.0.1:{ports['orthanc_http']}")
     hogs: list[subprocess.Popen[bytes]] = []
-    orthanc = f"http://127.0.0.1:{ports['orthanc_http']}"
     api = f"http://127.0.0.1:{ports['api']}"
     moto = f"http://127.0.0.1:{ports['moto']}"
     try:
-        wait(lambda: http("GET", f"{orthanc}/system"), 90, "Orthanc")
+        orthanc.start()
         wait(lambda: ready(f"{api}/dicomweb/studies?limit=1"), 120, "the local stack")
         wait(lambda: listening(ports["dicom"]) and listening(ports["moto"]), 60, "the gateway's DICOM port")
         if not args.no_hog:
@@ -261,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one scenario,
             threading.Thread(target=run_storescu, args=(streams[1], ports["dicom"], args.batch, rng)),
             threading.Thread(target=run_pynetdicom, args=(streams[2], ports["dicom"], args.batch, rng)),
             threading.Thread(target=run_pynetdicom, args=(streams[3], ports["dicom"], args.batch, rng)),
-            threading.Thread(target=run_orthanc, args=(streams[4], orthanc, args.batch)),
+            threading.Thread(target=run_orthanc, args=(streams[4], orthanc, args.batch, rng)),
         ]
         for thread in threads:
             thread.start()
@@ -284,7 +376,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one scenario,
         for hog in hogs:
             hog.kill()
             hog.wait()
-        pacs.stop(processes, timeout=60)
+        orthanc.stop()
+        pacs.stop(reversed(processes), timeout=60)  # the gateway first, then the stack
     report = {
         "instances": sum(len(s.files) for s in streams),
         "sent": sum(s.sent for s in streams),
@@ -292,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one scenario,
         "associations": sum(s.associations for s in streams),
         "aborted_associations": sum(s.aborted for s in streams),
         "cpu_hogs": len(hogs),
+        "gateway": "stock pynetdicom" if args.stock else "fast path",
+        "orthanc_killed": orthanc.kills,
         "sending_seconds": round(sending, 1),
         "until_indexed_seconds": round(total, 1),
         "acknowledged_per_second": round(len(acknowledged) / sending, 1),

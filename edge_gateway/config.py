@@ -39,7 +39,16 @@ class GatewayConfig:
     # Peer IP networks allowed to connect (CIDR, e.g. "10.1.2.0/24"); empty means any.
     allowed_peer_networks: tuple[str, ...] = ()
     max_pdu: int = 262_144  # also the largest P-DATA-TF PDU accepted: longer ones close the connection
-    max_associations: int = 16
+    max_associations: int = 16  # open connections for the whole gateway (every receiver process)
+    # Association slots (edge_gateway/association_slots.py), decided at connect, nothing read:
+    # known peers (these networks, the hosts of known_aets, addresses that had an association
+    # accepted since start) may use all max_associations; other addresses leave the last
+    # reserved_associations free, and may have at most max_negotiating connections still
+    # negotiating at once (max_negotiating_per_address from one address).
+    known_peer_networks: tuple[str, ...] = ()
+    reserved_associations: int = 4
+    max_negotiating: int = 8
+    max_negotiating_per_address: int = 4
     # A peer must complete its A-ASSOCIATE-RQ this many seconds after connecting, and each PDU
     # this many seconds after its first byte; otherwise the connection is closed (slot freed).
     negotiation_timeout: float = 10.0
@@ -125,11 +134,16 @@ class GatewayConfig:
     def _network_problems(self) -> list[str]:
         """Peer networks, TLS files and upload backoff."""
         problems: list[str] = []
-        for network in self.allowed_peer_networks:
-            try:
-                ipaddress.ip_network(network, strict=False)
-            except ValueError:
-                problems.append(f"allowed_peer_networks: {network!r} is not an IP network (e.g. 10.0.0.0/8)")
+        for name in ("allowed_peer_networks", "known_peer_networks"):
+            for network in getattr(self, name):
+                try:
+                    ipaddress.ip_network(network, strict=False)
+                except ValueError:
+                    problems.append(f"{name}: {network!r} is not an IP network (e.g. 10.0.0.0/8)")
+        if not 0 <= self.reserved_associations < self.max_associations:
+            problems.append("reserved_associations: 0 or more, fewer than max_associations")
+        if self.max_negotiating < 1 or self.max_negotiating_per_address < 1:
+            problems.append("max_negotiating, max_negotiating_per_address: at least 1")
         if bool(self.tls_cert) != bool(self.tls_key):
             problems.append("tls_cert and tls_key: give both, or neither")
         if self.tls_client_ca and not self.tls_cert:

@@ -19,6 +19,7 @@ from botocore.config import Config
 
 from edge_gateway import receiver
 from edge_gateway.assembler import Assembler
+from edge_gateway.association_slots import AssociationSlots
 from edge_gateway.config import GatewayConfig
 from edge_gateway.dispatch import ConnectionDispatcher
 from edge_gateway.packager import Packager
@@ -80,6 +81,7 @@ class Gateway:
         self._threads: list[threading.Thread] = []
         self._server: AssociationServer | None = None
         self._pool: ReceiverPool | None = None
+        self._slots: AssociationSlots | None = None
         self._usage_published = 0.0
         self.started_at = time.time()
 
@@ -91,9 +93,10 @@ class Gateway:
 
     def start(self) -> None:
         """Start the listener (and the receiver processes) and the coordinator's background loops."""
-        dispatcher = ConnectionDispatcher() if self.config.receivers > 1 else None
+        self._slots = receiver.slot_table(self.config)
+        dispatcher = ConnectionDispatcher(self._slots) if self.config.receivers > 1 else None
         _, self._server = receiver.start(
-            self.config, self.spool, self.assembler.stored, dispatcher=dispatcher
+            self.config, self.spool, self.assembler.stored, dispatcher=dispatcher, slots=self._slots
         )
         if dispatcher is not None:
             self.spool.publish_usage()
@@ -169,6 +172,7 @@ class Gateway:
             "last_error_at": stats.last_error_at,
             "retrying_parts": len(stats.retrying),
             "receiver_pids": [os.getpid(), *(self._pool.pids if self._pool else [])],
+            "associations": self._slots.counts() if self._slots else {},
             **(dimse_status(self.config.spool_dir) if self.config.table_name else {}),
         }
 

@@ -240,6 +240,24 @@ class Packager:
         except (OSError, ValueError, KeyError, TypeError):
             return 0.0, part_dir.name  # package() quarantines it, or zips a crash leftover
 
+    def _zip_will_come(self, descriptor: Path, zip_path: Path) -> bool:
+        """For a descriptor seen without its zip: True when the zip is there after all.
+
+        The other coordinator thread may be half-way: ``package`` writes the descriptor, renames
+        the zip in, then removes the part folder; the uploader deletes the zip, then the
+        descriptor. So the part folder is looked at before the zip is looked at again: a folder
+        still there means a zip is on its way (or will be made again after a crash); the zip
+        present now means the packager finished meanwhile (its descriptor must stay). Only
+        with neither is the descriptor a leftover: of an upload just confirmed (the uploader
+        may be deleting it right now) or of a crash before the zip was renamed in.
+        """
+        if (self._spool.path(PARTS) / descriptor.stem).exists():
+            return False
+        if zip_path.exists():
+            return True
+        descriptor.unlink(missing_ok=True)
+        return False
+
     def outbox(self) -> list[OutboxEntry]:
         """Complete outbox entries, oldest first; a descriptor without its zip is a crash leftover,
         an unreadable descriptor is quarantined with its zip."""
@@ -247,9 +265,7 @@ class Packager:
         for descriptor in sorted(self._spool.path(OUTBOX).glob("*.json")):
             part_id = descriptor.stem
             zip_path = descriptor.parent / f"{part_id}.zip"
-            if not zip_path.exists():
-                if not (self._spool.path(PARTS) / part_id).exists():
-                    descriptor.unlink()
+            if not zip_path.exists() and not self._zip_will_come(descriptor, zip_path):
                 continue
             try:
                 entry = self.entry(part_id)

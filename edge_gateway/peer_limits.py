@@ -22,6 +22,10 @@ A refusal raises ``ConnectionAbortedError`` / ``TimeoutError`` inside pynetdicom
 which it handles as a closed transport (Evt17): the association ends, its slot is freed.
 Both modes (fast path or stock pynetdicom) go through this; it replaces nothing in
 pynetdicom.
+
+The socket also carries the connection's association slot (``association_slots.py``) and
+frees it the moment the connection ends: a refusal here, the peer's close (a read returns
+nothing) or the socket's close, whichever comes first.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ import struct
 import time
 from dataclasses import dataclass
 from typing import Any
+
+from edge_gateway.association_slots import SlotHandle
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +73,11 @@ class _Guard:
     """Mixin for socket classes: tracks PDU framing on every read and enforces ``PeerLimits``."""
 
     _limits: PeerLimits | None = None
+    slot: SlotHandle | None = None
 
-    def guard(self, limits: PeerLimits) -> None:
+    def guard(self, limits: PeerLimits, slot: SlotHandle | None = None) -> None:
         self._limits = limits
+        self.slot = slot
         self._header = bytearray()
         self._body_left = 0
         self._negotiation_deadline: float | None = time.monotonic() + limits.negotiation_timeout
@@ -81,6 +89,8 @@ class _Guard:
             return super().recv(bufsize, flags)  # type: ignore[misc,no-any-return]
         with self._deadline():
             data: bytes = super().recv(bufsize, flags)  # type: ignore[misc]
+        if not data and bufsize:
+            self._peer_closed()
         self._track(data)
         return data
 
@@ -91,6 +101,8 @@ class _Guard:
             return super().recv_into(*args, flags=flags)  # type: ignore[misc,no-any-return]
         with self._deadline():
             count: int = super().recv_into(*args, flags=flags)  # type: ignore[misc]
+        if not count and (nbytes or len(buffer)):
+            self._peer_closed()
         with memoryview(buffer) as view:
             self._track(view[:count])
         return count
@@ -151,6 +163,19 @@ class _Guard:
         self._limits = None
         with contextlib.suppress(OSError):
             self.shutdown(socket.SHUT_RDWR)  # type: ignore[attr-defined]
+        self._release_slot()
+
+    def _peer_closed(self) -> None:
+        """A read returned nothing: the peer closed (or shut down its sending side)."""
+        self._release_slot()
+
+    def _release_slot(self) -> None:
+        if self.slot is not None:
+            self.slot.release()
+
+    def close(self) -> None:
+        super().close()  # type: ignore[misc]
+        self._release_slot()
 
 
 class GuardedSocket(_Guard, socket.socket):
@@ -161,10 +186,10 @@ class GuardedSSLSocket(_Guard, ssl.SSLSocket):  # type: ignore[misc]
     """A TLS connection with ``PeerLimits`` on the decrypted stream (``SSLContext.sslsocket_class``)."""
 
 
-def guarded(connection: socket.socket, limits: PeerLimits) -> GuardedSocket:
+def guarded(connection: socket.socket, limits: PeerLimits, slot: SlotHandle | None = None) -> GuardedSocket:
     """The accepted ``connection`` as a GuardedSocket (same descriptor, ``connection`` detached)."""
     timeout = connection.gettimeout()
     sock = GuardedSocket(connection.family, connection.type, connection.proto, fileno=connection.detach())
     sock.settimeout(timeout)
-    sock.guard(limits)
+    sock.guard(limits, slot)
     return sock

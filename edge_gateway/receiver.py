@@ -7,12 +7,12 @@ Zipping and uploading happen in the coordinator, never on the association thread
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import logging
 import socket
 import ssl
 import threading
+import weakref
 from collections.abc import Callable
 from io import BytesIO
 from typing import Any, cast
@@ -24,10 +24,11 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import AssociationServer, ThreadedAssociationServer
 
-from edge_gateway import pynetdicom_fast_path, reactor_checkpoint
+from edge_gateway import dimse_access, pynetdicom_fast_path, reactor_checkpoint
+from edge_gateway.association_slots import AssociationSlots, Slot, SlotHandle, SlotPolicy
 from edge_gateway.config import GatewayConfig
 from edge_gateway.dicom_peek import RoutingUids, Undecodable, routing_uids
-from edge_gateway.dispatch import CLOSED, ConnectionDispatcher, Handoff, receive_connection
+from edge_gateway.dispatch import ConnectionDispatcher, Handoff, receive_connection
 from edge_gateway.part10 import file_header
 from edge_gateway.peer_limits import GuardedSSLSocket, PeerLimits, guarded
 from edge_gateway.spool import Spool, SpoolFull
@@ -117,11 +118,42 @@ def handle_echo(event: evt.Event) -> int:
     return SUCCESS
 
 
-def _set_nodelay(event: evt.Event) -> None:
-    """Nagle's algorithm delays each small C-STORE response by ~40 ms; turn it off."""
+# Each association's slot, found through its socket while it is open (pynetdicom drops the
+# socket when the connection closes).
+_SLOTS: weakref.WeakKeyDictionary[Any, SlotHandle] = weakref.WeakKeyDictionary()
+
+
+def _connection_opened(event: evt.Event) -> None:
+    """Nagle's algorithm delays each small C-STORE response by ~40 ms: turn it off; note the slot."""
     sock = getattr(event.assoc.dul.socket, "socket", None)
     if sock is not None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        slot = getattr(sock, "slot", None)
+        if slot is not None:
+            _SLOTS[event.assoc] = slot
+
+
+def _association_accepted(event: evt.Event) -> None:
+    """EVT_ACCEPTED: the slot now holds an established association (its peer is a known one)."""
+    slot = _SLOTS.get(event.assoc)
+    if slot is not None:
+        slot.established()
+
+
+def _connection_closed(event: evt.Event) -> None:
+    """EVT_CONN_CLOSE: free the slot, and end an acceptor still waiting for its A-ASSOCIATE-RQ.
+
+    A peer that closes before its A-ASSOCIATE-RQ is complete takes the state machine from Sta2
+    to Sta1 (AA-5, PS3.8 9.2.3) without a primitive for the association's thread, which would
+    wait out ``acse_timeout`` holding pynetdicom's count of associations. An empty primitive
+    (None, what pynetdicom's queue answers on a timeout) makes it end now.
+    """
+    slot = _SLOTS.pop(event.assoc, None)
+    if slot is not None:
+        slot.release()
+    dul = event.assoc.dul
+    if event.assoc.is_acceptor and dul.state_machine.current_state == "Sta2" and dul.to_user_queue.empty():
+        dul.to_user_queue.put(None)  # type: ignore[arg-type]
 
 
 def tls_context(config: GatewayConfig) -> ssl.SSLContext | None:
@@ -193,7 +225,9 @@ def build_ae(config: GatewayConfig) -> AE:
     """The gateway's pynetdicom AE: Storage and Verification SCP contexts, limits and timeouts."""
     tune_pynetdicom(config.fast_path)
     ae = AE(ae_title=config.ae_title)
-    ae.maximum_associations = config.max_associations
+    # The slot table (association_slots.py) decides who gets an association; pynetdicom's own
+    # count also holds threads still ending after their connection closed: only a backstop.
+    ae.maximum_associations = config.max_associations + config.max_negotiating
     ae.maximum_pdu_size = config.max_pdu
     # The acceptor waits this long for the A-ASSOCIATE-RQ primitive; a connection closed by
     # peer_limits frees its slot no later than this.
@@ -212,12 +246,15 @@ class GatewayServer(ThreadedAssociationServer):
     - The TLS handshake runs in the connection's own thread (on its first read), not in the
       accepting thread: pynetdicom's ``get_request`` handshakes while accepting, so one
       silent peer would block every other association.
+    - Each accepted connection must get a slot from ``slots`` (``association_slots.py``) or is
+      closed unread; the slot travels with the connection's socket.
     - With a ``dispatcher`` (``receivers = N``), an accepted connection may be handed to a
       receiver process instead of being served here.
     """
 
     dispatcher: ConnectionDispatcher | None = None
     peer_limits: PeerLimits | None = None
+    slots: AssociationSlots | None = None
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         """Accept a connection without the TLS handshake (it runs in the connection's thread)."""
@@ -225,17 +262,35 @@ class GatewayServer(ThreadedAssociationServer):
         return self.socket.accept()
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        """Hand the connection to a receiver process, or serve it here with the peer limits applied."""
-        if self.dispatcher is not None and self.dispatcher.route(request, client_address):
+        """Admit the connection (or close it unread), then hand it to a receiver process or serve
+        it here with the peer limits applied."""
+        slot = self.admit(client_address)
+        if slot is None:
+            self.shutdown_request(request)
+            return
+        dispatcher = self.dispatcher if isinstance(slot, Slot) else None
+        if dispatcher is not None and dispatcher.route(request, client_address, cast(Slot, slot)):
             request.close()  # this process's descriptor only: the receiver serves the connection
             return
+        self.serve(request, client_address, slot)
+
+    def admit(self, client_address: Any) -> SlotHandle | None:
+        """The connection's slot, or None: close it unread. A server without a slot table
+        (one not made by ``start``) serves every connection, uncounted."""
+        if self.slots is None:
+            return _UNCOUNTED
+        return self.slots.admit(str(client_address[0]))
+
+    def serve(self, request: Any, client_address: Any, slot: SlotHandle) -> None:
+        """Serve the connection in this process: guard its socket, start its association thread."""
         limits = self.peer_limits
+        assert limits is not None  # set by start()
         if self.ssl_context:
             request = self.ssl_context.wrap_socket(request, server_side=True, do_handshake_on_connect=False)
-            if limits is not None and isinstance(request, GuardedSSLSocket):
-                request.guard(limits)
-        elif limits is not None:
-            request = guarded(request, limits)
+            if isinstance(request, GuardedSSLSocket):
+                request.guard(limits, slot)
+        else:
+            request = guarded(request, limits, slot)
         super().process_request(request, client_address)
 
 
@@ -243,6 +298,7 @@ class HandoffServer(GatewayServer):
     """In a receiver process: serves the connections the coordinator hands over its channel."""
 
     handoff: Handoff
+    _handed_slot: SlotHandle
 
     def server_bind(self) -> None:
         """Nothing to bind: connections arrive over the channel."""
@@ -259,7 +315,12 @@ class HandoffServer(GatewayServer):
         if handed is None:
             self.handoff.done.set()
             raise CoordinatorGone("the coordinator closed the channel")
-        return handed
+        connection, address, self._handed_slot = handed
+        return connection, address
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Serve a handed-off connection: the coordinator admitted it and keeps its slot."""
+        self.serve(request, client_address, self._handed_slot)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Log a failure to start an association; the server goes on."""
@@ -270,13 +331,38 @@ class CoordinatorGone(OSError):
     """The coordinator closed the hand-off channel: this receiver has nothing left to do."""
 
 
-def _tell_coordinator(_event: evt.Event, channel: socket.socket) -> None:
-    with contextlib.suppress(OSError):  # the coordinator is gone: nobody is counting any more
-        channel.send(CLOSED)
+class _Uncounted:
+    """The slot of a connection served without a slot table."""
+
+    def established(self) -> None:
+        """Nothing to count."""
+
+    def release(self) -> None:
+        """Nothing to count."""
 
 
-def _count_local_close(_event: evt.Event, dispatcher: ConnectionDispatcher) -> None:
-    dispatcher.local_closed()
+_UNCOUNTED = _Uncounted()
+
+
+def slot_table(config: GatewayConfig) -> AssociationSlots:
+    """The slot table for ``config``: known peers are ``known_peer_networks`` and the hosts of
+    ``known_aets`` (names resolved once, now; one that does not resolve is left out, logged)."""
+    networks = [ipaddress.ip_network(n, strict=False) for n in config.known_peer_networks]
+    for peer in dimse_access.parse_known_aets(config.known_aets).values():
+        try:
+            infos = socket.getaddrinfo(peer.host, None, proto=socket.IPPROTO_TCP)
+        except OSError:
+            log.warning("known_aets: host of %s does not resolve; not a known peer for slots", peer.ae_title)
+            continue
+        networks += [ipaddress.ip_network(str(info[4][0])) for info in infos]
+    policy = SlotPolicy(
+        max_associations=config.max_associations,
+        reserved_associations=config.reserved_associations,
+        max_negotiating=config.max_negotiating,
+        max_negotiating_per_address=config.max_negotiating_per_address,
+        known_networks=tuple(networks),
+    )
+    return AssociationSlots(policy)
 
 
 def start(
@@ -286,13 +372,20 @@ def start(
     *,
     dispatcher: ConnectionDispatcher | None = None,
     handoff: Handoff | None = None,
+    slots: AssociationSlots | None = None,
 ) -> tuple[AE, AssociationServer]:
-    """Serve C-STORE/C-ECHO: listening on the configured port, or (``handoff``) in a receiver process."""
+    """Serve C-STORE/C-ECHO: listening on the configured port, or (``handoff``) in a receiver process.
+
+    ``slots``: the table admitting connections (``slot_table(config)`` when not given; the
+    dispatcher's, with receivers); a receiver process has none (the coordinator admits).
+    """
     ae = build_ae(config)
     handlers: list[Any] = [
         (evt.EVT_C_STORE, handle_store, [spool, on_stored]),
         (evt.EVT_C_ECHO, handle_echo),
-        (evt.EVT_CONN_OPEN, _set_nodelay),
+        (evt.EVT_CONN_OPEN, _connection_opened),
+        (evt.EVT_ACCEPTED, _association_accepted),
+        (evt.EVT_CONN_CLOSE, _connection_closed),
     ]
     if config.table_name:  # query/retrieve and storage commitment from the cloud archive
         from edge_gateway import dimse_services
@@ -303,10 +396,8 @@ def start(
         handlers += services.handlers()
     server_class: type[GatewayServer] = GatewayServer
     if handoff is not None:
-        handlers.append((evt.EVT_CONN_CLOSE, _tell_coordinator, [handoff.channel]))
         server_class = type("ReceiverServer", (HandoffServer,), {"handoff": handoff})
     elif dispatcher is not None:
-        handlers.append((evt.EVT_CONN_CLOSE, _count_local_close, [dispatcher]))
         server_class = type("DispatchingServer", (GatewayServer,), {"dispatcher": dispatcher})
     server = ae.make_server(
         (config.host, config.port),
@@ -316,6 +407,8 @@ def start(
     )
     assert server is not None  # non-blocking start always returns the server
     server.peer_limits = PeerLimits(config.max_pdu, config.negotiation_timeout, config.pdu_timeout)  # type: ignore[attr-defined]
+    if handoff is None:
+        server.slots = slots or slot_table(config)  # type: ignore[attr-defined]
     if config.allowed_peer_networks:
         # socketserver closes the connection before any DICOM byte when this says False.
         server.verify_request = peer_filter(config.allowed_peer_networks)  # type: ignore[method-assign,assignment]

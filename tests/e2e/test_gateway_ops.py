@@ -13,7 +13,14 @@ import pytest
 from local_cloud.stack import free_port
 from tests.e2e.conftest import wait_for
 from tests.helpers.dicom_factory import series_from
-from tests.helpers.gateway_helpers import GatewayProcess, gateway_env, send_files, write_config, write_files
+from tests.helpers.gateway_helpers import (
+    GatewayProcess,
+    gateway_env,
+    in_both_modes,
+    send_files,
+    write_config,
+    write_files,
+)
 
 pytestmark = pytest.mark.e2e
 SUCCESS = 0x0000
@@ -31,7 +38,8 @@ def status(config: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_status_and_json_logs_while_s3_is_unreachable(tmp_path: Path) -> None:
+@in_both_modes("fast_path")  # the logs without PHI include those of the C-STORE path (and pynetdicom's)
+def test_status_and_json_logs_while_s3_is_unreachable(tmp_path: Path, fast_path: bool) -> None:
     # GIVEN a gateway process logging JSON, whose S3 endpoint is a closed port
     port = free_port()
     config = write_config(
@@ -47,6 +55,7 @@ def test_status_and_json_logs_while_s3_is_unreachable(tmp_path: Path) -> None:
         upload_backoff_cap=1.0,
         log_format="json",
         log_level="DEBUG",
+        fast_path=fast_path,
     )
     log = tmp_path / "gateway.log"
     gateway = GatewayProcess(config, log, port)

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import socket
 import ssl
 import subprocess
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydicom import dcmread
+from pynetdicom.association import Association
 
 from tests.conftest import require_tool
 from tests.e2e.conftest import wait_for
@@ -237,7 +241,9 @@ def test_trickling_peers_are_cut_and_an_allowed_peer_gets_a_slot(
 ) -> None:
     # GIVEN a gateway with 2 association slots, and 4 peers each sending one byte of an
     # A-ASSOCIATE-RQ header, then one more byte whenever the previous one was accepted
-    gateway = start_gateway(max_associations=2, negotiation_timeout=1.0, pdu_timeout=1.0)
+    gateway = start_gateway(
+        max_associations=2, reserved_associations=0, negotiation_timeout=1.0, pdu_timeout=1.0
+    )
     tricklers = [socket.create_connection(("127.0.0.1", gateway.port), timeout=30) for _ in range(4)]
     header = b"\x01\x00\x00\x00\x01\x00"
     closed = [False] * len(tricklers)
@@ -263,5 +269,126 @@ def test_trickling_peers_are_cut_and_an_allowed_peer_gets_a_slot(
         sock.close()
     # ... and their slots are freed (within negotiation_timeout): an allowed peer associates and stores
     wait_for(lambda: echo(gateway.port) == SUCCESS, 30, "a free association slot")
+    files = write_files(tmp_path / "s", series_from("CT_small.dcm", 2))
+    assert send_files(gateway.port, files).statuses == [SUCCESS, SUCCESS]
+
+
+# ---- association slots: kept for known peers ---------------------------------------------------
+
+ASSOCIATE_RQ_START = b"\x01\x00\x00\x00"  # A-ASSOCIATE-RQ, reserved, first 2 bytes of its length
+
+
+def _hostile(count: int, port: int, first_address: int) -> list[tuple[socket.socket, bytes]]:
+    """``count`` connections from 127.0.0.<first_address>.. (two each): every other one silent,
+    the others sending the first bytes of an A-ASSOCIATE-RQ header and nothing more."""
+    opened = []
+    for index in range(count):
+        sock = socket.socket()
+        sock.bind((f"127.0.0.{first_address + index // 2}", 0))
+        sock.settimeout(30)
+        sock.connect(("127.0.0.1", port))
+        sent = ASSOCIATE_RQ_START if index % 2 else b""
+        sock.sendall(sent)
+        opened.append((sock, sent))
+    return opened
+
+
+def _closed_now(sock: socket.socket) -> bool:
+    """The server closed ``sock`` (end of stream or reset waiting), looked at without waiting."""
+    readable, _, _ = select.select([sock], [], [], 0)
+    return bool(readable) and _closed_by_server(sock)
+
+
+def _acceptors() -> list[Association]:
+    """The gateway's (in this process) association threads still alive."""
+    return [t for t in threading.enumerate() if isinstance(t, Association) and t.is_acceptor and t.is_alive()]
+
+
+def _bytes_read_from(assoc: Association) -> int:
+    sock: Any = getattr(assoc.dul.socket, "socket", None)
+    return int(getattr(sock, "bytes_read", 0))
+
+
+def test_silent_and_trickling_sockets_cannot_take_the_slots_of_known_peers(
+    start_gateway: GatewayFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # GIVEN a gateway with 6 association slots, 2 of them reserved for its known peers
+    # (127.0.0.1), and timeouts far beyond this test: nothing here is freed by a clock
+    storescu = dcmtk("storescu")
+    gateway = start_gateway(
+        known_peer_networks=("127.0.0.1/32",),
+        max_associations=6,
+        reserved_associations=2,
+        max_negotiating=4,
+        max_negotiating_per_address=2,
+        negotiation_timeout=600.0,
+        pdu_timeout=600.0,
+    )
+    # WHEN 20 silent or trickling connections arrive from 10 addresses that are no known peer
+    hostile = _hostile(20, gateway.port, first_address=2)
+
+    # THEN 4 get a slot (negotiating, held open), and the gateway closes the other 16 unread
+    closed = wait_for(
+        lambda: (found := [s for s, _ in hostile if _closed_now(s)]) and len(found) >= 16 and found,
+        30,
+        "the gateway to close the connections it has no slot for",
+    )
+    assert len(closed) == 16
+    held = [(s, sent) for s, sent in hostile if s not in closed]
+    counts = gateway.status()["associations"]
+    assert counts == {"established": 0, "negotiating": 4, "negotiating_unlisted": 4, "refused": 16}
+    assert "connection closed unread: no association slot for an unlisted peer" in caplog.text
+    # ... having read from the held ones only what they sent (the 4-byte header starts), nothing else
+    for sock, _sent in held:
+        sock.sendall(b"\x00")  # one more byte each: they are still open, and still trickling
+    expected = sum(len(sent) + 1 for _s, sent in held)
+    wait_for(lambda: sum(_bytes_read_from(a) for a in _acceptors()) == expected, 30, "bytes read")
+    assert len(_acceptors()) == 4
+
+    # ... and while they stay open, the known peer sends over both reserved slots at once:
+    # dcmtk storescu and pynetdicom, every instance answered 0x0000
+    files = write_files(tmp_path / "s", series_from("CT_small.dcm", 3))
+    dcmtk_run = subprocess.Popen(
+        [storescu, "-aet", "PACS", "-aec", "EDGE", "127.0.0.1", str(gateway.port), *map(str, files)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    pynetdicom_result = send_files(gateway.port, files)
+    _out, err = dcmtk_run.communicate(timeout=60)
+    assert dcmtk_run.returncode == 0, err
+    assert pynetdicom_result.statuses == [SUCCESS] * 3
+    assert not any(_closed_now(s) for s, _ in held)
+
+    # WHEN the held hostile peers close
+    for sock, _ in hostile:
+        sock.close()
+    # THEN their slots are free at once (not after negotiation_timeout) and their threads ended
+    wait_for(lambda: not _acceptors(), 30, "the gateway's acceptor threads to end")
+    wait_for(
+        lambda: gateway.status()["associations"]["negotiating"] == 0 or None, 30, "the slots to be freed"
+    )
+    assert gateway.status()["associations"]["established"] == 0
+
+
+def test_a_peer_close_before_its_associate_rq_frees_the_slot_in_a_receiver_process(
+    start_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    # GIVEN a gateway with a receiver process, and 2 silent peers from one unlisted address (its limit)
+    gateway = start_gateway(receivers=2, max_negotiating_per_address=2, negotiation_timeout=600.0)
+    silent = [sock for sock, _ in _hostile(2, gateway.port, first_address=20)]
+    third = _hostile(1, gateway.port, first_address=20)[0][0]
+    wait_for(lambda: _closed_now(third) or None, 30, "the third connection to be closed")
+    assert gateway.status()["associations"]["negotiating"] == 2
+    # WHEN they close (one was served by the receiver process, one by the coordinator)
+    for sock in (*silent, third):
+        sock.close()
+    # THEN both slots are free long before negotiation_timeout: the address may connect again
+    wait_for(lambda: gateway.status()["associations"]["negotiating"] == 0 or None, 30, "slots freed")
+    again = [sock for sock, _ in _hostile(2, gateway.port, first_address=20)]
+    wait_for(lambda: gateway.status()["associations"]["negotiating"] == 2 or None, 30, "slots taken")
+    assert not any(_closed_now(s) for s in again)
+    for sock in again:
+        sock.close()
     files = write_files(tmp_path / "s", series_from("CT_small.dcm", 2))
     assert send_files(gateway.port, files).statuses == [SUCCESS, SUCCESS]

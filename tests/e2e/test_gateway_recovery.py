@@ -21,6 +21,7 @@ from tests.helpers.dicom_factory import series_from
 from tests.helpers.gateway_helpers import (
     GatewayProcess,
     bucket_members,
+    in_both_modes,
     listening,
     send_files,
     write_config,
@@ -48,6 +49,7 @@ def gateway(stack: Stack, tmp_path: Path, request: pytest.FixtureRequest) -> Ite
         upload_backoff_base=0.2,
         upload_backoff_cap=2.0,
         gateway_id="kill-test",
+        fast_path=getattr(request, "param", True),
     )
     OUTPUT.mkdir(exist_ok=True)
     log = OUTPUT / f"gateway-{request.node.name}.log"
@@ -92,6 +94,7 @@ def kill_after(count: int, gateway: GatewayProcess) -> Callable[[int, int], None
     return after_each
 
 
+@in_both_modes("gateway")  # killed while an association is open: the C-STORE path's ack after fsync
 def test_kill_mid_association_then_the_pacs_resends_the_study(
     stack: Stack, gateway: GatewayProcess, tmp_path: Path
 ) -> None:

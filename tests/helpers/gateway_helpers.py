@@ -290,6 +290,18 @@ def now() -> float:
 MODES = {"fast path": True, "stock pynetdicom": False}
 
 
+def in_both_modes(fixture: str) -> pytest.MarkDecorator:
+    """Run a gateway-process test once per C-STORE path: ``fixture`` (indirect) gets the config's
+    ``fast_path`` as ``request.param``, or ``fast_path`` itself when it is the test's argument.
+
+    Only for the process tests whose outcome depends on the DIMSE path (kill -9 mid-association,
+    logs written by it, the soak); the others exercise packaging, upload and process handling,
+    the same in both modes, and run with the default (fast path) only.
+    """
+    indirect = fixture != "fast_path"
+    return pytest.mark.parametrize(fixture, list(MODES.values()), ids=list(MODES), indirect=indirect)
+
+
 @pytest.fixture(name="start_gateway", params=list(MODES))
 def start_gateway_fixture(
     aws: Aws, tmp_path: Path, request: pytest.FixtureRequest

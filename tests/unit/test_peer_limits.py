@@ -82,3 +82,39 @@ def test_recv_into_without_a_length_fills_the_buffer() -> None:
     buffer = bytearray(10)
     assert ours.recv_into(buffer) == 10
     assert bytes(buffer) == _pdu(0x05, b"\0" * 4)
+
+
+class _CountingSlot:
+    def __init__(self) -> None:
+        self.releases = 0
+
+    def established(self) -> None:
+        """Not used here."""
+
+    def release(self) -> None:
+        self.releases += 1
+
+
+@pytest.mark.parametrize("how", ["peer closes", "refused", "socket closed"])
+def test_the_slot_is_released_when_the_connection_ends(how: str) -> None:
+    # GIVEN a guarded connection holding a slot, its A-ASSOCIATE-RQ not complete
+    slot = _CountingSlot()
+    peer, ours = socket.socketpair()
+    ours = guarded(ours, LIMITS, slot)
+    peer.sendall(b"\x01\x00")
+    assert ours.recv(6) == b"\x01\x00"
+    assert slot.releases == 0
+    # WHEN the connection ends one way or another
+    if how == "peer closes":
+        peer.close()
+        assert ours.recv(6) == b""
+    elif how == "refused":
+        peer.sendall(b"\xff\xff\xff\xf0")
+        with pytest.raises(PduRefused):
+            ours.recv(4)
+    else:
+        ours.close()
+    # THEN the slot was released then, before (or without) pynetdicom closing the socket
+    assert slot.releases == 1
+    ours.close()
+    peer.close()
