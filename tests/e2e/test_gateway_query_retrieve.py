@@ -619,3 +619,37 @@ def test_no_patient_data_in_any_log_record(
     assert text  # something was logged
     for phi in ("Qrfind", "Müller", "QR-1", "QR-2", "ACC-Q1"):
         assert phi not in text
+
+
+def getscu(port: int, out: Path, *keys: str) -> subprocess.CompletedProcess[str]:
+    """dcmtk getscu -v (Study Root) with the given keys, writing what it receives to ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    command = [dcmtk("getscu"), "-v", "-S", "-aet", "WS1", "-aec", "QREDGE", "-od", str(out)]
+    for key in keys:
+        command += ["-k", key]
+    return subprocess.run(
+        [*command, "127.0.0.1", str(port)], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_a_wildcard_uid_in_a_retrieve_is_a900_with_no_sub_operation_counts(
+    qr_gateway: Gateway, archived: Archived, tmp_path: Path
+) -> None:
+    # WHEN getscu asks for StudyInstanceUID=* (unique keys take no wildcards, PS3.4 C.4.3.2.1)
+    result = getscu(qr_gateway.port, tmp_path / "got", "QueryRetrieveLevel=STUDY", "StudyInstanceUID=*")
+    output = result.stdout + result.stderr
+    # THEN one final 0xA900 with the reason, no failed sub-operation that never was, nothing
+    # received, and the association is released cleanly (nothing arrives after the response)
+    assert "Received C-GET Response (Error: DataSetDoesNotMatchSOPClass)" in output, output
+    assert "Number of Failed Suboperations    : 0" in output, output  # dcmtk's 0 for "absent"
+    assert "Release Failed" not in output and "P-Data PDU arrived" not in output, output
+    assert result.returncode == 0, output
+    assert list((tmp_path / "got").iterdir()) == []
+    # AND the same for C-MOVE: no association is made with the destination
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = "1.2.*"
+    [(status, answer, identifier)] = _move(qr_gateway.port, query, "STORESCP")
+    assert status == 0xA900
+    assert "no wildcards" in answer.ErrorComment
+    assert "NumberOfFailedSuboperations" not in answer and identifier is None
