@@ -76,6 +76,7 @@ MOVE_CLASSES = (PatientRootQueryRetrieveInformationModelMove, StudyRootQueryRetr
 GET_CLASSES = (PatientRootQueryRetrieveInformationModelGet, StudyRootQueryRetrieveInformationModelGet)
 
 PENDING = 0xFF00
+PENDING_WARNING = 0xFF01  # PS3.4 C.4.1.1.4: pending, with a warning (here: the UID is in several sites)
 CANCELLED = 0xFE00
 LIMIT_REACHED = 0xB001
 NOT_AUTHORISED = 0x0124
@@ -413,6 +414,7 @@ class QueryRetrieve:
             return
         self.activity.add("find")
         sent = 0
+        shared: dict[str, int] = {}  # study UID -> number of configured sites holding it
         try:
             for match in find_matches(self.archive, query):
                 if event.is_cancelled:
@@ -432,7 +434,7 @@ class QueryRetrieve:
                     return
                 answer = response_identifier(requested, match, query.level, self.ae_title, self.archive)
                 sent += 1
-                yield PENDING, answer
+                yield self._pending(match, shared), answer
         except QueryError as exc:
             log.error("C-FIND failed reading the archive: %s", type(exc).__name__)
             self.activity.add("find_failed")
@@ -440,6 +442,18 @@ class QueryRetrieve:
             return
         self.activity.add("find_matches", sent)
         log.info("C-FIND %s level: %d matches", query.level, sent)
+
+    def _pending(self, match: Match, shared: dict[str, int]) -> int | Dataset:
+        """0xFF00, or for a study whose UID is held by several configured sites 0xFF01 with an
+        Error Comment naming the count: the two answers are two studies (sites are partitions),
+        each with its own patient, and a C-MOVE/C-GET by that UID is refused (never merged)."""
+        uid = str(match.study.get("study_uid", ""))
+        if uid not in shared:
+            shared[uid] = self.archive.sites_holding(uid)
+        if shared[uid] < 2:
+            return PENDING
+        self.activity.add("find_shared_uid")
+        return status_dataset(PENDING_WARNING, f"StudyInstanceUID in {shared[uid]} sites: cannot retrieve")
 
     # C-MOVE / C-GET ----------------------------------------------------------------------
 
