@@ -18,6 +18,9 @@
   failed with a reason (``edge_gateway.retrieve_sender``). pynetdicom counts
   sub-operations, sends Pending responses and lists failed SOP Instance UIDs (0xB000
   when some failed, 0xA702 when all did).
+- Sites are partitions: a retrieve whose unique keys match in more than one configured
+  site is refused 0xC002 before any sub-operation (never merged at one destination);
+  C-FIND flags such studies with Pending 0xFF01 and an Error Comment.
 - Per calling AE permissions (``edge_gateway.dimse_access``): a refused request
   gets 0x0124 (Refused: Not Authorized, PS3.7 C.5), a move to a known destination this
   AE title may not use too; an unknown move destination 0xA801.
