@@ -124,6 +124,12 @@ class Archive:
         found = self.store.study_in_sites(list(self.sites), study_uid)
         return found[0] if len(found) == 1 else None
 
+    def sites_holding(self, study_uid: str) -> int:
+        """How many of the configured sites hold a study with this UID (one BatchGetItem)."""
+        if len(self.sites) < 2:
+            return 1
+        return len(self.store.study_in_sites(list(self.sites), study_uid))
+
     def series(self, study: Item) -> Iterator[Item]:
         """Series items of a study item (in the study's own site)."""
         return self.store.study_children(study, "SERIES#")

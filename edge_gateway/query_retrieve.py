@@ -18,6 +18,9 @@
   failed with a reason (``edge_gateway.retrieve_sender``). pynetdicom counts
   sub-operations, sends Pending responses and lists failed SOP Instance UIDs (0xB000
   when some failed, 0xA702 when all did).
+- Sites are partitions: a retrieve whose unique keys match in more than one configured
+  site is refused 0xC002 before any sub-operation (never merged at one destination);
+  C-FIND flags such studies with Pending 0xFF01 and an Error Comment.
 - Per calling AE permissions (``edge_gateway.dimse_access``): a refused request
   gets 0x0124 (Refused: Not Authorized, PS3.7 C.5), a move to a known destination this
   AE title may not use too; an unknown move destination 0xA801.
@@ -76,12 +79,14 @@ MOVE_CLASSES = (PatientRootQueryRetrieveInformationModelMove, StudyRootQueryRetr
 GET_CLASSES = (PatientRootQueryRetrieveInformationModelGet, StudyRootQueryRetrieveInformationModelGet)
 
 PENDING = 0xFF00
+PENDING_WARNING = 0xFF01  # PS3.4 C.4.1.1.4: pending, with a warning (here: the UID is in several sites)
 CANCELLED = 0xFE00
 LIMIT_REACHED = 0xB001
 NOT_AUTHORISED = 0x0124
 IDENTIFIER_MISMATCH = 0xA900
 UNABLE_TO_PROCESS = 0xC001
 MOVE_DESTINATION_UNKNOWN = 0xA801
+SITES_AMBIGUOUS = 0xC002  # Failed: unable to process (PS3.4 C.4.2.1.5, C.4.3.1.4 "Cxxx")
 
 LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 PATIENT_KEYS = {"PatientName", "PatientID", "PatientBirthDate", "PatientSex"}
@@ -362,6 +367,10 @@ class QueryRetrieve:
         self.ae_title = ae_title
         self.max_matches = max_matches
         self.activity = activity
+        self._lock = threading.Lock()
+        # id(C-GET/C-MOVE request) -> (the request, its instances); the request is kept so that
+        # its id cannot be reused by another one while the entry exists.
+        self._planned: dict[int, tuple[Any, list[Item]]] = {}
         if fast_send:
             retrieve_sender.install()
         else:
@@ -408,6 +417,7 @@ class QueryRetrieve:
             return
         self.activity.add("find")
         sent = 0
+        shared: dict[str, int] = {}  # study UID -> number of configured sites holding it
         try:
             for match in find_matches(self.archive, query):
                 if event.is_cancelled:
@@ -427,7 +437,7 @@ class QueryRetrieve:
                     return
                 answer = response_identifier(requested, match, query.level, self.ae_title, self.archive)
                 sent += 1
-                yield PENDING, answer
+                yield self._pending(match, shared), answer
         except QueryError as exc:
             log.error("C-FIND failed reading the archive: %s", type(exc).__name__)
             self.activity.add("find_failed")
@@ -436,13 +446,28 @@ class QueryRetrieve:
         self.activity.add("find_matches", sent)
         log.info("C-FIND %s level: %d matches", query.level, sent)
 
+    def _pending(self, match: Match, shared: dict[str, int]) -> int | Dataset:
+        """0xFF00, or for a study whose UID is held by several configured sites 0xFF01 with an
+        Error Comment naming the count: the two answers are two studies (sites are partitions),
+        each with its own patient, and a C-MOVE/C-GET by that UID is refused (never merged)."""
+        uid = str(match.study.get("study_uid", ""))
+        if uid not in shared:
+            shared[uid] = self.archive.sites_holding(uid)
+        if shared[uid] < 2:
+            return PENDING
+        self.activity.add("find_shared_uid")
+        return status_dataset(PENDING_WARNING, f"StudyInstanceUID in {shared[uid]} sites: cannot retrieve")
+
     # C-MOVE / C-GET ----------------------------------------------------------------------
 
     def _instances(self, event: evt.Event) -> list[Item]:
         """The instance items a retrieve identifier selects (unique keys; other keys are ignored)."""
         query = Query.from_identifier(event.identifier, event.request.AffectedSOPClassUID in PATIENT_ROOT)
-        for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
-            if keyword in query.keys:
+        for keyword in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+            if keyword in query.keys and has_wildcard(query.keys[keyword]):
+                # PS3.4 C.4.2.2.1, C.4.3.2.1: unique keys are single values (UIDs: lists), never wildcards.
+                raise Refused(IDENTIFIER_MISMATCH, f"{keyword}: no wildcards in a retrieve identifier")
+            if keyword in query.keys and keyword != "PatientID":
                 uid_list(query.keys[keyword], keyword)
         if query.level == "PATIENT" and "PatientID" not in query.keys:
             raise Refused(IDENTIFIER_MISMATCH, "PATIENT level needs PatientID")
@@ -453,11 +478,23 @@ class QueryRetrieve:
         unique = {"PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"}
         retrieve = Query("IMAGE", {k: v for k, v in query.keys.items() if k in unique})
         found = []
+        sites_of: dict[tuple[str, str], set[str]] = {}
         for match in find_matches(self.archive, retrieve):
             assert match.instance is not None
             found.append(match.instance)
             if len(found) > 65535:
                 raise Refused(0xA701, "more than 65535 instances: retrieve in smaller steps")
+            site = str(match.study.get("site", ""))
+            for unique_key in _unique_values(query.level, match):
+                sites_of.setdefault(unique_key, set()).add(site)
+        ambiguous = max((len(sites) for sites in sites_of.values()), default=0)
+        if ambiguous > 1:
+            # Sites are partitions: the same UID (or Patient ID) in two sites is two objects that
+            # must never be merged at one destination, so nothing is sent (PS3.4 C.4.2.1.4: unable
+            # to process). The comment names a count only: no UID, no patient data.
+            self.activity.add("retrieve_ambiguous")
+            log.warning("retrieve refused: a unique key matches in %d sites", ambiguous)
+            raise Refused(SITES_AMBIGUOUS, f"the identifier matches in {ambiguous} sites: not merged")
         return found
 
     def _prepare(self, fetched: Fetched, assoc: Any, kind: str, evictable: bool = False) -> Dataset:
@@ -538,6 +575,42 @@ class QueryRetrieve:
         log.warning("%s refused: identifier not understood (%s)", kind.upper(), type(exc).__name__)
         return status_dataset(IDENTIFIER_MISMATCH, "identifier not understood"), None
 
+    def retrieve_refusal(self, event: evt.Event) -> tuple[int, str] | None:
+        """(status, PHI-free comment) when a C-GET or C-MOVE fails before any sub-operation
+        (not permitted, identifier not understood, a UID in several sites, archive unreadable);
+        None when it can go ahead (its instances are kept for the handler).
+
+        Asked by ``retrieve_sender`` before pynetdicom asks the handler for a count, so the
+        final response carries no sub-operation counts for sub-operations that never were
+        (PS3.4 C.4.2.1.6, C.4.3.1.6) and no association is made with a move destination.
+        A move to an unknown or forbidden destination is left to ``move_refusal`` / the handler.
+        """
+        move = event.event is evt.EVT_C_MOVE
+        calling = str(event.assoc.requestor.ae_title)
+        kind = "move" if move else "get"
+        if move:
+            destination = str(event.move_destination).strip()
+            if destination not in self.access.peers or not self.access.of(calling).may_move_to(destination):
+                return None
+        elif not self.access.of(calling).get:
+            log.warning("C-GET refused: calling AE title not permitted to retrieve")
+            return _verdict(self._failure(Refused(NOT_AUTHORISED, "this AE title may not retrieve"), kind))
+        try:
+            instances = self._instances(event)
+        except RETRIEVE_ERRORS as exc:
+            return _verdict(self._failure(exc, kind))
+        with self._lock:
+            self._planned[id(event.request)] = (event.request, instances)
+        return None
+
+    def _planned_instances(self, event: evt.Event) -> list[Item]:
+        """The instances ``retrieve_refusal`` found for this request, else found now."""
+        with self._lock:
+            planned = self._planned.pop(id(event.request), None)
+        if planned is not None and planned[0] is event.request:
+            return planned[1]
+        return self._instances(event)
+
     def handle_get(self, event: evt.Event) -> Iterator[Any]:
         """EVT_C_GET: yields the number of sub-operations, then (0xFF00, dataset) per instance.
 
@@ -549,9 +622,9 @@ class QueryRetrieve:
             yield self._failure(Refused(NOT_AUTHORISED, "this AE title may not retrieve"), "get")
             return
         try:
-            instances = self._instances(event)
+            instances = self._planned_instances(event)
         except RETRIEVE_ERRORS as exc:
-            yield 1
+            yield 1  # only without retrieve_sender: pynetdicom wants a count before any status
             yield self._failure(exc, "get")
             return
         attached = retrieve_sender.attach(event.assoc)
@@ -588,9 +661,10 @@ class QueryRetrieve:
             yield None, None
             return
         try:
-            instances = self._instances(event)
+            instances = self._planned_instances(event)
         except RETRIEVE_ERRORS as exc:
-            # pynetdicom wants the destination and a count before any status.
+            # Only without retrieve_sender (else retrieve_refusal answered): pynetdicom wants
+            # the destination and a count before any status.
             yield peer.host, peer.port, {"ae_title": destination, "contexts": [_verification()]}
             yield 1
             yield self._failure(exc, "move")
@@ -609,6 +683,24 @@ class QueryRetrieve:
 
 
 RETRIEVE_ERRORS = (Refused, QueryError, ValueError, KeyError, TypeError)
+
+
+def _unique_values(level: str, match: Match) -> Iterator[tuple[str, str]]:
+    """(keyword, value) of the unique keys a retrieve match carries: each must belong to one site.
+
+    PATIENT level: the Patient ID (the same ID in two sites is two patients). Always the study,
+    series and SOP Instance UIDs (the same UID in two sites is two objects).
+    """
+    if level == "PATIENT":
+        yield "PatientID", str(match.study.get("PatientID", ""))
+    yield "StudyInstanceUID", str(match.study.get("study_uid", ""))
+    if match.instance is not None:
+        yield "SOPInstanceUID", str(match.instance.get("sop_uid", ""))
+
+
+def _verdict(failure: tuple[Dataset, None]) -> tuple[int, str]:
+    status = failure[0]
+    return int(status.Status), str(status.ErrorComment)
 
 
 def _failed(sop_uid: str) -> Dataset:

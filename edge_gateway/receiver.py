@@ -85,9 +85,8 @@ def handle_store(event: evt.Event, spool: Spool, on_stored: StoredCallback) -> i
             return _refused(DATASET_MISMATCH, "SOP Instance UID differs from the command's")
         header = file_header(sop_class, sop_instance, syntax)
         return _store(spool, on_stored, uids, header, dataset)
-    except (Undecodable, UnicodeError) as exc:
-        log.warning("C-STORE refused: %s", exc if isinstance(exc, Undecodable) else "UID is not ASCII")
-        return CANNOT_UNDERSTAND
+    except (Undecodable, UnicodeError) as exc:  # Undecodable's messages name no value (no PHI)
+        return _refused(CANNOT_UNDERSTAND, str(exc) if isinstance(exc, Undecodable) else "UID is not ASCII")
     finally:
         dataset.release()
 

@@ -28,10 +28,15 @@ The sending path inside pynetdicom (``install()`` / ``remove()``, one place, STY
    message (pydicom encoding of the command set, group length, a file read per fragment)
    is skipped. A file without a plain File Meta header, or whose syntax was not accepted,
    goes to pynetdicom's ``send_c_store(path)``; everything else to its own method unchanged.
-2. ``QueryRetrieveServiceClass._move_scp`` is wrapped: before pynetdicom contacts the move
-   destination, the C-MOVE handler's owner may refuse the request with its own status
-   (``move_refusal(calling AE, destination)``), so that "not permitted" is answered 0x0124
-   (PS3.7 C.5: Refused, Not Authorized) instead of pynetdicom's only choice, 0xA801.
+2. ``QueryRetrieveServiceClass._move_scp`` and ``_get_scp`` are wrapped: before pynetdicom
+   asks the handler for a count (and, for a move, contacts the destination), the handler's
+   owner may refuse the request with its own status and Error Comment
+   (``move_refusal(calling AE, destination)``, ``retrieve_refusal(event)``). So "not
+   permitted" is answered 0x0124 (PS3.7 C.5) instead of pynetdicom's only choice, 0xA801,
+   and a request failing before any sub-operation gets one final response with no
+   identifier and no sub-operation counts, where stock pynetdicom would count the handler's
+   required count of 1 as a failed sub-operation and send a Failed SOP Instance UID List
+   (which dcmtk 3.6.7 getscu left unread: "P-Data PDU arrived" at release).
 
 Guard (``pynetdicom_guard``): the version range and the source hashes of the functions
 this relies on (``send_c_store``'s path branch and its pause/wait/status steps, which the raw
@@ -218,14 +223,21 @@ def install() -> bool:
     _state["chunked"] = _config.STORE_SEND_CHUNKED_DATASET
     _config.STORE_SEND_CHUNKED_DATASET = True  # send_c_store(path) streams the file's data set
     stock = QueryRetrieveServiceClass._move_scp
-    _state["_move_scp"] = stock
+    stock_get = QueryRetrieveServiceClass._get_scp
+    _state["_move_scp"], _state["_get_scp"] = stock, stock_get
 
     def _move_scp(self: Any, req: Any, context: Any) -> None:
-        if not _refused(self, req, context):
+        if not _refused(self, req, context, move=True):
             stock(self, req, context)
 
+    def _get_scp(self: Any, req: Any, context: Any) -> None:
+        if not _refused(self, req, context, move=False):
+            stock_get(self, req, context)
+
     _move_scp.__wrapped_stock__ = stock  # type: ignore[attr-defined]
+    _get_scp.__wrapped_stock__ = stock_get  # type: ignore[attr-defined]
     QueryRetrieveServiceClass._move_scp = _move_scp  # type: ignore[method-assign]
+    QueryRetrieveServiceClass._get_scp = _get_scp  # type: ignore[method-assign]
     return True
 
 
@@ -237,6 +249,7 @@ def remove() -> None:
     from pynetdicom.service_class import QueryRetrieveServiceClass
 
     QueryRetrieveServiceClass._move_scp = _state["_move_scp"]  # type: ignore[method-assign]
+    QueryRetrieveServiceClass._get_scp = _state["_get_scp"]  # type: ignore[method-assign]
     _config.STORE_SEND_CHUNKED_DATASET = _state["chunked"]
     _state.clear()
 
@@ -373,22 +386,39 @@ def detach(assoc: Any) -> None:
     assoc.__dict__.pop("send_c_store", None)
 
 
-def _refused(service: Any, req: Any, context: Any) -> bool:
-    """Answer a C-MOVE the handler's owner refuses (``move_refusal``); True when answered."""
-    from pynetdicom import evt
-    from pynetdicom.dimse_primitives import C_MOVE
+def _refused(service: Any, req: Any, context: Any, move: bool) -> bool:
+    """Answer a C-MOVE or C-GET its handler's owner refuses before any sub-operation; True when
+    answered (one final response: the owner's status and Error Comment, no sub-operation counts,
+    no identifier, and for a move no association with the destination).
 
-    handler = service.assoc.get_handlers(evt.EVT_C_MOVE)
+    Asks the owner's ``move_refusal(calling AE, destination)`` (C-MOVE), then its
+    ``retrieve_refusal(event)`` (the event the handler will get); either gives (status, comment)
+    or None.
+    """
+    from pynetdicom import evt
+    from pynetdicom.dimse_primitives import C_GET, C_MOVE
+
+    kind = evt.EVT_C_MOVE if move else evt.EVT_C_GET
+    handler = service.assoc.get_handlers(kind)
     target = handler[0] if isinstance(handler, tuple) else None
     target = getattr(target, "__wrapped__", target)
-    decide: MoveRefusal | None = getattr(getattr(target, "__self__", None), "move_refusal", None)
-    if decide is None:
-        return False
-    calling = str(service.assoc.requestor.ae_title).strip()
-    verdict = decide(calling, str(req.MoveDestination or "").strip())
+    owner = getattr(target, "__self__", None)
+    verdict: tuple[int, str] | None = None
+    decide: MoveRefusal | None = getattr(owner, "move_refusal", None)
+    if move and decide is not None:
+        calling = str(service.assoc.requestor.ae_title).strip()
+        verdict = decide(calling, str(req.MoveDestination or "").strip())
+    precheck: Callable[[Any], tuple[int, str] | None] | None = getattr(owner, "retrieve_refusal", None)
+    if verdict is None and precheck is not None:
+        event = evt.Event(
+            service.assoc,
+            kind,
+            {"request": req, "context": context.as_tuple, "_is_cancelled": service.is_cancelled},
+        )
+        verdict = precheck(event)
     if verdict is None:
         return False
-    rsp: Any = C_MOVE()
+    rsp: Any = C_MOVE() if move else C_GET()
     rsp.MessageIDBeingRespondedTo = req.MessageID
     rsp.AffectedSOPClassUID = req.AffectedSOPClassUID
     rsp.Status, rsp.ErrorComment = verdict[0], verdict[1][:64]

@@ -158,24 +158,32 @@ def _with_dataset(path: Path, target: Path, dataset: bytes) -> Path:
 def test_undecodable_datasets_answer_cannot_understand(
     start_gateway: GatewayFactory, aws: Aws, tmp_path: Path
 ) -> None:
-    # GIVEN a dataset of garbage bytes, one without a Series Instance UID, one whose UID
-    # cannot name a file, and a good one
+    # GIVEN a dataset of garbage bytes, one without a Series, one without a Study Instance UID,
+    # one whose UID cannot name a file, and a good one
     [good] = write_files(tmp_path / "good", series_from("CT_small.dcm", 1))
     garbage = _with_dataset(good, tmp_path / "garbage.dcm", b"\xff\xfe\x00\x10" * 64)
     no_series = series_from("CT_small.dcm", 1)[0]
     del no_series.SeriesInstanceUID
     [no_series_file] = write_files(tmp_path / "noseries", [no_series])
+    no_study = series_from("CT_small.dcm", 1)[0]
+    del no_study.StudyInstanceUID
+    [no_study_file] = write_files(tmp_path / "nostudy", [no_study])
     bad_uid = series_from("CT_small.dcm", 1)[0]
     bad_uid.StudyInstanceUID = "1.2/../../etc"
     [bad_uid_file] = write_files(tmp_path / "baduid", [bad_uid])
     gateway = start_gateway()
 
-    # WHEN all four are sent on one association
-    result = send_files(gateway.port, [garbage, no_series_file, bad_uid_file, good])
+    # WHEN all five are sent on one association
+    result = send_files(gateway.port, [garbage, no_series_file, no_study_file, bad_uid_file, good])
 
-    # THEN the unreadable two are refused with 0xC210, the UID that breaks the UID rule with
-    # 0xA900 (read, but no valid IOD), the association survives, the good one is kept
-    assert result.statuses == [CANNOT_UNDERSTAND, CANNOT_UNDERSTAND, DATASET_MISMATCH, SUCCESS]
+    # THEN the unreadable three are refused with 0xC210, the UID that breaks the UID rule with
+    # 0xA900 (read, but no valid IOD), each refusal with its reason and no value in it, the
+    # association survives, the good one is kept
+    assert result.statuses == [CANNOT_UNDERSTAND] * 3 + [DATASET_MISMATCH, SUCCESS]
+    assert all(result.comments[:4])
+    assert result.comments[1:3] == ["dataset lacks Study, Series or SOP Instance UID"] * 2
+    assert "etc" not in result.comments[3]
+    assert result.comments[4] == ""
     shipped = {sop for sops in shipped_members(aws, 1).values() for sop in sops}
     assert spooled(gateway) | shipped == {good.stem}
 

@@ -619,3 +619,166 @@ def test_no_patient_data_in_any_log_record(
     assert text  # something was logged
     for phi in ("Qrfind", "Müller", "QR-1", "QR-2", "ACC-Q1"):
         assert phi not in text
+
+
+def getscu(port: int, out: Path, *keys: str) -> subprocess.CompletedProcess[str]:
+    """dcmtk getscu -v (Study Root) with the given keys, writing what it receives to ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    command = [dcmtk("getscu"), "-v", "-S", "-aet", "WS1", "-aec", "QREDGE", "-od", str(out)]
+    for key in keys:
+        command += ["-k", key]
+    return subprocess.run(
+        [*command, "127.0.0.1", str(port)], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_a_wildcard_uid_in_a_retrieve_is_a900_with_no_sub_operation_counts(
+    qr_gateway: Gateway, archived: Archived, tmp_path: Path
+) -> None:
+    # WHEN getscu asks for StudyInstanceUID=* (unique keys take no wildcards, PS3.4 C.4.3.2.1)
+    result = getscu(qr_gateway.port, tmp_path / "got", "QueryRetrieveLevel=STUDY", "StudyInstanceUID=*")
+    output = result.stdout + result.stderr
+    # THEN one final 0xA900 with the reason, no failed sub-operation that never was, nothing
+    # received, and the association is released cleanly (nothing arrives after the response)
+    assert "Received C-GET Response (Error: DataSetDoesNotMatchSOPClass)" in output, output
+    assert "Number of Failed Suboperations    : 0" in output, output  # dcmtk's 0 for "absent"
+    assert "Release Failed" not in output and "P-Data PDU arrived" not in output, output
+    assert result.returncode == 0, output
+    assert list((tmp_path / "got").iterdir()) == []
+    # AND the same for C-MOVE: no association is made with the destination
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = "1.2.*"
+    [(status, answer, identifier)] = _move(qr_gateway.port, query, "STORESCP")
+    assert status == 0xA900
+    assert "no wildcards" in answer.ErrorComment
+    assert "NumberOfFailedSuboperations" not in answer and not identifier
+
+
+SITE_B = "qr-site-b"
+
+
+@pytest.fixture(scope="module")
+def two_sites(
+    stack: Stack, archived: Archived, destination_port: int, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Gateway]:
+    """A gateway of site B answering for both sites, site B holding the CT study of site A under
+    the same UIDs but another patient (a UID collision, or a copy made elsewhere)."""
+    gateway = start_gateway(
+        stack,
+        tmp_path_factory.mktemp("site-b-spool"),
+        gateway_id=SITE_B,
+        query_sites=(SITE, SITE_B),
+        stable_after=1.0,
+        known_aets=(f"STORESCP=127.0.0.1:{destination_port}",),
+        dimse_permissions=("WS1: find get move=STORESCP",),
+    )
+    try:
+        copies = series_from("CT_small.dcm", 3)
+        for copy, original in zip(copies, archived.ct, strict=True):
+            for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+                setattr(copy, keyword, getattr(original, keyword))
+            copy.file_meta.MediaStorageSOPInstanceUID = original.SOPInstanceUID
+            copy.PatientName, copy.PatientID = "Siteb^Other", "QR-B"
+        files = write_series(tmp_path_factory.mktemp("site-b"), copies)
+        stored = subprocess.run(
+            [dcmtk("storescu"), "-aec", "QREDGE", "127.0.0.1", str(gateway.port), *map(str, files)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert stored.returncode == 0, stored.stderr
+        uid = archived.ct[0].StudyInstanceUID
+        query = _study_query(uid)
+        query.NumberOfStudyRelatedInstances = ""
+
+        def indexed_in_both() -> bool:
+            found = [ds for status, ds in _find(gateway.port, query) if ds is not None]
+            return any(ds.PatientID == "QR-B" and int(ds.NumberOfStudyRelatedInstances) == 3 for ds in found)
+
+        wait_for(indexed_in_both, 120, "site B's copy to be indexed")
+        yield gateway
+    finally:
+        gateway.stop()
+
+
+def test_a_uid_in_two_sites_is_found_twice_flagged_and_never_retrieved_merged(
+    two_sites: Gateway, archived: Archived, storescp: Path, tmp_path: Path
+) -> None:
+    uid = archived.ct[0].StudyInstanceUID
+    # WHEN a workstation queries the UID: both studies come back, each with its own patient,
+    # each flagged 0xFF01 with a comment naming the number of sites (no PHI)
+    ae = AE(ae_title="WS1")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    assoc = ae.associate("127.0.0.1", two_sites.port, ae_title="QREDGE")
+    try:
+        results = list(assoc.send_c_find(_study_query(uid), StudyRootQueryRetrieveInformationModelFind))
+    finally:
+        assoc.release()
+    assert [int(status.Status) for status, _ in results] == [0xFF01, 0xFF01, 0x0000]
+    assert [status.ErrorComment for status, _ in results[:2]] == [
+        "StudyInstanceUID in 2 sites: cannot retrieve"
+    ] * 2
+    assert sorted(str(ds.PatientID) for _, ds in results[:2]) == ["QR-1", "QR-B"]
+    # WHEN movescu asks for that study to be moved
+    moved = subprocess.run(
+        [
+            dcmtk("movescu"),
+            "-v",
+            "-S",
+            "-aet",
+            "WS1",
+            "-aec",
+            "QREDGE",
+            "-aem",
+            "STORESCP",
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            f"StudyInstanceUID={uid}",
+            "127.0.0.1",
+            str(two_sites.port),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    output = moved.stdout + moved.stderr
+    # THEN it is refused (unable to process) before any sub-operation and nothing is sent
+    assert "Received Final Move Response (Failed: UnableToProcess)" in output, output
+    assert "Release Failed" not in output, output
+    assert list(storescp.iterdir()) == []
+    # AND pynetdicom sees the reason: the number of sites, no UID or patient data
+    [(status, answer, _)] = _move(two_sites.port, _study_query(uid), "STORESCP")
+    assert status == 0xC002
+    assert answer.ErrorComment == "the identifier matches in 2 sites: not merged"
+    # AND a series or an image of it, and C-GET, are refused the same way
+    got = getscu(
+        two_sites.port,
+        tmp_path / "got",
+        "QueryRetrieveLevel=SERIES",
+        f"StudyInstanceUID={uid}",
+        f"SeriesInstanceUID={archived.ct[0].SeriesInstanceUID}",
+    )
+    assert "Received C-GET Response (Failed: UnableToProcess)" in got.stdout + got.stderr, got.stderr
+    assert "Release Failed" not in got.stdout + got.stderr
+    assert list((tmp_path / "got").iterdir()) == []
+    # AND the other study (one site only) is still retrieved
+    fine = getscu(
+        two_sites.port,
+        tmp_path / "mr",
+        "QueryRetrieveLevel=STUDY",
+        f"StudyInstanceUID={archived.mr[0].StudyInstanceUID}",
+    )
+    assert fine.returncode == 0, fine.stderr
+    _same_instances(sorted((tmp_path / "mr").iterdir()), archived.mr)
+
+
+def _study_query(uid: str) -> Dataset:
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = uid
+    query.PatientID = ""
+    return query

@@ -53,6 +53,7 @@ def listening(port: int) -> bool:
 @dataclass
 class SendResult:
     statuses: list[int] = field(default_factory=list)
+    comments: list[str] = field(default_factory=list)  # each response's Error Comment ('' if none)
     established: bool = True
     lost: bool = False
 
@@ -101,6 +102,7 @@ def send_files(
                     result.lost = True
                     break
                 result.statuses.append(int(rsp.Status))
+                result.comments.append(str(rsp.get("ErrorComment", "")))
                 if after_each is not None:
                     try:
                         after_each(index, int(rsp.Status))

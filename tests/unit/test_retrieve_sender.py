@@ -96,13 +96,15 @@ def test_what_cannot_be_sent_fails_with_a_reason() -> None:
 
 
 def test_install_and_remove() -> None:
-    stock = QueryRetrieveServiceClass._move_scp
+    stock, stock_get = QueryRetrieveServiceClass._move_scp, QueryRetrieveServiceClass._get_scp
     chunked = _config.STORE_SEND_CHUNKED_DATASET
     assert retrieve_sender.install()
     assert QueryRetrieveServiceClass._move_scp is not stock
+    assert QueryRetrieveServiceClass._get_scp is not stock_get
     assert _config.STORE_SEND_CHUNKED_DATASET is True
     retrieve_sender.remove()
     assert QueryRetrieveServiceClass._move_scp is stock
+    assert QueryRetrieveServiceClass._get_scp is stock_get
     assert _config.STORE_SEND_CHUNKED_DATASET is chunked
     assert not retrieve_sender.installed()
 
