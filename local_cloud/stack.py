@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import boto3
+from common.part_format import DEFAULT_SITE
 
 from local_cloud import snapshot
 from local_cloud.api_server import ApiServer
@@ -102,7 +103,10 @@ class LocalCloudConfig:
     table: str = "dicom-index"
     queue: str = "dicom-ingest"
     region: str = "us-east-1"
-    gateway_id: str = "local-edge"
+    # The site (partition) of what the local gateway stores: the one a STOW-RS or an `edge-gateway
+    # import` without a site lands in, so that `make run` is one site (a correction sent by STOW
+    # replaces the C-STORE'd instance instead of making a second copy in another site).
+    gateway_id: str = DEFAULT_SITE
     with_gateway: bool = True
     # Base URL of the OHIF viewer the /ui page links studies to; "" = <API>/viewer.
     viewer_url: str = ""
