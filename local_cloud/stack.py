@@ -123,6 +123,8 @@ class LocalCloudConfig:
     viewer_port: int = 3001
     # Further browser origins allowed to call the API (the template's CorsAllowOrigins).
     cors_origins: tuple[str, ...] = ()
+    # The gateway's C-MOVE destinations and commitment requesters, "AET=host:port" (its known_aets).
+    known_aets: tuple[str, ...] = ()
 
 
 class LocalCloud:
@@ -368,8 +370,10 @@ class LocalCloud:
         }
         lines = [
             "# Written by `make run` (local_cloud) at every start: the gateway it runs.",
+            "# C-MOVE destinations: `local-cloud run --known-aet AET=host:port` (repeatable).",
             "[gateway]",
             "allowed_calling_aets = []  # any calling AE title in local mode",
+            f"known_aets = {json.dumps(list(cfg.known_aets))}",
             *(f"{key} = {json.dumps(value)}" for key, value in settings.items()),
         ]
         path = cfg.data_dir / LOCAL_RUN_CONFIG.name
