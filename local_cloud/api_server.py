@@ -231,6 +231,11 @@ class ApiServer(BackgroundHttpServer):
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
 
+            def handle_expect_100(self) -> bool:
+                # Not before the headers are checked: respond() says 100 Continue just before it
+                # reads the body, so a client that waits for it never sends a body refused anyway.
+                return True
+
             def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
                 # Like API Gateway's access log in template.yaml: the path, never the query string.
                 path = self.path.split("?", 1)[0]
@@ -289,6 +294,9 @@ class ApiServer(BackgroundHttpServer):
         if not self._authorize(event):
             self._refuse(request, 401, "Unauthorized", cors, close=length != 0)
             return
+        if length != 0 and event["headers"].get("expect", "").strip().lower() == "100-continue":
+            request.send_response_only(100)
+            request.end_headers()
         body = self._read_body(request, length, cors)
         if body is None:
             return

@@ -6,6 +6,7 @@ is still unsent proves the server refused it without reading (or buffering) it.
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import socket
@@ -188,3 +189,22 @@ def test_declared_length_reads_only_headers() -> None:
     with pytest.raises(BodyRefused) as refused:
         declared_length({"content-length": "\u0661\u0662"})  # Arabic-Indic digits: not a Content-Length
     assert refused.value.status == 400
+
+
+def test_100_continue_comes_only_once_the_headers_are_accepted(
+    open_api: ApiServer, recorder: Recorder
+) -> None:
+    # curl waits for 100 Continue before a large body: a refused one is never uploaded.
+    with connect(open_api) as sock:
+        sock.sendall(head(f"Content-Length: {MAX_PAYLOAD_BYTES + 1}\r\n", extra="Expect: 100-continue\r\n"))
+        status, _, head_part = answer_then_close(sock)
+    assert status == 413
+    assert b"100 Continue" not in head_part
+    with connect(open_api) as sock:
+        sock.sendall(head("Content-Length: 4\r\n", extra="Expect: 100-continue\r\n"))
+        reader = sock.makefile("rb")
+        assert reader.readline().startswith(b"HTTP/1.1 100")
+        assert reader.readline() == b"\r\n"
+        sock.sendall(b"DICM")
+        assert reader.readline().startswith(b"HTTP/1.1 200")
+    assert recorder.bodies == [base64.b64encode(b"DICM").decode()]
