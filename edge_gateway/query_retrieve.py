@@ -403,6 +403,9 @@ class QueryRetrieve:
             requested = event.identifier
             query = Query.from_identifier(requested, event.request.AffectedSOPClassUID in PATIENT_ROOT)
             query.filter()  # malformed values are refused before any response
+            for keyword in query.keys:  # dates and times of every level too, not only when first compared
+                if (vr := requested[keyword].VR) in ("DA", "TM"):
+                    matches_key(keyword, vr, query.keys[keyword], [])
         except Refused as exc:
             self.activity.add("find_failed")
             yield status_dataset(exc.status, str(exc)), None

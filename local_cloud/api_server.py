@@ -7,6 +7,7 @@ and response shapes of the payload format version 2.0.
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import re
 import time
@@ -28,6 +29,83 @@ LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
 TEXT_TYPES = ("text/", "application/json", "application/dicom+json", "application/javascript")
 # Query strings carry PatientID, PatientName, AccessionNumber...: never logged.
 _QUERY = re.compile(r"\?[^\s'\"]*")
+# An HTTP API refuses a request payload over 10 MB, a quota that cannot be raised ("Payload size",
+# https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-quotas.html).
+MAX_PAYLOAD_BYTES = 10 * 1024 * 1024
+# Seconds one read or write on a connection may wait (API Gateway's maximum integration timeout,
+# same page): a client that stops sending its body, or never sends a request, loses the connection.
+READ_TIMEOUT_SECONDS = 30.0
+# A chunk-size line (RFC 9112 7.1) longer than this is not a client speaking HTTP.
+_MAX_CHUNK_LINE = 1024
+
+
+class BodyRefused(Exception):
+    """The request body cannot be taken: ``status`` (400, 408, 411, 413) and the reason for the client."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def declared_length(headers: dict[str, str], limit: int = MAX_PAYLOAD_BYTES) -> int | None:
+    """The body size a request declares: its Content-Length, or None for ``Transfer-Encoding: chunked``.
+
+    ``headers`` are lower-cased. Raises BodyRefused before a byte of the body is read: 413 over
+    ``limit`` (bytes), 400 for a Content-Length that is not one decimal number (RFC 9110 8.6) or
+    comes with a Transfer-Encoding (RFC 9112 6.3), 411 for a transfer coding other than chunked.
+    """
+    encoding = headers.get("transfer-encoding", "").strip().lower()
+    raw = headers.get("content-length")
+    if encoding:
+        if raw is not None:
+            raise BodyRefused(400, "a request may not carry both Content-Length and Transfer-Encoding")
+        if encoding != "chunked":
+            raise BodyRefused(411, f"Transfer-Encoding {encoding!r} is not supported: send Content-Length")
+        return None
+    if raw is None:
+        return 0
+    raw = raw.strip()
+    if not raw.isdigit() or not raw.isascii():
+        raise BodyRefused(400, "Content-Length is not a number of bytes")
+    length = int(raw)
+    if length > limit:
+        raise BodyRefused(413, f"the request body is over the {limit}-byte payload limit of API Gateway")
+    return length
+
+
+def read_chunked(rfile: Any, limit: int = MAX_PAYLOAD_BYTES) -> bytes:
+    """The body of a ``Transfer-Encoding: chunked`` request (RFC 9112 7.1), at most ``limit`` bytes.
+
+    Holds at most ``limit`` bytes: a chunk that would pass it is refused (413) before it is read.
+    Raises BodyRefused (400) for a malformed chunk line; TimeoutError and OSError from the socket.
+    """
+    body = bytearray()
+    while True:
+        line = rfile.readline(_MAX_CHUNK_LINE + 1)
+        if not line.endswith(b"\n") or len(line) > _MAX_CHUNK_LINE:
+            raise BodyRefused(400, "malformed chunked body")
+        size_text = line.split(b";", 1)[0].strip()
+        try:
+            size = int(size_text, 16)
+        except ValueError:
+            raise BodyRefused(400, "malformed chunked body") from None
+        if size < 0:
+            raise BodyRefused(400, "malformed chunked body")
+        if size == 0:
+            break
+        if len(body) + size > limit:
+            raise BodyRefused(413, f"the request body is over the {limit}-byte payload limit of API Gateway")
+        chunk = rfile.read(size)
+        if len(chunk) != size or rfile.readline(3) not in (b"\r\n", b"\n"):
+            raise BodyRefused(400, "the chunked body ended early")
+        body += chunk
+    # Trailer fields, then the empty line that ends the message.
+    for _ in range(100):
+        line = rfile.readline(_MAX_CHUNK_LINE + 1)
+        if line in (b"\r\n", b"\n", b""):
+            return bytes(body)
+    raise BodyRefused(400, "too many trailer fields")
 
 
 def without_query(text: str) -> str:
@@ -56,8 +134,6 @@ def http_api_event(
     # API Gateway adds these; here the client spoke plain HTTP to this port.
     lower.setdefault("x-forwarded-proto", "http")
     lower.setdefault("x-forwarded-for", source_ip)
-    content_type = lower.get("content-type", "")
-    is_text = content_type.startswith(TEXT_TYPES)
     event: dict[str, Any] = {
         "version": "2.0",
         "routeKey": "$default",
@@ -82,16 +158,24 @@ def http_api_event(
             "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime()),
             "timeEpoch": int(time.time() * 1000),
         },
-        "isBase64Encoded": bool(body) and not is_text,
+        "isBase64Encoded": False,
     }
     if params:
         # API Gateway joins repeated parameters with commas.
         event["queryStringParameters"] = {k: ",".join(v) for k, v in params.items()}
     if lower.get("cookie"):
         event["cookies"] = [c.strip() for c in lower["cookie"].split(";")]
+    set_body(event, body)
+    return event
+
+
+def set_body(event: dict[str, Any], body: bytes) -> None:
+    """Put ``body`` in a payload-2.0 ``event``: as text for text content types, else base64."""
+    content_type = event["headers"].get("content-type", "")
+    event["isBase64Encoded"] = bool(body) and not content_type.startswith(TEXT_TYPES)
+    event.pop("body", None)
     if body:
         event["body"] = base64.b64encode(body).decode() if event["isBase64Encoded"] else body.decode()
-    return event
 
 
 class ApiServer(BackgroundHttpServer):
@@ -109,6 +193,8 @@ class ApiServer(BackgroundHttpServer):
         dev_secret: str | None = None,
         timer: AwsCallTimer | None = None,
         cors: CorsPolicy | None = None,
+        read_timeout: float = READ_TIMEOUT_SECONDS,
+        max_payload: int = MAX_PAYLOAD_BYTES,
     ) -> None:
         self._handler = handler
         # As the template's HTTP API: preflights answered here, CORS headers on every answer.
@@ -116,14 +202,15 @@ class ApiServer(BackgroundHttpServer):
         self._dev_secret = dev_secret
         # With a timer, each response says where the handler's time went (see local_cloud.aws_timing).
         self._timer = timer
+        self.max_payload = max_payload
         outer = self
 
         class RequestHandler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Applied to the socket by StreamRequestHandler.setup: every read and write may wait this long.
+            timeout = read_timeout
 
             def _serve(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
                 headers = dict(self.headers.items())
                 host = headers.pop("Host", headers.pop("host", ""))
                 # Some clients (dicomweb-client) send Host without the port: right for API Gateway on
@@ -131,17 +218,23 @@ class ApiServer(BackgroundHttpServer):
                 if host and ":" not in host.rsplit("]", 1)[-1]:
                     host = f"{host}:{outer.port}"
                 headers["host"] = host
+                # The body is read last: preflight, size and token are settled from the headers alone.
                 event = http_api_event(
                     self.command,
                     self.path,
                     headers,
-                    body,
+                    b"",
                     self.client_address[0],
                     outer.domain_name,
                 )
                 outer.respond(self, event)
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
+
+            def handle_expect_100(self) -> bool:
+                # Not before the headers are checked: respond() says 100 Continue just before it
+                # reads the body, so a client that waits for it never sends a body refused anyway.
+                return True
 
             def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
                 # Like API Gateway's access log in template.yaml: the path, never the query string.
@@ -180,28 +273,75 @@ class ApiServer(BackgroundHttpServer):
         return True
 
     def respond(self, request: BaseHTTPRequestHandler, event: dict[str, Any]) -> None:
-        """Answer one request: CORS preflight, 401 without a valid token, or the handler's response."""
+        """Answer one request whose body is still unread: CORS preflight, 400/411/413 for a body that
+        cannot be taken, 401 without a valid token, 408 when the body stops coming, else the handler's
+        response to the event with its body.
+
+        Every refusal is sent before a byte of the body is read; the connection is then closed, as
+        the unread body cannot be told from a next request.
+        """
         method = event["requestContext"]["http"]["method"]
-        cors: dict[str, str] = {}
-        if self._cors is not None:
-            if CorsPolicy.is_preflight(method, event["headers"]):
-                request.send_response(204)
-                for name, value in self._cors.preflight(event["headers"]).items():
-                    request.send_header(name, value)
-                request.send_header("Content-Length", "0")
-                request.end_headers()
-                return
-            cors = self._cors.response_headers(event["headers"])
-        if not self._authorize(event):
-            body = b'{"message":"Unauthorized"}'
-            request.send_response(401)
-            for name, value in cors.items():
-                request.send_header(name, value)
-            request.send_header("content-type", "application/json")
-            request.send_header("Content-Length", str(len(body)))
-            request.end_headers()
-            request.wfile.write(body)
+        preflight = self._cors is not None and CorsPolicy.is_preflight(method, event["headers"])
+        cors = self._cors.response_headers(event["headers"]) if self._cors and not preflight else {}
+        try:
+            length = declared_length(event["headers"], self.max_payload)
+        except BodyRefused as exc:
+            self._refuse(request, exc.status, exc.message, cors)
             return
+        if preflight and self._cors is not None:
+            self._preflight(request, self._cors, event, close=length != 0)
+            return
+        if not self._authorize(event):
+            self._refuse(request, 401, "Unauthorized", cors, close=length != 0)
+            return
+        if length != 0 and event["headers"].get("expect", "").strip().lower() == "100-continue":
+            request.send_response_only(100)
+            request.end_headers()
+        body = self._read_body(request, length, cors)
+        if body is None:
+            return
+        set_body(event, body)
+        self._call_handler(request, event, cors)
+
+    @staticmethod
+    def _preflight(
+        request: BaseHTTPRequestHandler, policy: CorsPolicy, event: dict[str, Any], close: bool
+    ) -> None:
+        """Answer a CORS preflight (204) as the HTTP API's CORS configuration does."""
+        request.send_response(204)
+        for name, value in policy.preflight(event["headers"]).items():
+            request.send_header(name, value)
+        request.send_header("Content-Length", "0")
+        if close:
+            request.close_connection = True
+            request.send_header("Connection", "close")
+        request.end_headers()
+
+    def _read_body(
+        self, request: BaseHTTPRequestHandler, length: int | None, cors: dict[str, str]
+    ) -> bytes | None:
+        """The request body (``length`` bytes, or chunked when None), or None once it has been refused."""
+        try:
+            if length is None:
+                return read_chunked(request.rfile, self.max_payload)
+            body = request.rfile.read(length) if length else b""
+            if len(body) != length:
+                raise ConnectionError("the client closed the connection before the end of the body")
+            return body
+        except BodyRefused as exc:
+            self._refuse(request, exc.status, exc.message, cors)
+        except TimeoutError:
+            log.info("408: the request body did not come in %s s", request.timeout)
+            self._refuse(request, 408, "the request body did not come in time", cors)
+        except OSError as exc:  # the client went away
+            log.info("the client left before sending its body: %s", exc)
+            request.close_connection = True
+        return None
+
+    def _call_handler(
+        self, request: BaseHTTPRequestHandler, event: dict[str, Any], cors: dict[str, str]
+    ) -> None:
+        """Invoke the function with ``event`` and send its payload-2.0 response."""
         if self._timer is not None:
             self._timer.start()
         try:
@@ -228,3 +368,27 @@ class ApiServer(BackgroundHttpServer):
         request.end_headers()
         if request.command != "HEAD":
             request.wfile.write(body)
+
+    @staticmethod
+    def _refuse(
+        request: BaseHTTPRequestHandler,
+        status: int,
+        message: str,
+        cors: dict[str, str],
+        close: bool = True,
+    ) -> None:
+        """Answer ``status`` with API Gateway's ``{"message": ...}`` body; ``close`` ends the connection."""
+        body = json.dumps({"message": message}).encode()
+        try:
+            request.send_response(status)
+            for name, value in cors.items():
+                request.send_header(name, value)
+            request.send_header("content-type", "application/json")
+            request.send_header("Content-Length", str(len(body)))
+            if close:
+                request.close_connection = True
+                request.send_header("Connection", "close")
+            request.end_headers()
+            request.wfile.write(body)
+        except OSError:  # the client is gone or stopped reading: the connection closes either way
+            request.close_connection = True

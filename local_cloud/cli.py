@@ -68,7 +68,26 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         help="a browser origin allowed to call the API (repeatable; the viewer's is always allowed)",
     )
+    run.add_argument(
+        "--known-aet",
+        action="append",
+        default=[],
+        type=_known_aet,
+        metavar="AET=HOST:PORT",
+        help="a C-MOVE destination (and storage commitment requester) of the gateway (repeatable)",
+    )
     return parser
+
+
+def _known_aet(value: str) -> str:
+    """One ``--known-aet`` value, checked as the gateway checks its ``known_aets`` entries."""
+    from edge_gateway.dimse_access import AccessConfigError, parse_known_aets
+
+    try:
+        parse_known_aets((value,))
+    except AccessConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value.strip()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         with_viewer=not args.no_viewer,
         viewer_port=args.viewer_port,
         cors_origins=tuple(args.cors_origin),
+        known_aets=tuple(args.known_aet),
     )
     stopping = threading.Event()
 

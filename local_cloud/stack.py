@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import boto3
+from common.part_format import DEFAULT_SITE
 
 from local_cloud import snapshot
 from local_cloud.api_server import ApiServer
@@ -102,7 +103,10 @@ class LocalCloudConfig:
     table: str = "dicom-index"
     queue: str = "dicom-ingest"
     region: str = "us-east-1"
-    gateway_id: str = "local-edge"
+    # The site (partition) of what the local gateway stores: the one a STOW-RS or an `edge-gateway
+    # import` without a site lands in, so that `make run` is one site (a correction sent by STOW
+    # replaces the C-STORE'd instance instead of making a second copy in another site).
+    gateway_id: str = DEFAULT_SITE
     with_gateway: bool = True
     # Base URL of the OHIF viewer the /ui page links studies to; "" = <API>/viewer.
     viewer_url: str = ""
@@ -119,6 +123,8 @@ class LocalCloudConfig:
     viewer_port: int = 3001
     # Further browser origins allowed to call the API (the template's CorsAllowOrigins).
     cors_origins: tuple[str, ...] = ()
+    # The gateway's C-MOVE destinations and commitment requesters, "AET=host:port" (its known_aets).
+    known_aets: tuple[str, ...] = ()
 
 
 class LocalCloud:
@@ -364,8 +370,10 @@ class LocalCloud:
         }
         lines = [
             "# Written by `make run` (local_cloud) at every start: the gateway it runs.",
+            "# C-MOVE destinations: `local-cloud run --known-aet AET=host:port` (repeatable).",
             "[gateway]",
             "allowed_calling_aets = []  # any calling AE title in local mode",
+            f"known_aets = {json.dumps(list(cfg.known_aets))}",
             *(f"{key} = {json.dumps(value)}" for key, value in settings.items()),
         ]
         path = cfg.data_dir / LOCAL_RUN_CONFIG.name

@@ -22,6 +22,7 @@ from common.attributes import (
     STUDY_ATTRIBUTES,
     Attribute,
 )
+from common.dicom_dates import normalise_date, normalise_time
 from common.dicom_json import DicomJson, first_text
 from common.names import name_words
 from common.uids import strip_padding, uid_problem
@@ -351,20 +352,6 @@ def _text(header: DicomJson, tag: str) -> str:
     if isinstance(value, dict):
         return "=".join(str(value.get(g, "")) for g in ("Alphabetic", "Ideographic", "Phonetic")).strip("=")
     return str(value).strip()
-
-
-def normalise_date(value: str) -> str:
-    """A DA value as ``YYYYMMDD``: ACR-NEMA ``YYYY.MM.DD`` and ISO ``YYYY-MM-DD`` too (PS3.5 6.2)."""
-    text = value.strip()
-    compact = text.replace(".", "").replace("-", "")
-    if len(text) == 10 and text[4] == text[7] and text[4] in ".-" and compact.isdigit():
-        return compact
-    return text
-
-
-def normalise_time(value: str) -> str:
-    """A TM value without the ``HH:MM:SS`` colons of ACR-NEMA (``HHMMSS.ffffff``)."""
-    return value.strip().replace(":", "")
 
 
 def _select(header: DicomJson, attributes: tuple[Attribute, ...]) -> DicomJson:

@@ -12,13 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
+from common.dicom_dates import date_problem, normalise_date, normalise_time, time_problem
 from common.names import fold, name_words
 from common.uids import uid_problem
 
 from query.errors import BadRequest
-
-DATE_PATTERN = re.compile(r"^\d{8}$")
-TIME_PATTERN = re.compile(r"^\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?$")
 
 
 def check_uid(value: str, what: str = "UID") -> str:
@@ -46,31 +44,48 @@ class Range:
         return bool(value) and self.low <= value <= self.high
 
 
-def date_range(value: str, keyword: str) -> Range:
-    """``YYYYMMDD``, ``A-B``, ``A-`` or ``-B``; dashes in ISO dates are accepted too."""
-    text = value.strip()
-    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
-        text = text.replace("-", "")
-    low, sep, high = text.partition("-")
+def _range_ends(value: str, keyword: str) -> tuple[str, str]:
+    """The two ends of a single value or range ``A-B``, ``A-``, ``-B`` (PS3.4 C.2.2.2.5.1)."""
+    low, sep, high = value.strip().partition("-")
     if not sep:
         high = low
     low, high = low.strip(), high.strip()
     if not low and not high:
         raise BadRequest(f"{keyword}: empty range")
-    for part in (low, high):
-        if part and not DATE_PATTERN.match(part):
-            raise BadRequest(f"{keyword}: expected YYYYMMDD or a range YYYYMMDD-YYYYMMDD")
+    return low, high
+
+
+def date_range(value: str, keyword: str) -> Range:
+    """The DA range a query value names: ``YYYYMMDD``, ``A-B``, ``A-`` or ``-B`` (PS3.4 C.2.2.2.5.1).
+
+    Each end is a calendar date, ``YYYYMMDD`` or ACR-NEMA ``YYYY.MM.DD`` (``common.dicom_dates``,
+    the normalisation ingest applies to stored values). Raises BadRequest naming ``keyword``, not
+    the value, for anything else (``2024-01-01``, month 13, February 30) and for a range that
+    ends before it starts: such a query would match nothing without saying why.
+    """
+    low, high = _range_ends(value, keyword)
+    for end in (low, high):
+        problem = date_problem(end) if end else None
+        if problem is not None:
+            raise BadRequest(f"{keyword}: {problem} (a date YYYYMMDD or a range YYYYMMDD-YYYYMMDD)")
+    low, high = normalise_date(low), normalise_date(high)
+    if low and high and low > high:
+        raise BadRequest(f"{keyword}: the range ends before it starts")
     return Range(low or "00000000", high or "99999999")
 
 
 def time_range(value: str, keyword: str) -> Range:
-    """``HHMMSS``, ``A-B``, ``A-`` or ``-B``; bounds are widened to full precision."""
-    low, sep, high = value.strip().replace(":", "").partition("-")
-    if not sep:
-        high = low
-    for part in (low, high):
-        if part and not TIME_PATTERN.match(part):
-            raise BadRequest(f"{keyword}: expected HHMMSS or a range HHMMSS-HHMMSS")
+    """The TM range a query value names: ``HHMMSS``, ``A-B``, ``A-`` or ``-B`` (PS3.4 C.2.2.2.5.1).
+
+    Each end is ``HH[MM[SS[.F{1,6}]]]`` with real hours, minutes and seconds (colons of ACR-NEMA
+    allowed); bounds are widened to full precision. Raises BadRequest naming ``keyword``.
+    """
+    low, high = _range_ends(value, keyword)
+    for end in (low, high):
+        problem = time_problem(end) if end else None
+        if problem is not None:
+            raise BadRequest(f"{keyword}: {problem} (a time HHMMSS or a range HHMMSS-HHMMSS)")
+    low, high = normalise_time(low), normalise_time(high)
     return Range(full_time(low or "00"), full_time(high or "23", upper=True))
 
 

@@ -239,7 +239,7 @@ def _find(port: int, identifier: Dataset, calling: str = "WS1", model: Any = Non
         assoc.release()
 
 
-@pytest.mark.filterwarnings("ignore:Invalid value for VR DA")
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DA", "ignore:Invalid value for VR TM")
 def test_permissions_and_bad_identifiers_get_clear_statuses(qr_gateway: Gateway, archived: Archived) -> None:
     query = Dataset()
     query.QueryRetrieveLevel = "STUDY"
@@ -251,7 +251,17 @@ def test_permissions_and_bad_identifiers_get_clear_statuses(qr_gateway: Gateway,
     assert [s for s, _ in _find(qr_gateway.port, query)] == [0xA900]
     # A malformed date range: 0xA900, nothing leaks
     query.QueryRetrieveLevel = "STUDY"
-    query.StudyDate = "2024-bad"
+    for date in ("2024-bad", "2024-01-01", "20241345", "20240101-20231301"):
+        query.StudyDate = date
+        assert [s for s, _ in _find(qr_gateway.port, query)] == [0xA900], date
+    # Keys of the series level are checked before any match, not only when a series is compared
+    del query.StudyDate
+    query.QueryRetrieveLevel = "SERIES"
+    query.StudyInstanceUID = "1.2.3.999"  # no such study: nothing would ever be compared
+    query.SeriesDate = "20240230"
+    assert [s for s, _ in _find(qr_gateway.port, query)] == [0xA900]
+    query.SeriesDate = ""
+    query.SeriesTime = "2500"
     assert [s for s, _ in _find(qr_gateway.port, query)] == [0xA900]
 
 

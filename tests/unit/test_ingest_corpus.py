@@ -16,10 +16,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from common.dicom_dates import normalise_date
 from common.dicom_json import first_text
 from common.names import name_words
 from common.uids import is_valid_uid, strip_padding
-from ingest.extract import BULK_DATA_THRESHOLD, InstanceRecord, RejectedMember, _bulk_uri, normalise_date
+from ingest.extract import BULK_DATA_THRESHOLD, InstanceRecord, RejectedMember, _bulk_uri
 from ingest.fast_json import to_json_dict as fast_to_json
 from ingest.process import _parse
 from ingest.zip_part import Part, open_part, prefetch_range

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 from query.errors import BadRequest
-from query.matching import date_range, match_name
+from query.matching import Range, date_range, match_name, time_range
 from query.search import StudyFilter, find_studies
 from query.store import IndexStore
 
@@ -64,10 +64,51 @@ def test_searches_never_scan(indexed: Aws) -> None:
     assert "Scan" not in operations
 
 
-@pytest.mark.parametrize("value", ["2024", "20240101-2024", "yesterday"])
-def test_malformed_dates_are_bad_requests(value: str) -> None:
-    with pytest.raises(BadRequest):
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2024",
+        "20240101-2024",
+        "yesterday",
+        "2024-01-01",  # ISO: its dashes are the range separator of PS3.4 C.2.2.2.5.1
+        "20241345",  # month 13
+        "20240230",  # February 30
+        "00000101",  # year 0
+        "20240101-20231301",
+        "20240201-20240101",  # ends before it starts
+        "-",
+        "2024.13.01",
+    ],
+)
+def test_malformed_dates_are_bad_requests_naming_the_parameter(value: str) -> None:
+    with pytest.raises(BadRequest, match=r"^StudyDate: ") as refused:
         date_range(value, "StudyDate")
+    assert value not in str(refused.value) or value == "-"
+
+
+@pytest.mark.parametrize(
+    ("value", "low", "high"),
+    [
+        ("20240229", "20240229", "20240229"),
+        ("2019.06.20", "20190620", "20190620"),  # ACR-NEMA, as ingest normalises stored values
+        ("2019.06.01-2019.06.30", "20190601", "20190630"),
+        ("20240101-", "20240101", "99999999"),
+        ("-20231231", "00000000", "20231231"),
+    ],
+)
+def test_dates_and_legacy_dates_name_a_range(value: str, low: str, high: str) -> None:
+    assert date_range(value, "StudyDate") == Range(low, high)
+
+
+@pytest.mark.parametrize("value", ["24", "0860", "126100", "1200.1234567", "12:30:61", "noon", "12-1300x"])
+def test_malformed_times_are_bad_requests(value: str) -> None:
+    with pytest.raises(BadRequest, match=r"^StudyTime: "):
+        time_range(value, "StudyTime")
+
+
+def test_times_and_legacy_times_name_a_range() -> None:
+    assert time_range("12:30-1300", "StudyTime") == Range("123000.000000", "130059.999999")
+    assert time_range("235960.5", "StudyTime").low == "235960.500000"  # a leap second
 
 
 def test_fuzzy_name_matching_is_word_prefix_case_and_accent_insensitive() -> None:

@@ -126,6 +126,11 @@ def test_json_answers(api: Api) -> None:
     [
         ("GET", "/dicomweb/studies/not-a-uid/metadata", 400),
         ("GET", "/dicomweb/studies?StudyDate=2024", 400),
+        ("GET", "/dicomweb/studies?StudyDate=2024-01-01", 400),
+        ("GET", "/dicomweb/studies?StudyDate=20241345", 400),
+        ("GET", "/dicomweb/studies?StudyDate=20240101-20231301", 400),
+        ("GET", "/dicomweb/studies?StudyTime=2500", 400),
+        ("GET", "/dicomweb/studies/1.2.3/series?SeriesDate=20240230", 400),
         ("GET", "/dicomweb/studies?limit=0", 400),
         ("GET", "/dicomweb/studies?limit=100000", 400),
         ("GET", "/dicomweb/studies?Bogus=1", 400),

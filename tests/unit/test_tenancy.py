@@ -195,5 +195,14 @@ def test_stow_duplicates_are_checked_in_the_own_site_only(sites: Sites) -> None:
     headers, body = stow_body([sites.a[2]])
     assert api.call("POST", "/dicomweb/studies", headers, body).status == 400
     assert api.call("POST", "/dicomweb/partitions/site-a/studies", headers, body).status == 409
-    assert api.call("POST", "/dicomweb/partitions/site-b/studies", headers, body).status == 200
+    stored = api.call("POST", "/dicomweb/partitions/site-b/studies", headers, body)
+    assert stored.status == 200
     assert api.call("POST", "/dicomweb/partitions/site-c/studies", headers, body).status == 400
+    # Its RetrieveURL names the partition it went to: without it, this UID (in A too) is a 400.
+    [referenced] = stored.json()["00081199"]["Value"]
+    assert "/dicomweb/partitions/site-b/studies/" in referenced["00081190"]["Value"][0]
+    # A one-site token stores without naming one, and gets plain URLs (as its QIDO answers).
+    headers, body = stow_body(series_from("CT_small.dcm", 1))
+    stored = sites.as_sites("site-b").call("POST", "/dicomweb/studies", headers, body)
+    [referenced] = stored.json()["00081199"]["Value"]
+    assert "/partitions/" not in referenced["00081190"]["Value"][0]

@@ -14,7 +14,15 @@ from query import access, links
 from query.access import allowed_sites
 from query.dependencies import objects, store
 from query.errors import BadRequest, NotFound
-from query.matching import check_uid, date_range, has_wildcard, match_folded, match_text, uid_list
+from query.matching import (
+    check_uid,
+    date_range,
+    has_wildcard,
+    match_folded,
+    match_text,
+    time_range,
+    uid_list,
+)
 from query.route_table import DocumentedRouter
 from query.search import (
     CONTROL_PARAMETERS,
@@ -48,9 +56,22 @@ def _params() -> dict[str, str]:
 
 
 def _check_parameters(params: Mapping[str, str], allowed: set[str]) -> None:
+    """BadRequest (400) for an unknown parameter, or a date or time that is not one (PS3.4 C.2.2.2.5).
+
+    Dates and times are checked here, before any item is read: a key compared only against the
+    items found would let a malformed value answer 204 whenever nothing was there to compare.
+    """
     unknown = sorted(set(params) - allowed - CONTROL_PARAMETERS)
     if unknown:
         raise BadRequest(f"unsupported query parameter(s): {', '.join(unknown)}")
+    for name, value in params.items():
+        attribute = attrs.BY_KEYWORD.get(name)
+        if attribute is None or value in ("", "*"):
+            continue
+        if attribute.vr == "DA":
+            date_range(value, name)
+        elif attribute.vr == "TM":
+            time_range(value, name)
 
 
 def _page(params: Mapping[str, str]) -> tuple[int, int]:

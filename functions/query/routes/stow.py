@@ -32,9 +32,16 @@ from common import decode_limits, keys, part_format
 from common.uids import strip_padding, uid_problem
 
 from query import links
-from query.access import current_caller, partition, require, write_scope
+from query.access import current_caller, partition, partition_base, require, write_scope
 from query.dependencies import objects, store
-from query.errors import BadRequest, PayloadTooLarge, StoreError, UnsupportedMediaType
+from query.errors import (
+    BadRequest,
+    Forbidden,
+    PayloadTooLarge,
+    StoreError,
+    Unauthorized,
+    UnsupportedMediaType,
+)
 from query.matching import check_uid
 from query.route_table import DocumentedRouter
 
@@ -175,8 +182,20 @@ def _zip(
     return buffer.getvalue(), part_format.manifest_sha256(manifest)
 
 
-def _base_url() -> str:
-    return links.dicomweb_base(router.current_event.raw_event)
+def _retrieve_base(site: str) -> str:
+    """Where RetrieveURLs of what was stored in ``site`` start (PS3.18 10.5.3).
+
+    With ``/partitions/<site>`` when the request named the partition, or when the caller reads
+    several sites (as QIDO-RS answers then): a plain URL would answer 400 once the same
+    StudyInstanceUID is in two of them. A token that may only write gets the plain base.
+    """
+    base = links.dicomweb_base(router.current_event.raw_event)
+    if partition() is not None:
+        return f"{base}/partitions/{site}"
+    try:
+        return partition_base(base, site, store)
+    except (Unauthorized, Forbidden):
+        return base
 
 
 def _store(study_uid: str | None) -> Response[str]:
@@ -222,7 +241,7 @@ def _store(study_uid: str | None) -> Response[str]:
         by_series.setdefault((item.study_uid, item.series_uid), []).append(item)
     for (study, series), members in by_series.items():
         _put_part(site, study, series, members)
-    return _answer(study_uid, list(accepted.values()), failed)
+    return _answer(_retrieve_base(site), study_uid, list(accepted.values()), failed)
 
 
 def _indexed_with_same_bytes(site: str, study: str, series: str, sop_uid: str, data: bytes) -> bool:
@@ -256,8 +275,9 @@ def _put_part(site: str, study: str, series: str, members: list[Accepted]) -> No
     raise StoreError("no free part key for the upload")
 
 
-def _answer(study_uid: str | None, accepted: list[Accepted], failed: list[dict[str, Any]]) -> Response[str]:
-    base = _base_url()
+def _answer(
+    base: str, study_uid: str | None, accepted: list[Accepted], failed: list[dict[str, Any]]
+) -> Response[str]:
     result: dict[str, Any] = {}
     if study_uid is not None:
         result["00081190"] = {"vr": "UR", "Value": [f"{base}/studies/{study_uid}"]}
