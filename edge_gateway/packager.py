@@ -6,9 +6,10 @@ at any step leaves either the part folder (zip again) or a complete outbox
 entry (upload it), never half of both.
 
 Versions: an instance whose SOP Instance UID was already shipped (or waits in the
-outbox) is compared by SHA-256 with what was shipped. The same bytes are dropped
-and counted (``duplicates_dropped``); different bytes (a correction) are shipped
-in this part (``versions_shipped``), and the cloud decides. A part that cannot
+outbox) is compared by SHA-256 with the LATEST version shipped. The same bytes are
+dropped and counted (``duplicates_dropped``); other bytes (a correction, or an
+earlier version sent again to undo one) are shipped in this part
+(``versions_shipped``), and the cloud decides (latest received wins). A part that cannot
 be zipped (unreadable, bad ``part.json``, names that are no UID) is quarantined
 with its reason; the other parts go on.
 """
@@ -29,7 +30,7 @@ from typing import Any
 from common import part_format
 
 from edge_gateway.assembler import PART_FILE
-from edge_gateway.shipped import ShippedRecord, Versions
+from edge_gateway.shipped import Latest, ShippedRecord, Versions, merge_latest
 from edge_gateway.spool import (
     OUTBOX,
     PARTS,
@@ -150,16 +151,15 @@ class Packager:
         """
         # The outbox first: an entry the uploader confirms meanwhile is in the shipped record by
         # the time that record is read (it is written before the zip leaves the outbox).
-        known = self.outbox_versions(series_uid)
-        for sop, hashes in self._shipped.versions(series_uid).items():
-            known.setdefault(sop, set()).update(hashes)
+        pending = self.outbox_versions(series_uid)
+        known = merge_latest(self._shipped.versions(series_uid), pending)
         members: list[Path] = []
         dropped = versions = 0
         for member in candidates:
-            earlier = known.get(member.stem)
-            if earlier is None:
+            latest = known.get(member.stem)
+            if latest is None:
                 members.append(member)
-            elif file_sha256(member) in earlier:
+            elif latest.sha256 and file_sha256(member) == latest.sha256:
                 dropped += 1
             else:
                 members.append(member)
@@ -200,8 +200,8 @@ class Packager:
         return part_format.manifest_sha256(manifest)
 
     def outbox_versions(self, series_uid: str) -> Versions:
-        """SHA-256 of each instance of this series already zipped in the outbox, not yet confirmed
-        by S3 (an empty set for a descriptor of an older version, which recorded no hashes).
+        """The latest version of each instance of this series zipped in the outbox, not yet
+        confirmed by S3 (SHA-256 "" for a descriptor of an older version, which recorded none).
 
         Without this, an instance re-sent while its first part waits for upload (a PACS
         retrying after a crash or an outage) would be shipped in two parts.
@@ -210,10 +210,15 @@ class Packager:
         for entry in self.outbox():
             if entry.descriptor.get("series_uid") == series_uid:
                 hashes = entry.descriptor.get("instance_sha256", {})
-                for uid in entry.descriptor.get("sop_instance_uids", ()):
-                    known = found.setdefault(str(uid), set())
-                    if str(uid) in hashes:
-                        known.add(str(hashes[str(uid)]))
+                zipped = entry.descriptor.get("packaged_at")
+                packaged_at = float(zipped) if isinstance(zipped, int | float) else 0.0
+                merge_latest(
+                    found,
+                    {
+                        str(uid): Latest(str(hashes.get(str(uid)) or ""), packaged_at)
+                        for uid in entry.descriptor.get("sop_instance_uids", ())
+                    },
+                )
         return found
 
     def entry(self, part_id: str) -> OutboxEntry:

@@ -86,10 +86,52 @@ def test_a_correction_after_the_series_was_shipped_is_shipped_and_an_identical_r
     assert ship(spool, assembler, packager, uploader) == [{f"{SERIES}.1": b"name=Right"}]
     assert read_counters(spool.root) == {"duplicates_dropped": 1, "versions_shipped": 1}
 
-    # AND the shipped record holds both versions' SHA-256: the old bytes sent again are a new version too
+    # AND the shipped record's latest version is the correction: sent again, it is dropped
     versions = ShippedRecord(spool.path(SHIPPED), 3600).versions(SERIES)
-    assert versions[f"{SERIES}.1"] == {hashlib.sha256(b).hexdigest() for b in (b"name=Wrong", b"name=Right")}
+    assert versions[f"{SERIES}.1"].sha256 == hashlib.sha256(b"name=Right").hexdigest()
     spool.store(STUDY, SERIES, f"{SERIES}.1", b"name=Right")
+    assert ship(spool, assembler, packager, uploader) == []
+
+
+def test_an_earlier_version_sent_again_after_a_correction_is_shipped_as_the_latest(tmp_path: Path) -> None:
+    # GIVEN v1 shipped, then v2 (a correction) shipped
+    spool, assembler, packager, uploader, _ = make(tmp_path)
+    for version in (b"name=Wrong", b"name=Right"):
+        spool.store(STUDY, SERIES, f"{SERIES}.1", version)
+        assert ship(spool, assembler, packager, uploader) == [{f"{SERIES}.1": version}]
+
+    # WHEN the PACS sends v1 again (the correction undone)
+    spool.store(STUDY, SERIES, f"{SERIES}.1", b"name=Wrong")
+
+    # THEN v1 ships again (the cloud's "latest received wins" makes it current), counted as a version
+    assert ship(spool, assembler, packager, uploader) == [{f"{SERIES}.1": b"name=Wrong"}]
+    assert read_counters(spool.root) == {"versions_shipped": 2}
+    latest = ShippedRecord(spool.path(SHIPPED), 3600).versions(SERIES)[f"{SERIES}.1"]
+    assert latest.sha256 == hashlib.sha256(b"name=Wrong").hexdigest()
+    # AND only a re-send of that latest version is a duplicate
+    spool.store(STUDY, SERIES, f"{SERIES}.1", b"name=Wrong")
+    assert ship(spool, assembler, packager, uploader) == []
+    assert read_counters(spool.root) == {"versions_shipped": 2, "duplicates_dropped": 1}
+
+
+def test_the_latest_version_is_the_one_zipped_last_even_when_uploads_finish_out_of_order(
+    tmp_path: Path,
+) -> None:
+    # GIVEN v1 and then v2 zipped, v2 uploaded before v1 (a retry after an outage)
+    spool, assembler, packager, uploader, _ = make(tmp_path)
+    entries = []
+    for version in (b"v1", b"v2"):
+        spool.store(STUDY, SERIES, f"{SERIES}.1", version)
+        [part] = close_all(spool, assembler)
+        entry = packager.package(part)
+        assert entry is not None
+        entries.append(entry)
+    assert uploader.upload(entries[1]) and uploader.upload(entries[0])
+
+    # THEN v2 is the latest: v1 sent again ships, v2 sent again does not
+    latest = ShippedRecord(spool.path(SHIPPED), 3600).versions(SERIES)[f"{SERIES}.1"]
+    assert latest.sha256 == hashlib.sha256(b"v2").hexdigest()
+    spool.store(STUDY, SERIES, f"{SERIES}.1", b"v2")
     assert ship(spool, assembler, packager, uploader) == []
 
 
@@ -128,7 +170,9 @@ def test_a_correction_while_the_first_part_waits_in_the_outbox_is_shipped(tmp_pa
     assert second.descriptor["sop_instance_uids"] == [f"{SERIES}.1"]
     assert uploader.upload(first) and uploader.upload(second)
     assert len(s3.objects) == 2
-    assert len(ShippedRecord(spool.path(SHIPPED), 3600).versions(SERIES)[f"{SERIES}.1"]) == 2
+    assert len(ShippedRecord(spool.path(SHIPPED), 3600).versions(SERIES)) == 1
+    latest = ShippedRecord(spool.path(SHIPPED), 3600).versions(SERIES)[f"{SERIES}.1"]
+    assert latest.sha256 == hashlib.sha256(b"v2").hexdigest()
 
 
 def test_a_shipped_record_of_an_older_version_without_hashes_ships_a_resend(tmp_path: Path) -> None:
