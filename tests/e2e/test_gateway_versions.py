@@ -1,0 +1,65 @@
+"""Versions through the gateway (issue 13): a correction undone by re-sending the earlier version.
+
+Policy (README, Edge gateway and Ingest): a re-send is dropped only when it equals the latest
+version the gateway shipped; anything else ships, and the index keeps the latest received.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import Stack, wait_for
+from tests.helpers.dcmtk import store_with_dcmtk
+from tests.helpers.dicom_factory import series_from
+
+pytestmark = pytest.mark.e2e
+
+
+def test_an_earlier_version_resent_through_the_gateway_becomes_the_indexed_one_again(
+    stack: Stack, tmp_path: Path
+) -> None:
+    # GIVEN one instance in two versions that differ only in PatientName
+    [ds] = series_from("CT_small.dcm", 1)
+    study, series, sop = ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID
+    files = {}
+    for name in ("Wrong^Name", "Right^Name"):
+        ds.PatientName = name
+        files[name] = tmp_path / f"{name.split('^')[0]}.dcm"
+        ds.save_as(files[name], enforce_file_format=True)
+
+    def versions() -> dict[str, Any] | None:
+        status, _, found = stack.get(f"/api/studies/{study}/series/{series}/instances/{sop}/versions")
+        return found if status == 200 else None
+
+    def indexed_name() -> str:
+        path = f"/dicomweb/studies/{study}/series/{series}/instances?includefield=00100010"
+        status, _, found = stack.get(path)
+        if status != 200 or not found:
+            return ""
+        return str(found[0].get("00100010", {}).get("Value", [{}])[0].get("Alphabetic", ""))
+
+    # WHEN dcmtk storescu sends v1, then v2, then v1 again, each after the previous was indexed
+    for receipts, name in enumerate(("Wrong^Name", "Right^Name", "Wrong^Name"), start=1):
+        store_with_dcmtk(stack.dicom_port, [files[name]])
+
+        def received(count: int = receipts, want: str = name) -> bool:
+            found = versions()
+            return found is not None and 1 + len(found["history"]) == count and indexed_name() == want
+
+        wait_for(received, 90, f"receipt {receipts} ({name}) indexed")
+
+    # THEN the index holds v1's name again, and the history lists the three receipts
+    found = versions()
+    assert found is not None
+    assert indexed_name() == "Wrong^Name"
+    assert len(found["history"]) == 2
+    parts = [found["current"]["part_id"], *(v["part_id"] for v in found["history"])]
+    assert len(set(parts)) == 3
+    assert found["current"]["fingerprint"] != found["history"][0]["fingerprint"]
+    assert found["current"]["fingerprint"] == found["history"][1]["fingerprint"]
+    # AND a study search by the undone name finds nothing
+    status, _, right = stack.get("/dicomweb/studies?PatientName=Right*")
+    assert status == 204 or study not in [s["0020000D"]["Value"][0] for s in right]
