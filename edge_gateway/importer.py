@@ -24,6 +24,7 @@ from io import BytesIO
 from pathlib import Path
 from typing import TextIO
 
+from common.dataset_digest import dataset_sha256
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_partial
 
@@ -160,7 +161,7 @@ def _import_one(
     study_uid, series_uid, sop_uid = uids
     latest = shipped.versions(series_uid).get(sop_uid)
     if latest is not None:
-        if latest.sha256 and hashlib.sha256(data).hexdigest() == latest.sha256:
+        if latest.same_content(lambda: hashlib.sha256(data).hexdigest(), lambda: dataset_sha256(data)):
             result.already_shipped += 1
             bump_counters(spool.root, duplicates_dropped=1)
             return

@@ -6,7 +6,9 @@ at any step leaves either the part folder (zip again) or a complete outbox
 entry (upload it), never half of both.
 
 Versions: an instance whose SOP Instance UID was already shipped (or waits in the
-outbox) is compared by SHA-256 with the LATEST version shipped. The same bytes are
+outbox) is compared with the LATEST version shipped by the SHA-256 of its data set
+(``common.dataset_digest``: the same data set received or imported under other file
+meta is the same content). The same bytes are
 dropped and counted (``duplicates_dropped``); other bytes (a correction, or an
 earlier version sent again to undo one) are shipped in this part
 (``versions_shipped``), and the cloud decides (latest received wins). A part that cannot
@@ -24,10 +26,12 @@ import shutil
 import time
 import zipfile
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from common import part_format
+from common.dataset_digest import DatasetDigest
 
 from edge_gateway.assembler import PART_FILE
 from edge_gateway.shipped import Latest, ShippedRecord, Versions, merge_latest
@@ -39,6 +43,7 @@ from edge_gateway.spool import (
     bump_counters,
     checked_uid,
     entry_problem,
+    file_dataset_sha256,
     file_sha256,
     fsync_dir,
 )
@@ -124,6 +129,7 @@ class Packager:
             "instance_count": len(members),
             "sop_instance_uids": [p.stem for p in members],
             "instance_sha256": {r["sop_instance_uid"]: r["sha256"] for r in records},
+            "instance_dataset_sha256": {r["sop_instance_uid"]: r["dataset_sha256"] for r in records},
             "manifest_sha256": manifest_sha,
             "zip_bytes": tmp.stat().st_size,
             "packaged_at": time.time(),
@@ -159,7 +165,7 @@ class Packager:
             latest = known.get(member.stem)
             if latest is None:
                 members.append(member)
-            elif latest.sha256 and file_sha256(member) == latest.sha256:
+            elif latest.same_content(partial(file_sha256, member), partial(file_dataset_sha256, member)):
                 dropped += 1
             else:
                 members.append(member)
@@ -177,14 +183,20 @@ class Packager:
                 zinfo = zipfile.ZipInfo(member.name, time.gmtime(stat.st_mtime)[:6])
                 zinfo.compress_type = self._compression
                 zinfo.file_size = stat.st_size
-                digest = hashlib.sha256()
+                digest, of_dataset = hashlib.sha256(), DatasetDigest()
                 with open(member, "rb") as src, zf.open(zinfo, "w", force_zip64=True) as dst:
                     while chunk := src.read(CHUNK):
                         digest.update(chunk)
+                        of_dataset.update(chunk)
                         dst.write(chunk)
                 records.append(
                     part_format.instance_entry(
-                        member.stem, stat.st_size, digest.hexdigest(), stat.st_mtime, member=member.name
+                        member.stem,
+                        stat.st_size,
+                        digest.hexdigest(),
+                        stat.st_mtime,
+                        member=member.name,
+                        dataset_sha256=of_dataset.hexdigest(),
                     )
                 )
             manifest = part_format.manifest_bytes(
@@ -210,12 +222,15 @@ class Packager:
         for entry in self.outbox():
             if entry.descriptor.get("series_uid") == series_uid:
                 hashes = entry.descriptor.get("instance_sha256", {})
+                datasets = entry.descriptor.get("instance_dataset_sha256", {})
                 zipped = entry.descriptor.get("packaged_at")
                 packaged_at = float(zipped) if isinstance(zipped, int | float) else 0.0
                 merge_latest(
                     found,
                     {
-                        str(uid): Latest(str(hashes.get(str(uid)) or ""), packaged_at)
+                        str(uid): Latest(
+                            str(hashes.get(str(uid)) or ""), packaged_at, str(datasets.get(str(uid)) or "")
+                        )
                         for uid in entry.descriptor.get("sop_instance_uids", ())
                     },
                 )

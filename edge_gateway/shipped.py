@@ -1,7 +1,9 @@
 """A small on-disk record of instances already shipped, per series, for a retention time.
 
-Each line is ``{"sop": SOP Instance UID, "sha256": hex of the bytes shipped, "at": epoch
-seconds, "packaged_at": epoch seconds the part was zipped}``. An instance re-sent by the
+Each line is ``{"sop": SOP Instance UID, "sha256": hex of the bytes shipped,
+"dataset_sha256": hex of their data set (``common.dataset_digest``), "at": epoch seconds,
+"packaged_at": epoch seconds the part was zipped}``; versions are compared by
+``dataset_sha256`` (by ``sha256`` for lines written before it existed). An instance re-sent by the
 PACS after its series was shipped is compared with the LATEST version shipped (the one
 zipped last): the same bytes are not shipped again while the record is kept (the index
 would count them once anyway; this saves the upload and keeps parts meaningful), any
@@ -16,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,11 +27,20 @@ from edge_gateway.spool import checked_uid, fsync_dir
 
 @dataclass(frozen=True)
 class Latest:
-    """The latest version of an instance the gateway shipped or holds zipped: its SHA-256 (hex,
-    "" when not recorded) and when its part was zipped (epoch seconds: orders versions)."""
+    """The latest version of an instance the gateway shipped or holds zipped: the SHA-256 (hex,
+    "" when not recorded) of its bytes and of its data set, and when its part was zipped
+    (epoch seconds: orders versions)."""
 
     sha256: str
     packaged_at: float
+    dataset_sha256: str = ""
+
+    def same_content(self, file_sha256: Callable[[], str], dataset_sha256: Callable[[], str]) -> bool:
+        """Whether a copy is this version: its data set's SHA-256 when recorded, else the file's
+        (both computed only when needed); False when nothing was recorded."""
+        if self.dataset_sha256:
+            return dataset_sha256() == self.dataset_sha256
+        return bool(self.sha256) and file_sha256() == self.sha256
 
 
 # SOP Instance UID -> the latest version shipped (or waiting in the outbox).
@@ -72,7 +83,9 @@ class ShippedRecord:
                 continue
             if entry.get("at", 0) >= horizon:
                 packaged_at = float(entry.get("packaged_at") or entry.get("at") or 0)
-                version = Latest(str(entry.get("sha256") or ""), packaged_at)
+                version = Latest(
+                    str(entry.get("sha256") or ""), packaged_at, str(entry.get("dataset_sha256") or "")
+                )
                 merge_latest(found, {str(entry["sop"]): version})  # a later line wins a tie
         return found
 
@@ -86,15 +99,26 @@ class ShippedRecord:
         instances: Mapping[str, str | None],
         now: float | None = None,
         packaged_at: float | None = None,
+        datasets: Mapping[str, str] | None = None,
     ) -> None:
         """Record shipped instances: SOP Instance UID -> SHA-256 of the bytes (None: not known),
-        zipped at ``packaged_at`` (epoch seconds; default: now)."""
+        ``datasets`` -> SHA-256 of their data sets, zipped at ``packaged_at`` (epoch seconds;
+        default: now)."""
+        of_dataset = datasets or {}
         at = time.time() if now is None else now
         path = self._path(series_uid)
         created = not path.exists()
         zipped = at if packaged_at is None else packaged_at
         lines = "".join(
-            json.dumps({"sop": uid, **({"sha256": sha} if sha else {}), "at": at, "packaged_at": zipped})
+            json.dumps(
+                {
+                    "sop": uid,
+                    **({"sha256": sha} if sha else {}),
+                    **({"dataset_sha256": of_dataset[uid]} if of_dataset.get(uid) else {}),
+                    "at": at,
+                    "packaged_at": zipped,
+                }
+            )
             + "\n"
             for uid, sha in instances.items()
         )

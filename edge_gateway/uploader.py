@@ -228,6 +228,7 @@ class Uploader:
             str(d["series_uid"]),
             {str(u): hashes.get(str(u)) for u in d["sop_instance_uids"]},
             packaged_at=float(packaged_at) if isinstance(packaged_at, int | float) else None,
+            datasets=d.get("instance_dataset_sha256", {}),
         )
         size = entry.zip_path.stat().st_size
         entry.zip_path.unlink()

@@ -6,19 +6,22 @@ import hashlib
 import json
 import os
 import zipfile
+from io import BytesIO
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from common.dataset_digest import dataset_sha256
 
 from edge_gateway.assembler import Assembler
 from edge_gateway.packager import MANIFEST_NAME, Packager
 from edge_gateway.shipped import ShippedRecord
 from edge_gateway.spool import SHIPPED, Spool, Stored, UnsafeUid, read_counters
 from edge_gateway.uploader import Uploader
+from tests.helpers.dicom_factory import series_from
 
 STABLE = 10.0
-STUDY, SERIES = "1.2.840.1", "1.2.840.1.2"
+STUDY, SERIES = "1.2.840.1", "1.2.840.1.2"  # the stored data sets' own UIDs are not read here
 
 
 class _ConfirmingS3:
@@ -349,3 +352,30 @@ def test_a_part_left_by_an_older_version_with_a_uid_the_rule_refuses_is_quaranti
     assert quarantined["reason"] == (
         "part could not be zipped: SOPInstanceUID: UID is not dot-separated digits (PS3.5 9.1)"
     )
+
+
+def test_the_same_data_set_under_other_file_meta_is_the_same_version(tmp_path: Path) -> None:
+    # GIVEN an instance received and shipped (the gateway's file meta)
+    spool, assembler, packager, uploader, _ = make(tmp_path)
+    [ds] = series_from("CT_small.dcm", 1)
+    sop = ds.SOPInstanceUID
+
+    def part10(source_ae: str) -> bytes:
+        ds.file_meta.SourceApplicationEntityTitle = source_ae
+        buffer = BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        return buffer.getvalue()
+
+    received, on_disk = part10("GATEWAY"), part10("ARCHIVE_DISK")
+    assert received != on_disk
+    spool.store(STUDY, SERIES, sop, received)
+    assert ship(spool, assembler, packager, uploader) == [{sop: received}]
+    latest = ShippedRecord(spool.path(SHIPPED), 3600).versions(SERIES)[sop]
+    assert latest.dataset_sha256 == dataset_sha256(received) == dataset_sha256(on_disk)
+
+    # WHEN the same data set comes again under other file meta (an import of the archive's copy)
+    spool.store(STUDY, SERIES, sop, on_disk)
+
+    # THEN it is no new version: dropped and counted
+    assert ship(spool, assembler, packager, uploader) == []
+    assert read_counters(spool.root) == {"duplicates_dropped": 1}
