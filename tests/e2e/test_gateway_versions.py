@@ -29,9 +29,9 @@ def test_an_earlier_version_resent_through_the_gateway_becomes_the_indexed_one_a
     [ds] = series_from("CT_small.dcm", 1)
     study, series, sop = ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID
     files = {}
-    for name in ("Wrong^Name", "Right^Name"):
+    for name in ("Undo^First", "Undo^Second"):
         ds.PatientName = name
-        files[name] = tmp_path / f"{name.split('^')[0]}.dcm"
+        files[name] = tmp_path / f"{name.split('^')[1]}.dcm"
         ds.save_as(files[name], enforce_file_format=True)
 
     def versions() -> dict[str, Any] | None:
@@ -46,7 +46,7 @@ def test_an_earlier_version_resent_through_the_gateway_becomes_the_indexed_one_a
         return str(found[0].get("00100010", {}).get("Value", [{}])[0].get("Alphabetic", ""))
 
     # WHEN dcmtk storescu sends v1, then v2, then v1 again, each after the previous was indexed
-    for receipts, name in enumerate(("Wrong^Name", "Right^Name", "Wrong^Name"), start=1):
+    for receipts, name in enumerate(("Undo^First", "Undo^Second", "Undo^First"), start=1):
         store_with_dcmtk(stack.dicom_port, [files[name]])
 
         def received(count: int = receipts, want: str = name) -> bool:
@@ -58,14 +58,14 @@ def test_an_earlier_version_resent_through_the_gateway_becomes_the_indexed_one_a
     # THEN the index holds v1's name again, and the history lists the three receipts
     found = versions()
     assert found is not None
-    assert indexed_name() == "Wrong^Name"
+    assert indexed_name() == "Undo^First"
     assert len(found["history"]) == 2
     parts = [found["current"]["part_id"], *(v["part_id"] for v in found["history"])]
     assert len(set(parts)) == 3
     assert found["current"]["fingerprint"] != found["history"][0]["fingerprint"]
     assert found["current"]["fingerprint"] == found["history"][1]["fingerprint"]
     # AND a study search by the undone name finds nothing
-    status, _, right = stack.get("/dicomweb/studies?PatientName=Right*")
+    status, _, right = stack.get("/dicomweb/studies?PatientName=Undo^Second")
     assert status == 204 or study not in [s["0020000D"]["Value"][0] for s in right]
 
 
