@@ -5,9 +5,10 @@ as a C-STORE), under its Study/Series/SOP Instance UIDs; the running gateway (or
 next ``edge-gateway run``) closes the series after the quiet period, zips and uploads
 them. The gateway's rules apply: a file whose UIDs fail the one UID rule is reported
 with the reason; a file already shipped (or waiting in the outbox, or in an open
-series) with the same bytes is dropped and counted; a file with changed bytes is
-stored and shipped as a new version. Files that are not DICOM Part 10, or lack the
-routing UIDs, are skipped and counted. Nothing is deleted from DIR.
+series) with the same bytes as its latest version is dropped and counted; a file
+with other bytes (an earlier version too) is stored and shipped as a new version.
+Files that are not DICOM Part 10, or lack the routing UIDs, are skipped and counted.
+Nothing is deleted from DIR.
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ from io import BytesIO
 from pathlib import Path
 from typing import TextIO
 
+from common.dataset_digest import dataset_sha256
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_partial
 
 from edge_gateway.config import GatewayConfig
 from edge_gateway.dicom_peek import SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID
 from edge_gateway.packager import Packager
-from edge_gateway.shipped import ShippedRecord, Versions
+from edge_gateway.shipped import ShippedRecord, Versions, merge_latest
 from edge_gateway.spool import SHIPPED, Spool, SpoolFull, Stored, UnsafeUid, bump_counters
 
 log = logging.getLogger(__name__)
@@ -67,10 +69,8 @@ class _Shipped:
 
     def versions(self, series_uid: str) -> Versions:
         if series_uid not in self._seen:
-            known = self._packager.outbox_versions(series_uid)
-            for sop, hashes in self._record.versions(series_uid).items():
-                known.setdefault(sop, set()).update(hashes)
-            self._seen[series_uid] = known
+            pending = self._packager.outbox_versions(series_uid)
+            self._seen[series_uid] = merge_latest(self._record.versions(series_uid), pending)
         return self._seen[series_uid]
 
 
@@ -157,11 +157,11 @@ def import_folder(config: GatewayConfig, folder: Path, out: TextIO = sys.stderr)
 def _import_one(
     spool: Spool, shipped: _Shipped, uids: tuple[str, str, str], data: bytes, result: ImportResult
 ) -> None:
-    """Store one file unless the same bytes were shipped; count what happened in ``result``."""
+    """Store one file unless its latest version shipped has the same bytes; count what happened."""
     study_uid, series_uid, sop_uid = uids
-    earlier = shipped.versions(series_uid).get(sop_uid)
-    if earlier is not None:
-        if hashlib.sha256(data).hexdigest() in earlier:
+    latest = shipped.versions(series_uid).get(sop_uid)
+    if latest is not None:
+        if latest.same_content(lambda: hashlib.sha256(data).hexdigest(), lambda: dataset_sha256(data)):
             result.already_shipped += 1
             bump_counters(spool.root, duplicates_dropped=1)
             return

@@ -6,9 +6,12 @@ at any step leaves either the part folder (zip again) or a complete outbox
 entry (upload it), never half of both.
 
 Versions: an instance whose SOP Instance UID was already shipped (or waits in the
-outbox) is compared by SHA-256 with what was shipped. The same bytes are dropped
-and counted (``duplicates_dropped``); different bytes (a correction) are shipped
-in this part (``versions_shipped``), and the cloud decides. A part that cannot
+outbox) is compared with the LATEST version shipped by the SHA-256 of its data set
+(``common.dataset_digest``: the same data set received or imported under other file
+meta is the same content). The same bytes are
+dropped and counted (``duplicates_dropped``); other bytes (a correction, or an
+earlier version sent again to undo one) are shipped in this part
+(``versions_shipped``), and the cloud decides (latest received wins). A part that cannot
 be zipped (unreadable, bad ``part.json``, names that are no UID) is quarantined
 with its reason; the other parts go on.
 """
@@ -23,13 +26,15 @@ import shutil
 import time
 import zipfile
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from common import part_format
+from common.dataset_digest import DatasetDigest
 
 from edge_gateway.assembler import PART_FILE
-from edge_gateway.shipped import ShippedRecord, Versions
+from edge_gateway.shipped import Latest, ShippedRecord, Versions, merge_latest
 from edge_gateway.spool import (
     OUTBOX,
     PARTS,
@@ -38,6 +43,7 @@ from edge_gateway.spool import (
     bump_counters,
     checked_uid,
     entry_problem,
+    file_dataset_sha256,
     file_sha256,
     fsync_dir,
 )
@@ -123,6 +129,7 @@ class Packager:
             "instance_count": len(members),
             "sop_instance_uids": [p.stem for p in members],
             "instance_sha256": {r["sop_instance_uid"]: r["sha256"] for r in records},
+            "instance_dataset_sha256": {r["sop_instance_uid"]: r["dataset_sha256"] for r in records},
             "manifest_sha256": manifest_sha,
             "zip_bytes": tmp.stat().st_size,
             "packaged_at": time.time(),
@@ -150,16 +157,15 @@ class Packager:
         """
         # The outbox first: an entry the uploader confirms meanwhile is in the shipped record by
         # the time that record is read (it is written before the zip leaves the outbox).
-        known = self.outbox_versions(series_uid)
-        for sop, hashes in self._shipped.versions(series_uid).items():
-            known.setdefault(sop, set()).update(hashes)
+        pending = self.outbox_versions(series_uid)
+        known = merge_latest(self._shipped.versions(series_uid), pending)
         members: list[Path] = []
         dropped = versions = 0
         for member in candidates:
-            earlier = known.get(member.stem)
-            if earlier is None:
+            latest = known.get(member.stem)
+            if latest is None:
                 members.append(member)
-            elif file_sha256(member) in earlier:
+            elif latest.same_content(partial(file_sha256, member), partial(file_dataset_sha256, member)):
                 dropped += 1
             else:
                 members.append(member)
@@ -177,14 +183,20 @@ class Packager:
                 zinfo = zipfile.ZipInfo(member.name, time.gmtime(stat.st_mtime)[:6])
                 zinfo.compress_type = self._compression
                 zinfo.file_size = stat.st_size
-                digest = hashlib.sha256()
+                digest, of_dataset = hashlib.sha256(), DatasetDigest()
                 with open(member, "rb") as src, zf.open(zinfo, "w", force_zip64=True) as dst:
                     while chunk := src.read(CHUNK):
                         digest.update(chunk)
+                        of_dataset.update(chunk)
                         dst.write(chunk)
                 records.append(
                     part_format.instance_entry(
-                        member.stem, stat.st_size, digest.hexdigest(), stat.st_mtime, member=member.name
+                        member.stem,
+                        stat.st_size,
+                        digest.hexdigest(),
+                        stat.st_mtime,
+                        member=member.name,
+                        dataset_sha256=of_dataset.hexdigest(),
                     )
                 )
             manifest = part_format.manifest_bytes(
@@ -200,8 +212,8 @@ class Packager:
         return part_format.manifest_sha256(manifest)
 
     def outbox_versions(self, series_uid: str) -> Versions:
-        """SHA-256 of each instance of this series already zipped in the outbox, not yet confirmed
-        by S3 (an empty set for a descriptor of an older version, which recorded no hashes).
+        """The latest version of each instance of this series zipped in the outbox, not yet
+        confirmed by S3 (SHA-256 "" for a descriptor of an older version, which recorded none).
 
         Without this, an instance re-sent while its first part waits for upload (a PACS
         retrying after a crash or an outage) would be shipped in two parts.
@@ -210,10 +222,18 @@ class Packager:
         for entry in self.outbox():
             if entry.descriptor.get("series_uid") == series_uid:
                 hashes = entry.descriptor.get("instance_sha256", {})
-                for uid in entry.descriptor.get("sop_instance_uids", ()):
-                    known = found.setdefault(str(uid), set())
-                    if str(uid) in hashes:
-                        known.add(str(hashes[str(uid)]))
+                datasets = entry.descriptor.get("instance_dataset_sha256", {})
+                zipped = entry.descriptor.get("packaged_at")
+                packaged_at = float(zipped) if isinstance(zipped, int | float) else 0.0
+                merge_latest(
+                    found,
+                    {
+                        str(uid): Latest(
+                            str(hashes.get(str(uid)) or ""), packaged_at, str(datasets.get(str(uid)) or "")
+                        )
+                        for uid in entry.descriptor.get("sop_instance_uids", ())
+                    },
+                )
         return found
 
     def entry(self, part_id: str) -> OutboxEntry:

@@ -14,8 +14,8 @@ An instance is acknowledged only after its file is written to ``tmp/``, fsynced,
 linked into its series folder and the folder fsynced. Every UID that names a path
 passes the one UID rule (``common.uids``) first: ``.``, ``..``, separators and
 control characters never reach a path. When the series folder already holds the
-SOP Instance UID, the two copies are compared by SHA-256: an identical copy is
-dropped (and counted); different bytes (a correction) replace the earlier copy,
+SOP Instance UID, the two data sets (after the File Meta Information) are compared by
+SHA-256: an identical copy is dropped (and counted); different bytes (a correction) replace the earlier copy,
 so the part ships the latest version received.
 """
 
@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from common.dataset_digest import DatasetDigest
 from common.uids import strip_padding, uid_problem
 
 TMP, SERIES, PARTS, OUTBOX, SHIPPED, QUARANTINE = "tmp", "series", "parts", "outbox", "shipped", "quarantine"
@@ -109,6 +110,16 @@ def checked_uid(value: str, role: str) -> str:
 def file_sha256(path: Path | str, *, dir_fd: int | None = None) -> str:
     """SHA-256 (hex) of a file, read in 1 MiB chunks (bounded memory)."""
     digest = hashlib.sha256()
+    fd = os.open(path, os.O_RDONLY, dir_fd=dir_fd)
+    with open(fd, "rb") as fh:
+        while chunk := fh.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_dataset_sha256(path: Path | str, *, dir_fd: int | None = None) -> str:
+    """SHA-256 (hex) of a file's data set, after its File Meta Information (``common.dataset_digest``)."""
+    digest = DatasetDigest()
     fd = os.open(path, os.O_RDONLY, dir_fd=dir_fd)
     with open(fd, "rb") as fh:
         while chunk := fh.read(HASH_CHUNK):
@@ -377,7 +388,8 @@ class Spool:
         replace the earlier one with different bytes (rename is atomic: one of the two is there)."""
         earlier = os.stat(name, dir_fd=folder_fd).st_size
         size = tmp.stat().st_size
-        if earlier == size and file_sha256(name, dir_fd=folder_fd) == file_sha256(tmp):
+        # The data sets: a file imported from disk and the same instance received carry other meta.
+        if file_dataset_sha256(name, dir_fd=folder_fd) == file_dataset_sha256(tmp):
             self.account(-size)
             bump_counters(self.root, duplicates_dropped=1)
             return Stored.DUPLICATE

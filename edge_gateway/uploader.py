@@ -223,7 +223,13 @@ class Uploader:
     def _confirmed(self, entry: OutboxEntry) -> None:
         d = entry.descriptor
         hashes = d.get("instance_sha256", {})  # absent in descriptors of older versions
-        self._shipped.add(str(d["series_uid"]), {str(u): hashes.get(str(u)) for u in d["sop_instance_uids"]})
+        packaged_at = d.get("packaged_at")
+        self._shipped.add(
+            str(d["series_uid"]),
+            {str(u): hashes.get(str(u)) for u in d["sop_instance_uids"]},
+            packaged_at=float(packaged_at) if isinstance(packaged_at, int | float) else None,
+            datasets=d.get("instance_dataset_sha256", {}),
+        )
         size = entry.zip_path.stat().st_size
         entry.zip_path.unlink()
         entry.zip_path.with_suffix(".json").unlink(missing_ok=True)

@@ -7,8 +7,14 @@ a JSON object (schema :data:`MANIFEST_FORMAT`)::
     {"format": "dicom-series-part/1", "gateway_id": "<site>", "part_id": "...",
      "study_instance_uid": "...", "series_instance_uid": "...", "instance_count": 2,
      "instances": [{"member": "<sop>.dcm", "sop_instance_uid": "<sop>", "size": 123,
-                    "sha256": "<hex>", "received_at": 1700000000.0,
+                    "sha256": "<hex>", "dataset_sha256": "<hex, optional>",
+                    "received_at": 1700000000.0,
                     "transfer_syntax_uid": "<negotiated, optional>"}]}
+
+``sha256`` is the digest of the member's bytes (file meta included); ``dataset_sha256``,
+when present, of its data set only (``common.dataset_digest``): the identity of the
+content that versions are compared by, the same through every door (C-STORE, import,
+STOW-RS). Parts written before it existed carry ``sha256`` alone.
 
 ``received_at`` (seconds since the epoch) orders versions of one instance
 (latest received wins); ``transfer_syntax_uid``, when present, is the one the
@@ -40,6 +46,7 @@ def instance_entry(
     received_at: float,
     member: str | None = None,
     transfer_syntax_uid: str = "",
+    dataset_sha256: str = "",
 ) -> dict[str, Any]:
     """One ``instances`` entry of the manifest (member name defaults to ``<sop>.dcm``)."""
     entry: dict[str, Any] = {
@@ -49,6 +56,8 @@ def instance_entry(
         "sha256": sha256,
         "received_at": received_at,
     }
+    if dataset_sha256:
+        entry["dataset_sha256"] = dataset_sha256
     if transfer_syntax_uid:
         entry["transfer_syntax_uid"] = transfer_syntax_uid
     return entry

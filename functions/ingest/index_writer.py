@@ -78,6 +78,7 @@ class ExistingInstance:
     crc_fingerprint: str = ""
     member: str = ""
     object_version: str = ""
+    dataset_sha256: str = ""
 
 
 def _study_fields(record: InstanceRecord) -> dict[str, Any]:
@@ -496,13 +497,14 @@ class IndexWriter:
             Key=_item(
                 {"pk": keys.study_pk(self._site, study_uid), "sk": keys.instance_sk(series_uid, sop_uid)}
             ),
-            ProjectionExpression="#p, #f, #c, #m, #v",
+            ProjectionExpression="#p, #f, #c, #m, #v, #d",
             ExpressionAttributeNames={
                 "#p": "part_id",
                 "#f": "fingerprint",
                 "#c": "member_crc32",
                 "#m": "member",
                 "#v": "object_version",
+                "#d": "dataset_sha256",
             },
             ConsistentRead=True,
         )
@@ -513,6 +515,7 @@ class IndexWriter:
             str(item.get("member_crc32", "")),
             str(item.get("member", "")),
             str(item.get("object_version", "")),
+            str(item.get("dataset_sha256", "")),
         )
 
     def record_part(self, study_uid: str, series_uid: str, part: Mapping[str, Any]) -> None:

@@ -214,7 +214,10 @@ def _index_part(
     version_id: str | None = None,
 ) -> None:
     report.members = len(part.members) + len(part.rejected)
-    report.fingerprints = "sha256 (manifest)" if any(m.sha256 for m in part.members) else "crc32+size"
+    if any(m.dataset_sha256 for m in part.members):
+        report.fingerprints = "data set sha256 (manifest)"
+    else:
+        report.fingerprints = "sha256 (manifest)" if any(m.sha256 for m in part.members) else "crc32+size"
     report.notes.extend(part.notes)
     report.rejected.extend({"member": m, "reason": r} for m, r in part.rejected.items())
     records, headers, first_record = _read_records(
@@ -320,7 +323,7 @@ def _add_instances(writer: IndexWriter, report: IngestReport, records: Records, 
             moved = bool(item.get("object_version")) and other.object_version != item["object_version"]
             if (refresh or moved) and writer.refresh_instance(item):
                 report.refreshed += 1
-        elif member.same_bytes(other.fingerprint, other.crc_fingerprint):
+        elif member.same_bytes(other.fingerprint, other.crc_fingerprint, other.dataset_sha256):
             report.duplicate.append(sop_uid)
         else:
             outcome = writer.replace_instance(item)
@@ -391,7 +394,7 @@ def _check_manifest(part: Part, report: IngestReport) -> None:
 
 
 def _same_uid_twice(report: IngestReport, sop_uid: str, first: Member, second: Member) -> None:
-    if second.same_bytes(first.fingerprint, first.crc_fingerprint):
+    if second.same_bytes(first.fingerprint, first.crc_fingerprint, first.dataset_sha256):
         report.duplicate.append(sop_uid)
     else:
         report.conflict.append(
@@ -427,6 +430,8 @@ def _instance_item(
         "member": member.name,
         "fingerprint": member.fingerprint,
         "member_crc32": member.crc_fingerprint,
+        # The data set's SHA-256 (manifest): copies under other file meta are the same content.
+        **({"dataset_sha256": member.dataset_sha256} if member.dataset_sha256 else {}),
         # Where the member's bytes are: one ranged GET fetches them (WADO-RS retrieval).
         "member_offset": member.header_offset,
         "member_data_offset": data_offset,

@@ -69,7 +69,8 @@ class HeaderTooLarge(UnreadableMember):
 class Member:
     """One zip entry of a part, from its central directory: sizes and offsets in bytes.
 
-    ``sha256`` is the manifest's digest of the member ("" when the manifest has none).
+    ``sha256`` is the manifest's digest of the member, ``dataset_sha256`` of its data set
+    (after the File Meta Information, ``common.dataset_digest``); "" when the manifest has none.
     """
 
     name: str
@@ -81,6 +82,7 @@ class Member:
     # Where the member's bytes end in the object (next member's local header or the directory).
     end_offset: int
     sha256: str = ""
+    dataset_sha256: str = ""
 
     @property
     def crc_fingerprint(self) -> str:
@@ -92,8 +94,11 @@ class Member:
         """The manifest's SHA-256 when the gateway wrote one, else CRC-32 and size."""
         return f"sha256:{self.sha256}" if self.sha256 else self.crc_fingerprint
 
-    def same_bytes(self, fingerprint: str, crc_fingerprint: str) -> bool:
-        """Whether another copy (given by its stored fingerprints) has the same bytes."""
+    def same_bytes(self, fingerprint: str, crc_fingerprint: str, dataset_sha256: str = "") -> bool:
+        """Whether another copy (given by its stored fingerprints) has the same content: the same
+        data set when both digests of it are known (the file meta may differ), else the same bytes."""
+        if self.dataset_sha256 and dataset_sha256:
+            return self.dataset_sha256 == dataset_sha256
         if self.sha256 and fingerprint.startswith("sha256:"):
             return fingerprint == self.fingerprint
         return (crc_fingerprint or fingerprint) == self.crc_fingerprint
@@ -233,7 +238,17 @@ def open_part(reader: S3RangeReader) -> Part:
         if not part.manifest:
             part.notes.append("manifest.json unreadable: fingerprints from CRC-32")
         digests = _manifest_digests(part.manifest)
-        part.members = [Member(**{**m.__dict__, "sha256": digests.get(m.name, "")}) for m in part.members]
+        datasets = _manifest_digests(part.manifest, "dataset_sha256")
+        part.members = [
+            Member(
+                **{
+                    **m.__dict__,
+                    "sha256": digests.get(m.name, ""),
+                    "dataset_sha256": datasets.get(m.name, ""),
+                }
+            )
+            for m in part.members
+        ]
     return part
 
 
@@ -254,14 +269,14 @@ def _read_manifest(part: Part, member: Member) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _manifest_digests(manifest: dict[str, Any]) -> dict[str, str]:
+def _manifest_digests(manifest: dict[str, Any], field_name: str = "sha256") -> dict[str, str]:
     digests: dict[str, str] = {}
     instances = manifest.get("instances")
     if not isinstance(instances, list):
         return digests
     for entry in instances:
         if isinstance(entry, dict) and isinstance(entry.get("member"), str):
-            sha = str(entry.get("sha256") or "").lower()
+            sha = str(entry.get(field_name) or "").lower()
             if len(sha) == 64 and all(c in "0123456789abcdef" for c in sha):
                 digests[entry["member"]] = sha
     return digests

@@ -18,6 +18,7 @@ from tests.helpers.gateway_helpers import (  # noqa: F401 - start_gateway_fixtur
     bucket_members,
     gateway_env,
     member_bytes,
+    send_files,
     start_gateway_fixture,
     write_config,
     write_files,
@@ -116,3 +117,25 @@ def test_reimport_drops_identical_files_ships_changed_ones_and_reports_odd_uids(
     assert found[second_key] == [files[1].stem]
     assert member_bytes(aws.s3, aws.bucket, second_key, files[1].stem) == files[1].read_bytes()
     assert not (spool / odd.SeriesInstanceUID).exists()  # nothing written outside series/
+
+
+def test_files_already_received_by_c_store_are_dropped_when_imported(
+    start_gateway: GatewayFactory, aws: Aws, tmp_path: Path
+) -> None:
+    # GIVEN a series received by C-STORE and shipped (the gateway wrote its own file meta)
+    spool = tmp_path / "spool"
+    config = write_config(tmp_path / "gw.toml", bucket=aws.bucket, spool_dir=str(spool))
+    files = write_files(tmp_path / "archive", series_from("CT_small.dcm", 3))
+    gateway = start_gateway(spool_dir=spool)
+    assert send_files(gateway.port, files).statuses == [0x0000] * 3
+    [key] = wait_for(lambda: bucket_members(aws.s3, aws.bucket), 30, "the received series shipped")
+    assert member_bytes(aws.s3, aws.bucket, key, files[0].stem) != files[0].read_bytes()  # other meta
+
+    # WHEN the archive's copies of the same files are imported
+    done = import_folder(config, tmp_path / "archive")
+
+    # THEN they are the same data sets: dropped, nothing new stored or shipped
+    assert done.returncode == 0, done.stderr
+    assert "3 already shipped with the same bytes (dropped)" in done.stdout
+    assert done.stdout.startswith("stored 0 instances")
+    assert not list(spool.glob("series/*/*/*.dcm"))

@@ -61,7 +61,8 @@ def test_a_packaged_part_round_trips_through_the_ingest_reader_and_ingest(tmp_pa
     aws.s3.put_object(Bucket=aws.bucket, Key=entry.object_key, Body=body, Metadata=metadata)
     report = ingest_object(aws.s3, aws.dynamodb, aws.table, aws.bucket, entry.object_key)
     assert report.status == "indexed" and report.site == "gw-north"
-    assert report.fingerprints == "sha256 (manifest)" and len(report.indexed) == 3
+    assert all(len(m.dataset_sha256) == 64 and m.dataset_sha256 != m.sha256 for m in part.members)
+    assert report.fingerprints == "data set sha256 (manifest)" and len(report.indexed) == 3
     stored = json.loads(
         aws.s3.get_object(Bucket=aws.bucket, Key=keys.report_key(study, series, entry.part_id))["Body"].read()
     )

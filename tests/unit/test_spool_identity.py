@@ -6,19 +6,22 @@ import hashlib
 import json
 import os
 import zipfile
+from io import BytesIO
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from common.dataset_digest import dataset_sha256
 
 from edge_gateway.assembler import Assembler
 from edge_gateway.packager import MANIFEST_NAME, Packager
 from edge_gateway.shipped import ShippedRecord
 from edge_gateway.spool import SHIPPED, Spool, Stored, UnsafeUid, read_counters
 from edge_gateway.uploader import Uploader
+from tests.helpers.dicom_factory import series_from
 
 STABLE = 10.0
-STUDY, SERIES = "1.2.840.1", "1.2.840.1.2"
+STUDY, SERIES = "1.2.840.1", "1.2.840.1.2"  # the stored data sets' own UIDs are not read here
 
 
 class _ConfirmingS3:
@@ -86,10 +89,52 @@ def test_a_correction_after_the_series_was_shipped_is_shipped_and_an_identical_r
     assert ship(spool, assembler, packager, uploader) == [{f"{SERIES}.1": b"name=Right"}]
     assert read_counters(spool.root) == {"duplicates_dropped": 1, "versions_shipped": 1}
 
-    # AND the shipped record holds both versions' SHA-256: the old bytes sent again are a new version too
+    # AND the shipped record's latest version is the correction: sent again, it is dropped
     versions = ShippedRecord(spool.path(SHIPPED), 3600).versions(SERIES)
-    assert versions[f"{SERIES}.1"] == {hashlib.sha256(b).hexdigest() for b in (b"name=Wrong", b"name=Right")}
+    assert versions[f"{SERIES}.1"].sha256 == hashlib.sha256(b"name=Right").hexdigest()
     spool.store(STUDY, SERIES, f"{SERIES}.1", b"name=Right")
+    assert ship(spool, assembler, packager, uploader) == []
+
+
+def test_an_earlier_version_sent_again_after_a_correction_is_shipped_as_the_latest(tmp_path: Path) -> None:
+    # GIVEN v1 shipped, then v2 (a correction) shipped
+    spool, assembler, packager, uploader, _ = make(tmp_path)
+    for version in (b"name=Wrong", b"name=Right"):
+        spool.store(STUDY, SERIES, f"{SERIES}.1", version)
+        assert ship(spool, assembler, packager, uploader) == [{f"{SERIES}.1": version}]
+
+    # WHEN the PACS sends v1 again (the correction undone)
+    spool.store(STUDY, SERIES, f"{SERIES}.1", b"name=Wrong")
+
+    # THEN v1 ships again (the cloud's "latest received wins" makes it current), counted as a version
+    assert ship(spool, assembler, packager, uploader) == [{f"{SERIES}.1": b"name=Wrong"}]
+    assert read_counters(spool.root) == {"versions_shipped": 2}
+    latest = ShippedRecord(spool.path(SHIPPED), 3600).versions(SERIES)[f"{SERIES}.1"]
+    assert latest.sha256 == hashlib.sha256(b"name=Wrong").hexdigest()
+    # AND only a re-send of that latest version is a duplicate
+    spool.store(STUDY, SERIES, f"{SERIES}.1", b"name=Wrong")
+    assert ship(spool, assembler, packager, uploader) == []
+    assert read_counters(spool.root) == {"versions_shipped": 2, "duplicates_dropped": 1}
+
+
+def test_the_latest_version_is_the_one_zipped_last_even_when_uploads_finish_out_of_order(
+    tmp_path: Path,
+) -> None:
+    # GIVEN v1 and then v2 zipped, v2 uploaded before v1 (a retry after an outage)
+    spool, assembler, packager, uploader, _ = make(tmp_path)
+    entries = []
+    for version in (b"v1", b"v2"):
+        spool.store(STUDY, SERIES, f"{SERIES}.1", version)
+        [part] = close_all(spool, assembler)
+        entry = packager.package(part)
+        assert entry is not None
+        entries.append(entry)
+    assert uploader.upload(entries[1]) and uploader.upload(entries[0])
+
+    # THEN v2 is the latest: v1 sent again ships, v2 sent again does not
+    latest = ShippedRecord(spool.path(SHIPPED), 3600).versions(SERIES)[f"{SERIES}.1"]
+    assert latest.sha256 == hashlib.sha256(b"v2").hexdigest()
+    spool.store(STUDY, SERIES, f"{SERIES}.1", b"v2")
     assert ship(spool, assembler, packager, uploader) == []
 
 
@@ -128,7 +173,9 @@ def test_a_correction_while_the_first_part_waits_in_the_outbox_is_shipped(tmp_pa
     assert second.descriptor["sop_instance_uids"] == [f"{SERIES}.1"]
     assert uploader.upload(first) and uploader.upload(second)
     assert len(s3.objects) == 2
-    assert len(ShippedRecord(spool.path(SHIPPED), 3600).versions(SERIES)[f"{SERIES}.1"]) == 2
+    assert len(ShippedRecord(spool.path(SHIPPED), 3600).versions(SERIES)) == 1
+    latest = ShippedRecord(spool.path(SHIPPED), 3600).versions(SERIES)[f"{SERIES}.1"]
+    assert latest.sha256 == hashlib.sha256(b"v2").hexdigest()
 
 
 def test_a_shipped_record_of_an_older_version_without_hashes_ships_a_resend(tmp_path: Path) -> None:
@@ -305,3 +352,30 @@ def test_a_part_left_by_an_older_version_with_a_uid_the_rule_refuses_is_quaranti
     assert quarantined["reason"] == (
         "part could not be zipped: SOPInstanceUID: UID is not dot-separated digits (PS3.5 9.1)"
     )
+
+
+def test_the_same_data_set_under_other_file_meta_is_the_same_version(tmp_path: Path) -> None:
+    # GIVEN an instance received and shipped (the gateway's file meta)
+    spool, assembler, packager, uploader, _ = make(tmp_path)
+    [ds] = series_from("CT_small.dcm", 1)
+    sop = ds.SOPInstanceUID
+
+    def part10(source_ae: str) -> bytes:
+        ds.file_meta.SourceApplicationEntityTitle = source_ae
+        buffer = BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        return buffer.getvalue()
+
+    received, on_disk = part10("GATEWAY"), part10("ARCHIVE_DISK")
+    assert received != on_disk
+    spool.store(STUDY, SERIES, sop, received)
+    assert ship(spool, assembler, packager, uploader) == [{sop: received}]
+    latest = ShippedRecord(spool.path(SHIPPED), 3600).versions(SERIES)[sop]
+    assert latest.dataset_sha256 == dataset_sha256(received) == dataset_sha256(on_disk)
+
+    # WHEN the same data set comes again under other file meta (an import of the archive's copy)
+    spool.store(STUDY, SERIES, sop, on_disk)
+
+    # THEN it is no new version: dropped and counted
+    assert ship(spool, assembler, packager, uploader) == []
+    assert read_counters(spool.root) == {"duplicates_dropped": 1}

@@ -29,6 +29,7 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
 from common import decode_limits, keys, part_format
+from common.dataset_digest import dataset_sha256
 from common.uids import strip_padding, uid_problem
 
 from query import links
@@ -173,7 +174,11 @@ def _zip(
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as zf:
         for m in members:
             entry = part_format.instance_entry(
-                m.sop_uid, len(m.data), hashlib.sha256(m.data).hexdigest(), time.time()
+                m.sop_uid,
+                len(m.data),
+                hashlib.sha256(m.data).hexdigest(),
+                time.time(),
+                dataset_sha256=dataset_sha256(m.data),
             )
             zf.writestr(entry["member"], m.data)
             records.append(entry)
@@ -247,12 +252,16 @@ def _store(study_uid: str | None) -> Response[str]:
 def _indexed_with_same_bytes(site: str, study: str, series: str, sop_uid: str, data: bytes) -> bool:
     """Whether the site's index holds this instance with these very bytes (a no-op re-send).
 
-    Compared by SHA-256 when the indexed copy has one (``fingerprint`` ``sha256:<hex>``),
-    else by CRC-32 and size (``member_crc32``), as ingest compares them.
+    Compared by the data set's SHA-256 when the indexed copy has one (``dataset_sha256``:
+    the same data set received by the gateway under other file meta is the same content),
+    else by SHA-256 of the file (``fingerprint`` ``sha256:<hex>``), else by CRC-32 and size
+    (``member_crc32``), as ingest compares them.
     """
     item = store.get(keys.study_pk(site, study), keys.instance_sk(series, sop_uid))
     if item is None:
         return False
+    if item.get("dataset_sha256"):
+        return str(item["dataset_sha256"]) == dataset_sha256(data)
     fingerprint = str(item.get("fingerprint", ""))
     if fingerprint.startswith("sha256:"):
         return fingerprint == f"sha256:{hashlib.sha256(data).hexdigest()}"
