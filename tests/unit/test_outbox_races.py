@@ -19,21 +19,17 @@ from edge_gateway.packager import OutboxEntry, Packager
 from edge_gateway.shipped import ShippedRecord
 from edge_gateway.spool import OUTBOX, PARTS, SHIPPED, Spool
 from edge_gateway.uploader import Uploader
+from tests.conftest import Aws
 
 STABLE = 10.0
 STUDY, SERIES, SOP = "1.2.840.1", "1.2.840.1.2", "1.2.840.1.2.3"
 
 
-class _ConfirmingS3:
-    def upload_file(self, filename: str, bucket: str, key: str, **_kwargs: object) -> None:
-        """S3's confirmation only: the race is between the gateway's own threads."""
-
-
-def closed_part(tmp_path: Path) -> tuple[Spool, Packager, Uploader, Path]:
+def closed_part(tmp_path: Path, aws: Aws) -> tuple[Spool, Packager, Uploader, Path]:
     spool = Spool(tmp_path / "spool", max_bytes=10**9)
     assembler = Assembler(spool, STABLE, 1000, 10**9)
     shipped = ShippedRecord(spool.path(SHIPPED), retention_seconds=3600)
-    uploader = Uploader(_ConfirmingS3(), "bucket", spool, shipped)  # type: ignore[arg-type]
+    uploader = Uploader(aws.s3, aws.bucket, spool, shipped)  # S3 of the moto stand-in
     data = b"dicom bytes"
     assert spool.store(STUDY, SERIES, SOP, data)
     assembler.stored(STUDY, SERIES, len(data))
@@ -59,10 +55,10 @@ def on_first_look(monkeypatch: pytest.MonkeyPatch, watched: Path, step: Callable
 
 
 def test_descriptor_seen_before_its_zip_is_renamed_in_stays(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, aws: Aws
 ) -> None:
     # GIVEN the packager half-way: descriptor written, the zip still in tmp/, the part folder there
-    spool, packager, _uploader, part = closed_part(tmp_path)
+    spool, packager, _uploader, part = closed_part(tmp_path, aws)
     with monkeypatch.context() as m:
         m.setattr(os, "rename", _stop_here)
         with pytest.raises(_Stopped):
@@ -88,11 +84,11 @@ def test_descriptor_seen_before_its_zip_is_renamed_in_stays(
 
 
 def test_descriptor_deleted_by_the_uploader_meanwhile_is_no_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, aws: Aws
 ) -> None:
     # GIVEN a part zipped into the outbox, and the uploader confirming it, held after it
     # deleted the zip and before it deletes the descriptor
-    spool, packager, uploader, part = closed_part(tmp_path)
+    spool, packager, uploader, part = closed_part(tmp_path, aws)
     entry = packager.package(part)
     assert isinstance(entry, OutboxEntry) and not part.exists()
     zip_deleted, go_on = threading.Event(), threading.Event()
