@@ -132,7 +132,11 @@ def _similarity(canvas: np.ndarray, ds: Dataset, frame: int = 0) -> float:
 def _open(driver: Any, stack: Stack, ds: Dataset) -> np.ndarray:
     driver.get(f"{stack.viewer}/viewer?StudyInstanceUIDs={ds.StudyInstanceUID}")
     # 120 s: the first JPEG-LS/JPEG 2000 image loads its wasm codec, slow under the CI load run
-    canvas = wait_for(lambda: _drawn(driver), 120, "OHIF to draw the image")[0]
+    try:
+        canvas = wait_for(lambda: _drawn(driver), 120, "OHIF to draw the image")[0]
+    except AssertionError as exc:  # say why: the viewer's console (codec, HTTP and WebGL errors)
+        console = [e["message"][:300] for e in driver.get_log("browser") if e["level"] != "INFO"]
+        raise AssertionError(f"{exc}; browser console, last entries: {console[-8:]}") from exc
     time.sleep(1.0)  # let progressive loading finish: take the final picture
     final = _canvas(driver)
     return final if final is not None else canvas
