@@ -55,19 +55,13 @@ class RetrieveCache:
 
     def get(self, sop_uid: str, fingerprint: str) -> bytes | None:
         """The cached Part 10 bytes of this version of an instance, or None (counted as a miss)."""
-        path = self._path(sop_uid, fingerprint)
-        try:
-            if path is None:
-                raise FileNotFoundError
-            data = path.read_bytes()
-            os.utime(path)  # most recently used
-        except FileNotFoundError:
-            with self._lock:
-                self.misses += 1
+        path = self.path(sop_uid, fingerprint)
+        if path is None:
             return None
-        with self._lock:
-            self.hits += 1
-        return data
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:  # evicted since: the hit is counted, the caller fetches again
+            return None
 
     def put(self, sop_uid: str, fingerprint: str, data: bytes) -> Path | None:
         """Keep a copy (write to a temporary name, then rename); evict the oldest above the limit.

@@ -97,3 +97,25 @@ def aws() -> Iterator[Aws]:
     """In-process moto with the bucket and the table exactly as template.yaml declares it."""
     with mock_aws():
         yield _template_resources()
+
+
+@pytest.fixture
+def endpoint() -> Iterator[str]:
+    """A moto server (``http://127.0.0.1:<port>``) of its own on a free loopback port, from an
+    empty account (moto's backends are global to the process), stopped after the test."""
+    import socket
+    import urllib.request
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"))  # noqa: S310
+    try:
+        yield url
+    finally:
+        server.stop()

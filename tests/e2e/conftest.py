@@ -22,6 +22,7 @@ import pytest
 from edge_gateway import reactor_checkpoint
 from local_cloud.stack import LocalCloudConfig, free_port
 from tests.helpers.browser import chromium
+from tests.helpers.processes import stop_process
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -130,12 +131,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             viewer=f"http://127.0.0.1:{ports['viewer']}",
         )
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, signal.SIGINT)
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ from local_cloud.stack import free_port
 from tests.e2e.conftest import wait_for
 from tests.helpers.dcmtk import store_with_dcmtk
 from tests.helpers.dicom_factory import series_from, write_series
+from tests.helpers.processes import stop_process
 
 pytestmark = pytest.mark.e2e
 
@@ -116,11 +117,6 @@ def test_movescu_to_a_known_aet_given_on_the_cli(destination: tuple[int, list[st
         finally:
             assoc.release()
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, signal.SIGINT)
     assert statuses[-1] == 0x0000, [hex(s) for s in statuses]  # 0xA801 before --known-aet
     assert sorted(received) == sorted(str(ds.SOPInstanceUID) for ds in series)

@@ -30,6 +30,7 @@ from edge_gateway.gateway import Gateway
 from local_cloud.stack import free_port
 from tests.conftest import Aws
 from tests.e2e.conftest import wait_for
+from tests.helpers.processes import stop_process
 
 if TYPE_CHECKING:
     import ssl
@@ -167,16 +168,6 @@ def member_bytes(s3: S3Client, bucket: str, key: str, sop_uid: str) -> bytes:
     body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     with zipfile.ZipFile(io.BytesIO(body)) as zf:
         return zf.read(f"{sop_uid}.dcm")
-
-
-def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
-    if process.poll() is None:
-        process.send_signal(sig)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 class MotoServer:

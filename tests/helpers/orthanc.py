@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from tests.helpers.processes import stop_process
+
 ORTHANC = "/usr/sbin/Orthanc"
 
 
@@ -125,9 +127,4 @@ def local_stack_command(ports: Mapping[str, int], data_dir: Path, stable_after: 
 def stop(processes: Iterable[subprocess.Popen[bytes]], timeout: float = 30) -> None:
     """SIGINT each process in turn (a clean shutdown), then SIGKILL what is still up after ``timeout`` s."""
     for process in processes:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, signal.SIGINT, timeout)

@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Iterator
-
 import boto3
 import pytest
 from common import keys
 from common.s3_reader import PresignedRangeFetcher, S3ReadError
 from ingest.process import ingest_object
-from moto.server import ThreadedMotoServer
 
 from local_cloud.template import load_template, table_definition
 from tests.conftest import BUCKET, REGION, TABLE
 from tests.helpers.dicom_factory import encode, series_from, zip_part
-
-
-@pytest.fixture
-def endpoint() -> Iterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
 
 
 def test_presigned_reads_index_a_part_with_one_request_per_member(endpoint: str) -> None:

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,7 +18,6 @@ import pytest
 from common import keys, part_format
 from common.zip_members import MemberLocation
 from ingest.process import ingest_object
-from moto.server import ThreadedMotoServer
 from pydicom.dataset import Dataset
 
 from edge_gateway.assembler import new_part_id
@@ -34,19 +31,6 @@ from tests.helpers.part_support import put_site_part
 from tests.helpers.query_api import make_api
 
 PART_ID = "20261130T120000Z-0a1b2c3d"
-
-
-@pytest.fixture
-def endpoint() -> Iterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
 
 
 def _outbox_entry(spool: Spool, site: str, instances: list[Dataset], part_id: str = PART_ID) -> OutboxEntry:

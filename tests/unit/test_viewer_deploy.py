@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import json
-import socket
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from local_cloud import viewer_deploy
 from local_cloud.viewer_deploy import IMMUTABLE, REVALIDATE, cache_control, content_type
@@ -44,20 +40,10 @@ DIST = {
 
 
 @pytest.fixture
-def endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
-    # moto's backends are global to the process: start from an empty account.
-    urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"))  # noqa: S310
-    monkeypatch.setenv("AWS_ENDPOINT_URL", url)  # what the command's boto3 clients use
-    try:
-        yield url
-    finally:
-        server.stop()
+def endpoint(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """tests/conftest.py's moto server, named where the command's boto3 clients look for it."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    return endpoint
 
 
 @pytest.fixture
