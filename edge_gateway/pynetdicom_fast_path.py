@@ -71,11 +71,7 @@ def install() -> bool:
     """Install the fast path in this process; False (with a warning) when the guard refuses."""
     if _state:
         return True
-    try:
-        if not pynetdicom_guard.allowed("C-STORE fast path", owners(), STOCK_SOURCE_SHA256):
-            return False
-    except (ImportError, AttributeError, KeyError) as exc:  # a module or class moved
-        log.warning("pynetdicom layout changed (%s): C-STORE fast path not installed", exc)
+    if not pynetdicom_guard.install_allowed("C-STORE fast path", owners, STOCK_SOURCE_SHA256):
         return False
     from pynetdicom.service_class import StorageServiceClass
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pynetdicom
@@ -81,3 +81,13 @@ def allowed(what: str, owners: Mapping[str, Any], expected: Mapping[str, str]) -
         )
         return False
     return True
+
+
+def install_allowed(what: str, owners: Callable[[], Mapping[str, Any]], expected: Mapping[str, str]) -> bool:
+    """:func:`allowed` for ``owners()``, the classes/modules ``what`` replaces methods of; a
+    module or class that moved (ImportError, AttributeError, KeyError) is logged and refused."""
+    try:
+        return allowed(what, owners(), expected)
+    except (ImportError, AttributeError, KeyError) as exc:
+        log.warning("pynetdicom layout changed (%s): %s not installed", exc, what)
+        return False

@@ -211,11 +211,7 @@ def install() -> bool:
     """Install the sending path in this process; False (with a warning) when the guard refuses."""
     if _state:
         return True
-    try:
-        if not pynetdicom_guard.allowed("retrieve sending path", owners(), STOCK_SOURCE_SHA256):
-            return False
-    except (ImportError, AttributeError, KeyError) as exc:
-        log.warning("pynetdicom layout changed (%s): retrieve sending path not installed", exc)
+    if not pynetdicom_guard.install_allowed("retrieve sending path", owners, STOCK_SOURCE_SHA256):
         return False
     from pynetdicom import _config
     from pynetdicom.service_class import QueryRetrieveServiceClass
