@@ -33,6 +33,30 @@ pytestmark = pytest.mark.e2e
 COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"
 
 
+def commitment_gateway(
+    stack: Stack, tmp_path: Path, pacs_port: int, permissions: str, **settings: Any
+) -> tuple[GatewayProcess, int]:
+    """A gateway process (not started yet) on a free port answering Storage Commitment for
+    the PACS ``PACSC`` listening on ``pacs_port``; ``permissions``: PACSC's DIMSE permissions."""
+    port = free_port()
+    config = write_config(
+        tmp_path / "gateway.toml",
+        host="127.0.0.1",
+        port=port,
+        ae_title="EDGE",
+        spool_dir=str(tmp_path / "spool"),
+        bucket=stack.bucket,
+        region="us-east-1",
+        endpoint_url=stack.moto,
+        gateway_id="commit-edge",
+        table_name=LocalCloudConfig().table,
+        known_aets=[f"PACSC=127.0.0.1:{pacs_port}"],
+        dimse_permissions=[f"PACSC: {permissions}"],
+        **settings,
+    )
+    return GatewayProcess(config, tmp_path / "gateway.log", port), port
+
+
 def test_commitment_report_after_kill_9(stack: Stack, tmp_path: Path) -> None:
     # GIVEN a PACS listening for N-EVENT-REPORTs
     reports: queue.Queue[tuple[int, Dataset]] = queue.Queue()
@@ -48,24 +72,8 @@ def test_commitment_report_after_kill_9(stack: Stack, tmp_path: Path) -> None:
     )
     pacs_port = server.server_address[1]
     # AND a gateway that knows where the PACS listens
-    port = free_port()
     spool = tmp_path / "spool"
-    config = write_config(
-        tmp_path / "gateway.toml",
-        host="127.0.0.1",
-        port=port,
-        ae_title="EDGE",
-        spool_dir=str(spool),
-        bucket=stack.bucket,
-        region="us-east-1",
-        endpoint_url=stack.moto,
-        gateway_id="commit-edge",
-        table_name=LocalCloudConfig().table,
-        stable_after=1.0,
-        known_aets=[f"PACSC=127.0.0.1:{pacs_port}"],
-        dimse_permissions=["PACSC: commit find"],
-    )
-    gateway = GatewayProcess(config, tmp_path / "gateway.log", port)
+    gateway, port = commitment_gateway(stack, tmp_path, pacs_port, "commit find", stable_after=1.0)
     gateway.start()
     try:
         # WHEN the PACS stores a series and requests commitment for it and one unknown instance
@@ -122,7 +130,7 @@ def test_commitment_report_after_kill_9(stack: Stack, tmp_path: Path) -> None:
         # AND the request is gone from the spool, and status shows the activity
         wait_for(lambda: not list((spool / "commitments").glob("*.json")), 30, "the request to be removed")
         status_run = subprocess.run(
-            [sys.executable, "-m", "edge_gateway", "status", "--config", str(config), "--json"],
+            [sys.executable, "-m", "edge_gateway", "status", "--config", str(gateway.config), "--json"],
             capture_output=True,
             text=True,
             timeout=60,
@@ -155,22 +163,7 @@ def test_commitment_report_after_kill_9(stack: Stack, tmp_path: Path) -> None:
 
 
 def test_commitment_refused_for_a_requester_without_permission(stack: Stack, tmp_path: Path) -> None:
-    port = free_port()
-    config = write_config(
-        tmp_path / "gateway.toml",
-        host="127.0.0.1",
-        port=port,
-        ae_title="EDGE",
-        spool_dir=str(tmp_path / "spool"),
-        bucket=stack.bucket,
-        region="us-east-1",
-        endpoint_url=stack.moto,
-        gateway_id="commit-edge",
-        table_name=LocalCloudConfig().table,
-        known_aets=["PACSC=127.0.0.1:104"],
-        dimse_permissions=["PACSC: find"],
-    )
-    gateway = GatewayProcess(config, tmp_path / "gateway.log", port)
+    gateway, port = commitment_gateway(stack, tmp_path, 104, "find")
     gateway.start()
     try:
         sender = AE(ae_title="PACSC")
@@ -205,23 +198,7 @@ def test_report_on_the_requesters_open_association_else_on_a_new_one(stack: Stac
     server = pacs.start_server(
         ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)]
     )
-    port = free_port()
-    config = write_config(
-        tmp_path / "gateway.toml",
-        host="127.0.0.1",
-        port=port,
-        ae_title="EDGE",
-        spool_dir=str(tmp_path / "spool"),
-        bucket=stack.bucket,
-        region="us-east-1",
-        endpoint_url=stack.moto,
-        gateway_id="commit-edge",
-        table_name=LocalCloudConfig().table,
-        stable_after=1.0,
-        known_aets=[f"PACSC=127.0.0.1:{server.server_address[1]}"],
-        dimse_permissions=["PACSC: commit"],
-    )
-    gateway = GatewayProcess(config, tmp_path / "gateway.log", port)
+    gateway, port = commitment_gateway(stack, tmp_path, server.server_address[1], "commit", stable_after=1.0)
     gateway.start()
     try:
         series = series_from("CT_small.dcm", 2)
