@@ -11,6 +11,7 @@ is ``index.html``), so ``<viewer>/viewer?StudyInstanceUIDs=<uid>`` opens a study
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import shutil
@@ -50,7 +51,18 @@ def ensure_dist(cache_dir: Path = DEFAULT_CACHE, version: str = OHIF_VERSION, np
     if shutil.which(npm) is None:
         raise ViewerUnavailable(f"{npm} not found: install it (apt-get install -y npm) to serve the viewer")
     cache_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
+    # One fetch at a time per cache (two `make run`s, or a test's clone, may share it): the
+    # second waits for the first and then finds the dist in place.
+    with open(cache_dir / f"{version}.lock", "a") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        if not (dist / "index.html").is_file():
+            _fetch(dist, version, npm)
+    return dist
+
+
+def _fetch(dist: Path, version: str, npm: str) -> None:
+    """``npm pack`` the package into a temporary folder of the cache and rename its dist into place."""
+    with tempfile.TemporaryDirectory(dir=dist.parent.parent) as tmp:
         log.info("fetching %s@%s from the npm registry (once; about 50 MB)", OHIF_PACKAGE, version)
         try:
             subprocess.run(
@@ -69,8 +81,9 @@ def ensure_dist(cache_dir: Path = DEFAULT_CACHE, version: str = OHIF_VERSION, np
         if not (staged / "index.html").is_file():
             raise ViewerUnavailable(f"{OHIF_PACKAGE}@{version} has no dist/index.html")
         dist.parent.mkdir(parents=True, exist_ok=True)
+        if dist.exists():  # a fetch cut before its last step left an incomplete dist
+            shutil.rmtree(dist)
         staged.rename(dist)
-    return dist
 
 
 def oidc_client(issuer: str, client_id: str, scope: str = DEFAULT_SCOPE) -> dict[str, str]:
