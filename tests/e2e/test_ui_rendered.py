@@ -237,7 +237,8 @@ def test_search_open_a_series_and_step_through_it_in_chromium(stack: Stack, sent
     ct_card = driver.find_element(By.CSS_SELECTOR, f'[data-series="{ct.SeriesInstanceUID}"]')
     assert ct_card.find_element(By.CSS_SELECTOR, ".modality").text == "CT"
     assert ct_card.find_element(By.CSS_SELECTOR, ".instance-count").text == "5"
-    link = ct_card.find_element(By.CSS_SELECTOR, ".download a")
+    # The zip links come from a second request made after the status is shown
+    link = wait_for(lambda: ct_card.find_elements(By.CSS_SELECTOR, ".download a"), 30, "the zip link")[0]
     href = link.get_attribute("href")
     assert f"/{stack.bucket}/incoming/{sent.study}/{ct.SeriesInstanceUID}/" in href
     with urllib.request.urlopen(href, timeout=30) as response:  # noqa: S310 - presigned link to the local S3
