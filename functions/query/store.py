@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from aws_lambda_powertools.shared.dynamodb_deserializer import TypeDeserializer
 from botocore.exceptions import ClientError
 from common import keys
 
@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
 Item = dict[str, Any]
 
-_serializer = TypeSerializer()
+# Powertools' copy of boto3's deserializer (Binary comes back as bytes): importing
+# boto3.dynamodb.types would import boto3 itself. See tests/unit/test_index_store_items.py.
 _deserializer = TypeDeserializer()
 BATCH_GET_LIMIT = 100
 
@@ -31,8 +32,13 @@ def _plain(item: dict[str, Any]) -> Item:
     return {k: _deserializer.deserialize(v) for k, v in item.items()}
 
 
+def _string(value: str) -> dict[str, str]:
+    """A DynamoDB string attribute value (every key and condition value here is a string)."""
+    return {"S": value}
+
+
 def _key(pk: str, sk: str) -> dict[str, Any]:
-    return {"pk": _serializer.serialize(pk), "sk": _serializer.serialize(sk)}
+    return {"pk": _string(pk), "sk": _string(sk)}
 
 
 def readable_study(item: Item) -> bool:
@@ -123,16 +129,16 @@ class IndexStore:
     ) -> Iterator[Item]:
         """All items of one partition (of the table or an index), following pagination."""
         names = {"#pk": pk_name}
-        values: dict[str, Any] = {":pk": _serializer.serialize(pk)}
+        values: dict[str, Any] = {":pk": _string(pk)}
         condition = "#pk = :pk"
         if sk_prefix is not None:
             names["#sk"] = sk_name
-            values[":prefix"] = _serializer.serialize(sk_prefix)
+            values[":prefix"] = _string(sk_prefix)
             condition += " AND begins_with(#sk, :prefix)"
         elif sk_between is not None:
             names["#sk"] = sk_name
-            values[":lo"] = _serializer.serialize(sk_between[0])
-            values[":hi"] = _serializer.serialize(sk_between[1])
+            values[":lo"] = _string(sk_between[0])
+            values[":hi"] = _string(sk_between[1])
             condition += " AND #sk BETWEEN :lo AND :hi"
         kwargs: dict[str, Any] = {
             "TableName": self._table,
@@ -175,9 +181,9 @@ class IndexStore:
                 ConditionExpression="attribute_exists(pk)",
                 ExpressionAttributeNames={"#s": "status"},
                 ExpressionAttributeValues={
-                    ":s": _serializer.serialize(status),
-                    ":now": _serializer.serialize(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())),
-                    ":by": _serializer.serialize(by),
+                    ":s": _string(status),
+                    ":now": _string(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())),
+                    ":by": _string(by),
                 },
                 ReturnValues="ALL_NEW",
             )

@@ -376,32 +376,23 @@ def _same_instances(received: list[Path], originals: list[Dataset]) -> None:
 
 
 def movescu(
-    port: int, study_uid: str, series_uid: str, calling: str = "WS1", destination: str = "STORESCP"
+    port: int, *keys: str, calling: str = "WS1", destination: str = "STORESCP"
 ) -> subprocess.CompletedProcess[str]:
+    """dcmtk movescu -v (Study Root) with the given keys, moving to ``destination``."""
+    command = [dcmtk("movescu"), "-v", "-S", "-aet", calling, "-aec", "QREDGE", "-aem", destination]
+    for key in keys:
+        command += ["-k", key]
     return subprocess.run(
-        [
-            dcmtk("movescu"),
-            "-v",
-            "-S",
-            "-aet",
-            calling,
-            "-aec",
-            "QREDGE",
-            "-aem",
-            destination,
-            "-k",
-            "QueryRetrieveLevel=SERIES",
-            "-k",
-            f"StudyInstanceUID={study_uid}",
-            "-k",
-            f"SeriesInstanceUID={series_uid}",
-            "127.0.0.1",
-            str(port),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+        [*command, "127.0.0.1", str(port)], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def series_keys(instance: Dataset) -> tuple[str, ...]:
+    """movescu/getscu keys naming the series of ``instance``."""
+    return (
+        "QueryRetrieveLevel=SERIES",
+        f"StudyInstanceUID={instance.StudyInstanceUID}",
+        f"SeriesInstanceUID={instance.SeriesInstanceUID}",
     )
 
 
@@ -409,7 +400,7 @@ def test_movescu_series_to_storescp_then_again_from_the_cache(
     qr_gateway: Gateway, archived: Archived, storescp: Path
 ) -> None:
     # WHEN movescu asks for the CT series to be moved to STORESCP
-    result = movescu(qr_gateway.port, archived.ct[0].StudyInstanceUID, archived.ct[0].SeriesInstanceUID)
+    result = movescu(qr_gateway.port, *series_keys(archived.ct[0]))
     # THEN it succeeds and storescp holds the three instances, pixel data intact
     assert result.returncode == 0, result.stderr
     assert "Final Move Response (Success)" in result.stdout + result.stderr
@@ -424,7 +415,7 @@ def test_movescu_series_to_storescp_then_again_from_the_cache(
     # WHEN the same prior is moved again
     for path in storescp.iterdir():
         path.unlink()
-    result = movescu(qr_gateway.port, archived.ct[0].StudyInstanceUID, archived.ct[0].SeriesInstanceUID)
+    result = movescu(qr_gateway.port, *series_keys(archived.ct[0]))
     assert result.returncode == 0, result.stderr
     # THEN it comes from the edge box's disk cache, not from S3
     after = wait_for(
@@ -440,29 +431,8 @@ def test_movescu_series_to_storescp_then_again_from_the_cache(
 
 def test_getscu_study(qr_gateway: Gateway, archived: Archived, tmp_path: Path) -> None:
     out = tmp_path / "got"
-    out.mkdir()
-    result = subprocess.run(
-        [
-            dcmtk("getscu"),
-            "-S",
-            "-aet",
-            "WS1",
-            "-aec",
-            "QREDGE",
-            "-od",
-            str(out),
-            "-k",
-            "QueryRetrieveLevel=STUDY",
-            "-k",
-            f"StudyInstanceUID={archived.mr[0].StudyInstanceUID}",
-            "127.0.0.1",
-            str(qr_gateway.port),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    keys = ("QueryRetrieveLevel=STUDY", f"StudyInstanceUID={archived.mr[0].StudyInstanceUID}")
+    result = getscu(qr_gateway.port, out, *keys)
     assert result.returncode == 0, result.stderr
     _same_instances(sorted(out.iterdir()), archived.mr)
 
@@ -499,12 +469,12 @@ def test_unknown_move_destination_is_a801_a_forbidden_one_0124(
 
     # WHEN dcmtk movescu asks for the same as NOQUERY
     ct = archived.ct[0]
-    refused = movescu(qr_gateway.port, ct.StudyInstanceUID, ct.SeriesInstanceUID, calling="NOQUERY")
+    refused = movescu(qr_gateway.port, *series_keys(ct), calling="NOQUERY")
     # THEN it is told 0x0124 and nothing reaches the destination
     # (dcmtk 3.6.7 knows 0x0124 as a general status only: "Unknown Status: 0x124")
     assert "Final Move Response (Unknown Status: 0x124)" in refused.stderr, refused.stderr
     assert list(storescp.iterdir()) == []
-    unknown = movescu(qr_gateway.port, ct.StudyInstanceUID, ct.SeriesInstanceUID, destination="NOBODY")
+    unknown = movescu(qr_gateway.port, *series_keys(ct), destination="NOBODY")
     assert "Final Move Response (Refused: MoveDestinationUnknown)" in unknown.stderr, unknown.stderr
 
 
@@ -732,29 +702,7 @@ def test_a_uid_in_two_sites_is_found_twice_flagged_and_never_retrieved_merged(
     ] * 2
     assert sorted(str(ds.PatientID) for _, ds in results[:2]) == ["QR-1", "QR-B"]
     # WHEN movescu asks for that study to be moved
-    moved = subprocess.run(
-        [
-            dcmtk("movescu"),
-            "-v",
-            "-S",
-            "-aet",
-            "WS1",
-            "-aec",
-            "QREDGE",
-            "-aem",
-            "STORESCP",
-            "-k",
-            "QueryRetrieveLevel=STUDY",
-            "-k",
-            f"StudyInstanceUID={uid}",
-            "127.0.0.1",
-            str(two_sites.port),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    moved = movescu(two_sites.port, "QueryRetrieveLevel=STUDY", f"StudyInstanceUID={uid}")
     output = moved.stdout + moved.stderr
     # THEN it is refused (unable to process) before any sub-operation and nothing is sent
     assert "Received Final Move Response (Failed: UnableToProcess)" in output, output

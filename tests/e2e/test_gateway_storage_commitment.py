@@ -57,6 +57,18 @@ def commitment_gateway(
     return GatewayProcess(config, tmp_path / "gateway.log", port), port
 
 
+def request_commitment(port: int, request: Dataset) -> int:
+    """N-ACTION ``request`` as PACSC on an association it releases at once: the status."""
+    ae = AE(ae_title="PACSC")
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 20
+    ae.add_requested_context(StorageCommitmentPushModel)
+    assoc = ae.associate("127.0.0.1", port, ae_title="EDGE")
+    assert assoc.is_established
+    status, _ = assoc.send_n_action(request, 1, StorageCommitmentPushModel, COMMITMENT_INSTANCE)
+    assoc.release()
+    return int(status.Status)
+
+
 def test_commitment_report_after_kill_9(stack: Stack, tmp_path: Path) -> None:
     # GIVEN a PACS listening for N-EVENT-REPORTs
     reports: queue.Queue[tuple[int, Dataset]] = queue.Queue()
@@ -146,11 +158,7 @@ def test_commitment_report_after_kill_9(stack: Stack, tmp_path: Path) -> None:
         again = Dataset()
         again.TransactionUID = generate_uid()
         again.ReferencedSOPSequence = request.ReferencedSOPSequence[:3]
-        assoc = sender.associate("127.0.0.1", port, ae_title="EDGE")
-        assert assoc.is_established
-        status, _ = assoc.send_n_action(again, 1, StorageCommitmentPushModel, COMMITMENT_INSTANCE)
-        assoc.release()
-        assert int(status.Status) == 0x0000
+        assert request_commitment(port, again) == 0x0000
         # THEN the index still answers it: every instance committed (event type 1)
         event_type, info = reports.get(timeout=60)
         assert event_type == 1
@@ -166,22 +174,16 @@ def test_commitment_refused_for_a_requester_without_permission(stack: Stack, tmp
     gateway, port = commitment_gateway(stack, tmp_path, 104, "find")
     gateway.start()
     try:
-        sender = AE(ae_title="PACSC")
-        sender.acse_timeout = sender.dimse_timeout = sender.network_timeout = 20
-        sender.add_requested_context(StorageCommitmentPushModel)
-        assoc = sender.associate("127.0.0.1", port, ae_title="EDGE")
-        assert assoc.is_established
         request = Dataset()
         request.TransactionUID = generate_uid()
         item = Dataset()
         item.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
         item.ReferencedSOPInstanceUID = generate_uid()
         request.ReferencedSOPSequence = [item]
-        status, _ = assoc.send_n_action(request, 1, StorageCommitmentPushModel, COMMITMENT_INSTANCE)
-        assoc.release()
+        status = request_commitment(port, request)
     finally:
         gateway.stop()
-    assert int(status.Status) == 0x0124
+    assert status == 0x0124
     assert not list((tmp_path / "spool" / "commitments").glob("*.json"))
 
 
@@ -233,14 +235,8 @@ def test_report_on_the_requesters_open_association_else_on_a_new_one(stack: Stac
         status, _ = kept.send_n_action(first, 1, StorageCommitmentPushModel, COMMITMENT_INSTANCE)
         assert int(status.Status) == 0x0000
         # AND another asks for the same instances and releases its association at once
-        other_ae = AE(ae_title="PACSC")
-        other_ae.acse_timeout = other_ae.dimse_timeout = other_ae.network_timeout = 20
-        other_ae.add_requested_context(StorageCommitmentPushModel)
-        other = other_ae.associate("127.0.0.1", port, ae_title="EDGE")
         second = request_for(series)
-        status, _ = other.send_n_action(second, 1, StorageCommitmentPushModel, COMMITMENT_INSTANCE)
-        other.release()
-        assert int(status.Status) == 0x0000
+        assert request_commitment(port, second) == 0x0000
 
         # THEN the first report comes on the open association (PS3.4 J.3.3), both committed
         event_type, info = on_same.get(timeout=120)

@@ -141,6 +141,17 @@ def _versioned(aws: Aws) -> None:
     aws.s3.put_bucket_versioning(Bucket=aws.bucket, VersioningConfiguration={"Status": "Enabled"})
 
 
+def _indexed_versioned_part(aws: Aws) -> tuple[Dataset, bytes, str, str]:
+    """One CT instance in part p1 of site-a, in a versioned bucket, indexed from its version:
+    (the instance, its bytes, the part's key, the version indexed)."""
+    _versioned(aws)
+    [ds] = series_from("CT_small.dcm", 1)
+    key = put_site_part(aws, "site-a", [ds], "p1")
+    version = aws.s3.head_object(Bucket=aws.bucket, Key=key)["VersionId"]
+    ingest_object(aws.s3, aws.dynamodb, aws.table, aws.bucket, key, version_id=version)
+    return ds, encode(ds), key, version
+
+
 def test_reads_serve_the_bytes_that_were_indexed_even_if_the_key_is_written_again(aws: Aws) -> None:
     # GIVEN a versioned bucket and a part indexed from the version its S3 event named
     _versioned(aws)
@@ -254,12 +265,7 @@ def test_the_stand_ins_restart_repins_reads_to_the_reloaded_objects(aws: Aws, tm
     from local_cloud import snapshot
     from local_cloud.template import load_template, table_definition
 
-    _versioned(aws)
-    [ds] = series_from("CT_small.dcm", 1)
-    original = encode(ds)
-    key = put_site_part(aws, "site-a", [ds], "p1")
-    before = aws.s3.head_object(Bucket=aws.bucket, Key=key)["VersionId"]
-    ingest_object(aws.s3, aws.dynamodb, aws.table, aws.bucket, key, version_id=before)
+    ds, original, key, before = _indexed_versioned_part(aws)
     snapshot.save(aws.s3, aws.dynamodb, aws.bucket, aws.table, tmp_path)
     # WHEN a fresh moto (no object versions, an empty table) loads the snapshot
     for version in aws.s3.list_object_versions(Bucket=aws.bucket).get("Versions", []):
@@ -316,12 +322,7 @@ def test_a_gateway_that_may_not_read_parts_confirms_its_own_earlier_upload(
 def test_an_in_place_rewrite_of_a_part_re_pins_its_items_to_the_new_version(aws: Aws) -> None:
     # GIVEN an indexed part, rewritten in place as an administrator's conflict acceptance does
     # (same bytes, more metadata: a new object version and a new ObjectCreated event)
-    _versioned(aws)
-    [ds] = series_from("CT_small.dcm", 1)
-    original = encode(ds)
-    key = put_site_part(aws, "site-a", [ds], "p1")
-    first = aws.s3.head_object(Bucket=aws.bucket, Key=key)["VersionId"]
-    ingest_object(aws.s3, aws.dynamodb, aws.table, aws.bucket, key, version_id=first)
+    ds, original, key, first = _indexed_versioned_part(aws)
     make_api(aws)
     from query import dependencies
 
