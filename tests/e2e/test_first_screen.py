@@ -91,6 +91,12 @@ def clone(tmp_path: Path) -> Iterator[Clone]:
     yield Clone(path, {name: free_port() for name in ("moto", "api", "dicom")})
 
 
+def terminal_env() -> dict[str, str]:
+    """This environment without make's own variables: under ``make test`` (CI) a ``make`` started
+    here would be a sub-make, which prints "Leaving directory" after the run's last line."""
+    return {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
+
+
 class MakeRun:
     """``make run`` in its own process group, as a terminal runs it; Ctrl-C is SIGINT to the group."""
 
@@ -100,6 +106,7 @@ class MakeRun:
             self.process = subprocess.Popen(
                 ["bash", "-c", clone.make_run()],
                 cwd=clone.path,
+                env=terminal_env(),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -144,6 +151,7 @@ def test_readme_first_screen_on_a_fresh_clone(clone: Clone) -> None:
         done = subprocess.run(
             ["bash", "-e", "-c", "\n".join(line for line in lines if line not in queries)],
             cwd=clone.path,
+            env=terminal_env(),
             capture_output=True,
             text=True,
             timeout=300,
