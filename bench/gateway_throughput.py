@@ -87,15 +87,17 @@ def env(nodelay: bool) -> dict[str, str]:
 
 
 def start_gateway(
-    store: Path, port: int, _multi: bool, receivers: int = 1, fast_path: bool = True
+    store: Path, port: int, _multi: bool, receivers: int | None = None, fast_path: bool = True
 ) -> subprocess.Popen[bytes]:
+    """The gateway as deployed (``receivers`` unset: one process per core), or with ``receivers``."""
     config = store / "gateway.toml"
     config.write_text(
         "[gateway]\n"
         f'host = "127.0.0.1"\nport = {port}\nspool_dir = "{store / "spool"}"\n'
         f'bucket = "bench"\nendpoint_url = "http://127.0.0.1:{free_port()}"\n'
         'stable_after = 3600.0\nmax_spool_bytes = 100000000000\nlog_level = "WARNING"\n'
-        f"receivers = {receivers}\nfast_path = {str(fast_path).lower()}\n"
+        + ("" if receivers is None else f"receivers = {receivers}\n")
+        + f"fast_path = {str(fast_path).lower()}\n"
     )
     log = open(store / "gateway.log", "wb")  # noqa: SIM115 - closed with the process
     return subprocess.Popen(
@@ -147,8 +149,8 @@ def start_orthanc(store: Path, port: int, _multi: bool) -> subprocess.Popen[byte
     )
 
 
-def start_gateway_2(store: Path, port: int, multi: bool) -> subprocess.Popen[bytes]:
-    return start_gateway(store, port, multi, receivers=2)
+def start_gateway_1(store: Path, port: int, multi: bool) -> subprocess.Popen[bytes]:
+    return start_gateway(store, port, multi, receivers=1)
 
 
 def start_gateway_stock(store: Path, port: int, multi: bool) -> subprocess.Popen[bytes]:
@@ -157,7 +159,7 @@ def start_gateway_stock(store: Path, port: int, multi: bool) -> subprocess.Popen
 
 RECEIVERS: dict[str, Receiver] = {
     "edge gateway": start_gateway,
-    "edge gateway (receivers = 2)": start_gateway_2,
+    "edge gateway (receivers = 1)": start_gateway_1,
     "edge gateway (fast_path = false: stock pynetdicom)": start_gateway_stock,
     "dcmtk storescp": start_storescp,
     "pynetdicom storescp": start_pynetdicom,
@@ -165,7 +167,7 @@ RECEIVERS: dict[str, Receiver] = {
 }
 MAX_PDU = {
     "edge gateway": "262144 (max_pdu default)",
-    "edge gateway (receivers = 2)": "262144",
+    "edge gateway (receivers = 1)": "262144",
     "edge gateway (fast_path = false: stock pynetdicom)": "262144",
     "dcmtk storescp": "16384 (default)",
     "pynetdicom storescp": "16382 (default)",
@@ -222,12 +224,19 @@ def measure(name: str, work: Path, files: list[Path], senders: int, nodelay: boo
 
 
 def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its live descendants (receiver processes)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children = {
+        int(child)
+        for task in Path(f"/proc/{pid}/task").iterdir()
+        for child in (task / "children").read_text().split()
+    }
+    return own + sum(cpu_seconds(child) for child in children)
 
 
 def idle_cost(name: str, work: Path, associations: int = 4, seconds: float = 10.0) -> float:
-    """Percent of a core the receiver burns while ``associations`` open associations stay idle."""
+    """Percent of a core the receiver (all its processes) burns while ``associations`` stay idle."""
     from pynetdicom import AE
     from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 

@@ -20,6 +20,7 @@ from edge_gateway import dimse_access
 ENV_PREFIX = "EDGE_GATEWAY_"
 AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable, no backslash
 GATEWAY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+AUTO_RECEIVERS_MAX = 8
 
 
 class ConfigError(ValueError):
@@ -53,9 +54,11 @@ class GatewayConfig:
     # this many seconds after its first byte; otherwise the connection is closed (slot freed).
     negotiation_timeout: float = 10.0
     pdu_timeout: float = 60.0
-    # Processes serving the port (each connection goes to the least busy); 1 = the coordinator only.
-    # pynetdicom needs ~4 ms of CPU per 0.5 MB instance and holds the GIL: processes scale it.
-    receivers: int = 1
+    # Processes serving the port (each connection goes to the least busy): 0 = one per usable CPU
+    # core (at most AUTO_RECEIVERS_MAX), 1 = the coordinator only. pynetdicom's C-STORE path holds
+    # the GIL (~1 ms of Python per 0.5 MB instance, plus the kernel's share): one process tops out
+    # with two or more senders at once. A lone association is always served by the coordinator.
+    receivers: int = 0
     # The C-STORE fast path inside pynetdicom (edge_gateway/pynetdicom_fast_path.py); false runs
     # stock pynetdicom (slower, same answers). A pynetdicom the guard does not know runs stock anyway.
     fast_path: bool = True
@@ -100,6 +103,14 @@ class GatewayConfig:
     # least recently used out first; 0 turns the cache off.
     retrieve_cache_bytes: int = 5 * 1024**3
 
+    @property
+    def receiver_processes(self) -> int:
+        """Processes serving the DICOM port, the coordinator included: ``receivers``, or for 0 the
+        CPU cores this process may run on (``os.sched_getaffinity``), 1 to ``AUTO_RECEIVERS_MAX``."""
+        if self.receivers:
+            return self.receivers
+        return max(1, min(AUTO_RECEIVERS_MAX, len(os.sched_getaffinity(0))))
+
     def validate(self, spool_only: bool = False) -> GatewayConfig:
         """Raise ConfigError naming every bad setting; ``spool_only``: no upload settings needed."""
         problems: list[str] = []
@@ -121,8 +132,8 @@ class GatewayConfig:
         for name in ("max_associations", "max_part_instances", "max_part_bytes", "max_spool_bytes"):
             if getattr(self, name) <= 0:
                 problems.append(f"{name}: must be positive")
-        if not 1 <= self.receivers <= 64:
-            problems.append("receivers: 1 to 64 processes")
+        if not 0 <= self.receivers <= 64:
+            problems.append("receivers: 1 to 64 processes, or 0 for one per CPU core")
         problems += self._network_problems()
         problems += dimse_access.config_problems(self)
         if self.log_format not in ("text", "json"):

@@ -62,7 +62,7 @@ class Gateway:
             config.stable_after,
             config.max_part_instances,
             config.max_part_bytes,
-            from_disk=config.receivers > 1,
+            from_disk=config.receiver_processes > 1,
         )
         self.packager = Packager(self.spool, shipped, config.gateway_id, deflate=config.deflate)
         self.uploader = Uploader(
@@ -94,7 +94,7 @@ class Gateway:
     def start(self) -> None:
         """Start the listener (and the receiver processes) and the coordinator's background loops."""
         self._slots = receiver.slot_table(self.config)
-        dispatcher = ConnectionDispatcher(self._slots) if self.config.receivers > 1 else None
+        dispatcher = ConnectionDispatcher(self._slots) if self.config.receiver_processes > 1 else None
         _, self._server = receiver.start(
             self.config, self.spool, self.assembler.stored, dispatcher=dispatcher, slots=self._slots
         )

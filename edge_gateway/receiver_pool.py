@@ -115,4 +115,4 @@ class ReceiverPool:
 
 def pool_for(config: GatewayConfig, port: int, dispatcher: ConnectionDispatcher) -> ReceiverPool:
     """N-1 extra receivers for the port the coordinator actually bound (port 0 picks one)."""
-    return ReceiverPool(replace(config, port=port), config.receivers - 1, dispatcher)
+    return ReceiverPool(replace(config, port=port), config.receiver_processes - 1, dispatcher)

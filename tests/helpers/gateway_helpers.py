@@ -312,6 +312,9 @@ def start_gateway_fixture(
             "stable_after": 0.5,
             "allowed_calling_aets": ("PACS",),
             "fast_path": fast_path,
+            # The coordinator alone unless a test asks for more: the processes tests (TOML, the
+            # CLI, ``make run``) run the default, one receiver per core.
+            "receivers": 1,
             **settings,
         }
         gateway = Gateway(GatewayConfig(**values).validate(), s3=aws.s3)

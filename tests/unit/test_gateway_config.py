@@ -44,3 +44,17 @@ def test_invalid_settings_are_all_named() -> None:
 def test_a_bad_value_in_the_environment_is_reported_with_its_name() -> None:
     with pytest.raises(ConfigError, match="port"):
         load(EXAMPLE, environ={"EDGE_GATEWAY_PORT": "eleven"})
+
+
+def test_receivers_default_to_one_process_per_usable_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN a machine whose scheduler lets the gateway run on 2 of its cores, then on 64
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: {0, 3})
+    assert load(EXAMPLE, environ={}).receiver_processes == 2  # the example leaves it to the machine
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: set(range(64)))
+    assert load(EXAMPLE, environ={}).receiver_processes == 8  # AUTO_RECEIVERS_MAX
+    # AND a number set by hand is taken as it is; out of range is named
+    assert load(EXAMPLE, {"receivers": 1}, environ={}).receiver_processes == 1
+    assert load(EXAMPLE, {"receivers": 12}, environ={}).receiver_processes == 12
+    for bad in (-1, 65):
+        with pytest.raises(ConfigError, match="receivers"):
+            load(EXAMPLE, {"receivers": bad}, environ={})
