@@ -43,6 +43,10 @@ def _die_with_parent() -> None:
 
 def receiver_main(config: GatewayConfig, parent_pid: int, channel: socket.socket) -> None:
     """Entry point of a receiver process: serve the connections the coordinator hands over ``channel``."""
+    # Ctrl-C reaches the terminal's whole process group: the coordinator decides. SIGINT arrived
+    # blocked (``ReceiverPool._spawn``); ignoring it discards one sent while this process started.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     _die_with_parent()
     if os.getppid() != parent_pid:  # the coordinator died before prctl took effect
         return
@@ -53,7 +57,6 @@ def receiver_main(config: GatewayConfig, parent_pid: int, channel: socket.socket
         handoff.done.set()
 
     signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the coordinator decides
     spool = Spool(config.spool_dir, config.max_spool_bytes)
     ae, _server = receiver.start(config, spool, lambda *_: None, handoff=handoff)
     while not handoff.done.wait(USAGE_EVERY):
@@ -83,7 +86,14 @@ class ReceiverPool:
         process = self._context.Process(
             target=receiver_main, args=(self._config, os.getpid(), channel), name="edge-receiver", daemon=True
         )
-        process.start()
+        # The child starts with SIGINT blocked (the mask survives fork and exec; multiprocessing's
+        # resource tracker is started the same way): a Ctrl-C while it imports would otherwise
+        # kill it with a KeyboardInterrupt traceback. receiver_main ignores SIGINT, then unblocks.
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         channel.close()  # the child has its own descriptor now
         return process
 

@@ -110,6 +110,35 @@ def test_associations_are_spread_evenly_over_the_processes(start_gateway: Gatewa
     assert Counter(owners) == {coordinator_pid: 2, receiver_pid: 2}
 
 
+def test_ctrl_c_while_a_receiver_process_starts_neither_kills_it_nor_prints_a_traceback(
+    start_gateway: GatewayFactory, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN a gateway whose receiver process was spawned a moment ago (it imports for most of a second)
+    gateway = start_gateway(receivers=2)
+    pids = gateway.status()["receiver_pids"]
+    [coordinator_pid, receiver_pid] = pids
+    # WHEN Ctrl-C reaches it (a terminal signals its whole process group; the coordinator decides)
+    os.kill(receiver_pid, signal.SIGINT)
+    # THEN that same process serves its share of the associations once it is ready
+    ae = AE(ae_title="PACS")
+    ae.add_requested_context(Verification)
+    associations = [ae.associate("127.0.0.1", gateway.port, ae_title="EDGE") for _ in range(2)]
+    try:
+        assert all(a.is_established and a.send_c_echo().Status == SUCCESS for a in associations)
+        owners = []
+        for assoc in associations:
+            sock = assoc.dul.socket
+            assert sock is not None and sock.socket is not None
+            owners.append(_server_side_owner(gateway.port, sock.socket.getsockname()[1], pids))
+    finally:
+        for assoc in associations:
+            assoc.release()
+    assert sorted(owners) == sorted([coordinator_pid, receiver_pid])
+    assert gateway.status()["receiver_pids"] == pids
+    # AND nothing was printed for it (the child writes to this process's stderr)
+    assert "Traceback" not in capfd.readouterr().err
+
+
 def test_a_receiver_process_that_dies_is_replaced(start_gateway: GatewayFactory, tmp_path: Path) -> None:
     gateway = start_gateway(receivers=2)
     [_, child] = gateway.status()["receiver_pids"]
