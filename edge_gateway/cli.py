@@ -18,7 +18,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 import time
 import warnings
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge_gateway.config import ENV_PREFIX, ConfigError, GatewayConfig, load
 from edge_gateway.logs import configure_logging
+from edge_gateway.stop_signals import StopSignals
 
 if TYPE_CHECKING:
     from edge_gateway.spool import Spool
@@ -101,22 +101,15 @@ def run(config: GatewayConfig) -> int:
     configure_logging(config)
     gateway = Gateway(config)
     gateway.start()
-    stopping = threading.Event()
-
-    def stop(signum: int, _frame: Any) -> None:
-        log.info("signal %d: stopping", signum)
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    signals = StopSignals(signal.SIGTERM, signal.SIGINT)
     log.info(
         "gateway %s ready: series close after %.0f s quiet, uploading to s3://%s",
         config.gateway_id,
         config.stable_after,
         config.bucket,
     )
-    while not stopping.wait(1):
-        pass
+    signals.wait()
+    log.info("signal %d: stopping", signals.received[0])
     gateway.stop()
     return 0
 

@@ -21,14 +21,15 @@ import os
 import signal
 import socket
 from dataclasses import replace
+from multiprocessing import resource_tracker
 from multiprocessing.process import BaseProcess
-from typing import Any
 
 from edge_gateway import receiver
 from edge_gateway.config import GatewayConfig
 from edge_gateway.dispatch import ConnectionDispatcher, Handoff
 from edge_gateway.logs import configure_logging
 from edge_gateway.spool import Spool
+from edge_gateway.stop_signals import StopSignals
 
 log = logging.getLogger(__name__)
 USAGE_EVERY = 2.0
@@ -51,16 +52,13 @@ def receiver_main(config: GatewayConfig, parent_pid: int, channel: socket.socket
     if os.getppid() != parent_pid:  # the coordinator died before prctl took effect
         return
     configure_logging(config)
+    signals = StopSignals(signal.SIGTERM)  # the pool's stop, or the coordinator's death (prctl)
     handoff = Handoff(channel)
-
-    def on_signal(_signum: int, _frame: Any) -> None:
-        handoff.done.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
     spool = Spool(config.spool_dir, config.max_spool_bytes)
     ae, _server = receiver.start(config, spool, lambda *_: None, handoff=handoff)
-    while not handoff.done.wait(USAGE_EVERY):
+    while not signals.wait(USAGE_EVERY, also=handoff.done):
         spool.adopt_usage()
+    handoff.done.set()
     ae.shutdown()
 
 
@@ -79,16 +77,25 @@ class ReceiverPool:
         """Start ``count`` receiver processes."""
         for _ in range(self._count):
             self._processes.append(self._spawn())
-        log.info("%d extra receiver processes serve port %d", self._count, self._config.port)
+        log.info(
+            "%d processes serve port %d: this one and %d receiver process%s (receivers = %d)",
+            self._count + 1,
+            self._config.port,
+            self._count,
+            "" if self._count == 1 else "es",
+            self._config.receivers,
+        )
 
     def _spawn(self) -> BaseProcess:
         channel = self._dispatcher.attach()
         process = self._context.Process(
             target=receiver_main, args=(self._config, os.getpid(), channel), name="edge-receiver", daemon=True
         )
-        # The child starts with SIGINT blocked (the mask survives fork and exec; multiprocessing's
-        # resource tracker is started the same way): a Ctrl-C while it imports would otherwise
-        # kill it with a KeyboardInterrupt traceback. receiver_main ignores SIGINT, then unblocks.
+        # The child starts with SIGINT blocked (the mask survives fork and exec): a Ctrl-C while
+        # it imports would kill it with a KeyboardInterrupt traceback. receiver_main ignores
+        # SIGINT, then unblocks it. multiprocessing's resource tracker starts with the first
+        # spawn and unblocks SIGINT in the caller after starting itself: start it first.
+        resource_tracker.ensure_running()
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             process.start()

@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-import threading
 from pathlib import Path
-from typing import Any
 
+from edge_gateway.stop_signals import StopSignals
 from local_cloud import logs
 from local_cloud.dev_token import new_secret
 from local_cloud.stack import LocalCloud, LocalCloudConfig, PortInUse
@@ -116,13 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         cors_origins=tuple(args.cors_origin),
         known_aets=tuple(args.known_aet),
     )
-    stopping = threading.Event()
-
-    def stop(_signum: int, _frame: Any) -> None:
-        stopping.set()
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    signals = StopSignals(signal.SIGINT, signal.SIGTERM)
     cloud = LocalCloud(config)
     try:
         try:
@@ -131,9 +124,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"local-cloud: {exc}", file=sys.stderr)
             return 2
         print(ready_banner(cloud), file=sys.stderr, flush=True)
-        stopping.wait()
+        signals.wait()
     finally:
-        if stopping.is_set():
+        if signals.received:
             saving = ": saving the bucket and index" if config.persist else ""
             print(f"\nstopping{saving} ...", file=sys.stderr, flush=True)
         cloud.stop()

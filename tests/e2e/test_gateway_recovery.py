@@ -24,6 +24,7 @@ from tests.helpers.gateway_helpers import (
     in_both_modes,
     listening,
     send_files,
+    spawned_receivers,
     write_config,
     write_files,
 )
@@ -179,7 +180,7 @@ def test_kill9_of_the_coordinator_takes_its_receiver_processes_along(tmp_path: P
     coordinator = gateway.process.pid
 
     def receivers() -> list[int] | None:
-        found = _children(coordinator)
+        found = spawned_receivers(coordinator)
         return found if len(found) == 2 else None
 
     children = wait_for(receivers, 60, "2 receiver processes")
@@ -193,18 +194,3 @@ def test_kill9_of_the_coordinator_takes_its_receiver_processes_along(tmp_path: P
     gateway.start()
     assert listening(port)
     gateway.stop()
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            # multiprocessing's spawned receivers (not its resource tracker)
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"spawn_main" in cmdline:
-                found.append(int(entry.name))
-    return found

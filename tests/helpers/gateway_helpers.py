@@ -255,6 +255,21 @@ class GatewayProcess:
             self.process = None
 
 
+def spawned_receivers(pid: int) -> list[int]:
+    """PIDs of the receiver processes ``pid`` spawned (multiprocessing's spawn, not its resource tracker)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"spawn_main" in cmdline:
+                found.append(int(entry.name))
+    return found
+
+
 def write_config(path: Path, **settings: Any) -> Path:
     lines = ["[gateway]"]
     for name, value in settings.items():
