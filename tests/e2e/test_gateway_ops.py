@@ -17,6 +17,7 @@ from tests.helpers.gateway_helpers import (
     GatewayProcess,
     gateway_env,
     in_both_modes,
+    offline_gateway_config,
     send_files,
     write_config,
     write_files,
@@ -42,14 +43,11 @@ def status(config: Path, *extra: str) -> subprocess.CompletedProcess[str]:
 def test_status_and_json_logs_while_s3_is_unreachable(tmp_path: Path, fast_path: bool) -> None:
     # GIVEN a gateway process logging JSON, whose S3 endpoint is a closed port
     port = free_port()
-    config = write_config(
-        tmp_path / "gateway.toml",
-        host="127.0.0.1",
-        port=port,
-        spool_dir=str(tmp_path / "spool"),
+    config = offline_gateway_config(
+        tmp_path,
+        port,
         bucket="unreachable",
         region="us-east-1",
-        endpoint_url=f"http://127.0.0.1:{free_port()}",
         stable_after=0.5,
         upload_backoff_base=0.2,
         upload_backoff_cap=1.0,

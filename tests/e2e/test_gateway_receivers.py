@@ -25,10 +25,10 @@ from tests.helpers.gateway_helpers import (  # noqa: F401 - start_gateway_fixtur
     bucket_members,
     gateway_env,
     listening,
+    offline_gateway_config,
     send_files,
     spawned_receivers,
     start_gateway_fixture,
-    write_config,
     write_files,
 )
 from tests.helpers.processes import stop_process
@@ -124,15 +124,7 @@ def test_ctrl_c_while_a_receiver_process_starts_neither_kills_it_nor_prints_a_tr
     # GIVEN a gateway process with 2 processes, just started (a fresh interpreter: multiprocessing
     # starts its resource tracker with the first receiver, which unblocks SIGINT in the caller)
     port = free_port()
-    config = write_config(
-        tmp_path / "gateway.toml",
-        host="127.0.0.1",
-        port=port,
-        spool_dir=str(tmp_path / "spool"),
-        bucket="unused",
-        endpoint_url=f"http://127.0.0.1:{free_port()}",
-        receivers=2,
-    )
+    config = offline_gateway_config(tmp_path, port, receivers=2)
     log = tmp_path / "gateway.log"
     with open(log, "ab") as out:
         command = [sys.executable, "-m", "edge_gateway", "run", "--config", str(config)]

@@ -23,6 +23,7 @@ from tests.helpers.gateway_helpers import (
     bucket_members,
     in_both_modes,
     listening,
+    offline_gateway_config,
     send_files,
     spawned_receivers,
     write_config,
@@ -165,15 +166,7 @@ def test_kill_while_zipping_or_uploading_loses_nothing(
 def test_kill9_of_the_coordinator_takes_its_receiver_processes_along(tmp_path: Path) -> None:
     # GIVEN a gateway process with 3 receivers (the coordinator and 2 children) on one port
     port = free_port()
-    config = write_config(
-        tmp_path / "gateway.toml",
-        host="127.0.0.1",
-        port=port,
-        spool_dir=str(tmp_path / "spool"),
-        bucket="unused",
-        endpoint_url=f"http://127.0.0.1:{free_port()}",
-        receivers=3,
-    )
+    config = offline_gateway_config(tmp_path, port, receivers=3)
     gateway = GatewayProcess(config, tmp_path / "gateway.log", port)
     gateway.start()
     assert gateway.process is not None

@@ -270,6 +270,20 @@ def spawned_receivers(pid: int) -> list[int]:
     return found
 
 
+def offline_gateway_config(folder: Path, port: int, **settings: Any) -> Path:
+    """``folder/gateway.toml`` for a gateway process on 127.0.0.1:``port`` with its spool in
+    ``folder``, whose S3 endpoint is a closed port (uploads fail and wait); ``settings`` add or override."""
+    values: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": port,
+        "spool_dir": str(folder / "spool"),
+        "bucket": "unused",
+        "endpoint_url": f"http://127.0.0.1:{free_port()}",
+        **settings,
+    }
+    return write_config(folder / "gateway.toml", **values)
+
+
 def write_config(path: Path, **settings: Any) -> Path:
     lines = ["[gateway]"]
     for name, value in settings.items():
