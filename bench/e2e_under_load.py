@@ -5,15 +5,22 @@
 Starts ``python -c 'while True: pass'`` twice (one per core of a 2-core CI machine), runs
 ``pytest tests/e2e -q`` ``--runs`` times, stops the two hogs by their PIDs and prints, per
 run, the pytest summary line and, at the end, ``passed runs: X/N``. Exit status 1 unless
-every run passed.
+every run passed. A failing run's ``test-output/`` (stack, gateway and browser logs) and its
+pytest output are kept in ``test-output-runs/run-N/``, since the next run overwrites them.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUTPUT = ROOT / "test-output"
+KEPT = ROOT / "test-output-runs"
 
 
 def main() -> int:
@@ -42,6 +49,13 @@ def main() -> int:
             if done.returncode != 0:
                 failures = [line for line in lines if line.startswith(("FAILED", "ERROR"))]
                 print("\n".join(failures[:20]), flush=True)
+                kept = KEPT / f"run-{run}"
+                shutil.rmtree(kept, ignore_errors=True)
+                if OUTPUT.is_dir():
+                    shutil.copytree(OUTPUT, kept)
+                kept.mkdir(parents=True, exist_ok=True)
+                (kept / "pytest-output.txt").write_text(done.stdout + done.stderr)
+                print(f"kept its logs in {kept.relative_to(ROOT)}/", flush=True)
     finally:
         for hog in hogs:
             hog.kill()

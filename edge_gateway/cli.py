@@ -163,6 +163,9 @@ def status(config: GatewayConfig, as_json: bool) -> int:
             "written_at",
         ):
             result[key] = last.get(key)
+        if result["state"].startswith("running"):  # a stopped gateway's processes and counts are history
+            result["receiver_pids"] = last.get("receiver_pids")
+            result["associations"] = last.get("associations")
     counters = read_counters(spool.root)
     for key in ("duplicates_dropped", "versions_replaced", "versions_shipped"):
         result[key] = counters.get(key, 0)
@@ -177,13 +180,21 @@ def status(config: GatewayConfig, as_json: bool) -> int:
         print(json.dumps(result, indent=1))
         return 0
     for key, value in result.items():
-        shown = value if value not in (None, "") else "-"
-        if key.endswith(("_at", "_upload")) and isinstance(value, int | float):
-            shown = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
-        print(f"{key:>16}: {shown}")
+        print(f"{key:>16}: {_shown(key, value)}")
     for entry in quarantined:  # reasons name what is wrong, never a UID or PHI
         print(f"{'':>16}  quarantine/{entry['id']} (from {entry.get('from', '?')}/): {entry.get('reason')}")
     return 0
+
+
+def _shown(key: str, value: Any) -> str:
+    """One value of ``edge-gateway status`` as text: times local, counts and PIDs on one line."""
+    if key.endswith(("_at", "_upload")) and isinstance(value, int | float):
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
+    if isinstance(value, dict) and value:
+        return ", ".join(f"{name} {count}" for name, count in value.items())
+    if isinstance(value, list) and value:
+        return " ".join(str(item) for item in value)
+    return "-" if value in (None, "", [], {}) else str(value)
 
 
 def import_command(config: GatewayConfig, folder: Path) -> int:

@@ -188,6 +188,8 @@ def _convert(name: str, raw: Any, default: Any) -> Any:
             return tuple(str(i).strip() for i in items if str(i).strip())
         if isinstance(default, Path):
             return Path(str(raw)).expanduser()
+        if isinstance(raw, bool) or (isinstance(default, int) and isinstance(raw, float)):
+            raise ValueError(raw)  # int(2.7) and int(True) would quietly read 2 and 1
         return type(default)(raw)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{name}: cannot read {raw!r} as {type(default).__name__}") from exc

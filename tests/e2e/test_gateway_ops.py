@@ -19,6 +19,7 @@ from tests.helpers.gateway_helpers import (
     in_both_modes,
     offline_gateway_config,
     send_files,
+    spawned_receivers,
     write_config,
     write_files,
 )
@@ -80,6 +81,13 @@ def test_status_and_json_logs_while_s3_is_unreachable(tmp_path: Path, fast_path:
         text = status(config)
         assert text.returncode == 0
         assert "outbox_parts: 1" in text.stdout
+        # AND it names the processes serving the port and counts their associations
+        assert result["receiver_pids"][0] == result["pid"]
+        assert sorted(result["receiver_pids"][1:]) == sorted(spawned_receivers(result["pid"]))
+        counted = {"established", "negotiating", "negotiating_unlisted", "refused"}
+        assert set(result["associations"]) == counted
+        assert f"receiver_pids: {result['pid']}" in text.stdout
+        assert "associations: established " in text.stdout
     finally:
         gateway.stop()
 

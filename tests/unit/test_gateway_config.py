@@ -58,3 +58,26 @@ def test_receivers_default_to_one_process_per_usable_core(monkeypatch: pytest.Mo
     for bad in (-1, 65):
         with pytest.raises(ConfigError, match="receivers"):
             load(EXAMPLE, {"receivers": bad}, environ={})
+
+
+@pytest.mark.parametrize(
+    ("setting", "raw"),
+    [("receivers", 2.7), ("receivers", True), ("max_associations", 16.5), ("port", False)],
+)
+def test_a_whole_number_setting_refuses_a_fraction_or_a_boolean(
+    tmp_path: Path, setting: str, raw: object
+) -> None:
+    # GIVEN a TOML file that writes a count as 2.7 or true (int() would read 2 and 1)
+    value = str(raw).lower()
+    path = tmp_path / "gateway.toml"
+    path.write_text(f'[gateway]\nbucket = "b"\n{setting} = {value}\n')
+    # THEN the gateway does not start, and says which setting and what it read
+    with pytest.raises(ConfigError, match=f"{setting}: cannot read {raw!r} as int"):
+        load(path, environ={})
+
+
+def test_numbers_still_read_from_toml_environment_and_flags(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.toml"
+    path.write_text('[gateway]\nbucket = "b"\nreceivers = 3\nstable_after = 5\n')
+    config = load(path, {"max_associations": "20"}, environ={"EDGE_GATEWAY_PORT": " 104 "})
+    assert (config.receivers, config.stable_after, config.max_associations, config.port) == (3, 5.0, 20, 104)
