@@ -10,6 +10,7 @@ import base64
 import json
 import logging
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -197,6 +198,11 @@ class ApiServer(BackgroundHttpServer):
         max_payload: int = MAX_PAYLOAD_BYTES,
     ) -> None:
         self._handler = handler
+        # One event at a time, as in one Lambda execution environment: the function keeps the
+        # request in module state (Powertools' resolver.current_event, its logger and metrics),
+        # so two requests at once read each other's headers and query (a frames request answered
+        # with a thumbnail's Accept: 406). Requests are still read and answered concurrently.
+        self._invocation = threading.Lock()
         # As the template's HTTP API: preflights answered here, CORS headers on every answer.
         self._cors = cors
         self._dev_secret = dev_secret
@@ -341,23 +347,24 @@ class ApiServer(BackgroundHttpServer):
     def _call_handler(
         self, request: BaseHTTPRequestHandler, event: dict[str, Any], cors: dict[str, str]
     ) -> None:
-        """Invoke the function with ``event`` and send its payload-2.0 response."""
-        if self._timer is not None:
-            self._timer.start()
-        try:
-            result = self._handler(event, LocalLambdaContext(function_name="QueryFunction"))
-            status = int(result.get("statusCode", 200))
-            headers = dict(result.get("headers") or {})
-            raw = result.get("body") or ""
-            body = base64.b64decode(raw) if result.get("isBase64Encoded") else str(raw).encode()
-            cookies = list(result.get("cookies") or [])
-        except Exception:
-            # What API Gateway answers when the integration fails.
-            log.exception("query handler failed")
-            status, headers, cookies = 500, {"content-type": "application/json"}, []
-            body = b'{"message":"Internal Server Error"}'
-        if self._timer is not None:
-            headers["Server-Timing"] = self._timer.stop().header()
+        """Invoke the function with ``event`` (one invocation at a time) and send its payload-2.0 response."""
+        with self._invocation:
+            if self._timer is not None:
+                self._timer.start()
+            try:
+                result = self._handler(event, LocalLambdaContext(function_name="QueryFunction"))
+                status = int(result.get("statusCode", 200))
+                headers = dict(result.get("headers") or {})
+                raw = result.get("body") or ""
+                body = base64.b64decode(raw) if result.get("isBase64Encoded") else str(raw).encode()
+                cookies = list(result.get("cookies") or [])
+            except Exception:
+                # What API Gateway answers when the integration fails.
+                log.exception("query handler failed")
+                status, headers, cookies = 500, {"content-type": "application/json"}, []
+                body = b'{"message":"Internal Server Error"}'
+            if self._timer is not None:
+                headers["Server-Timing"] = self._timer.stop().header()
         headers.update(cors)
         request.send_response(status)
         for name, value in headers.items():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -92,3 +94,28 @@ def test_what_cannot_be_served_is_406(stored: dict[str, Any]) -> None:
     # and what can be transcoded is
     instance = client.retrieve_instance(*uids(rle), media_types=(("application/dicom", ELE),))
     assert instance.file_meta.TransferSyntaxUID == ELE
+
+
+def test_frames_and_thumbnails_requested_at_once_each_get_their_own_answer(
+    stack: Stack, stored: dict[str, Any]
+) -> None:
+    # GIVEN a viewer loading a compressed image's frames and thumbnails in parallel (OHIF does),
+    # each request with its own Accept header
+    study, series, sop = uids(stored["rle"])
+    base = f"{stack.api}/dicomweb/studies/{study}/series/{series}/instances/{sop}"
+    wanted = [
+        (f"{base}/frames/1", "multipart/related; type=application/octet-stream; transfer-syntax=*"),
+        (f"{base}/thumbnail", "image/jpeg"),
+    ] * 12
+
+    def fetch(request: tuple[str, str]) -> tuple[int, str]:
+        url, accept = request
+        ask = urllib.request.Request(url, headers={"Accept": accept})  # noqa: S310 - loopback
+        with urllib.request.urlopen(ask, timeout=60) as reply:  # noqa: S310
+            return reply.status, reply.headers["Content-Type"].split(";")[0]
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(fetch, wanted))
+    # THEN every one is answered as its own Accept asked (a function shared by two requests at
+    # once answered a frames request with a thumbnail's Accept: 406)
+    assert answers == [(200, "multipart/related"), (200, "image/jpeg")] * 12
