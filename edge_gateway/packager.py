@@ -22,7 +22,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import shutil
 import time
 import zipfile
 from dataclasses import dataclass
@@ -97,8 +96,16 @@ class Packager:
             return None
 
     def _package(self, part_dir: Path) -> OutboxEntry | None:
-        info = self._spool.read_json(part_dir / PART_FILE)
         part_id = part_dir.name  # a name listed in parts/: one path component, never "." or ".."
+        if not (part_dir / PART_FILE).exists():
+            # A folder reaches parts/ with its part.json (one rename): without it, a removal was
+            # cut short by a crash (spools of gateways before Spool.discard_folder).
+            zipped = (self._spool.path(OUTBOX) / f"{part_id}.zip").exists()
+            if zipped or not any(part_dir.iterdir()):
+                self._remove(part_dir)
+                return self.entry(part_id) if zipped else None
+            raise ValueError("part.json is missing")  # quarantined with the instances it holds
+        info = self._spool.read_json(part_dir / PART_FILE)
         if str(info["part_id"]) != part_id:
             raise ValueError("part.json names another part")
         study_uid = checked_uid(str(info["study_uid"]), "StudyInstanceUID")
@@ -245,8 +252,7 @@ class Packager:
 
     def _remove(self, part_dir: Path) -> None:
         size = sum(p.stat().st_size for p in part_dir.iterdir() if p.is_file())
-        shutil.rmtree(part_dir)
-        fsync_dir(part_dir.parent)
+        self._spool.discard_folder(part_dir)
         self._spool.account(-size)
 
     def pending(self) -> list[Path]:

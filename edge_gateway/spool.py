@@ -275,9 +275,26 @@ class Spool:
         return self.root / name
 
     def recover(self) -> None:
-        """At gateway start: files in tmp/ were never acknowledged (a crash came before the link)."""
+        """At gateway start: files in tmp/ were never acknowledged (a crash came before the link);
+        folders in tmp/ are removals a crash interrupted (:meth:`discard_folder`)."""
         for leftover in (self.root / TMP).iterdir():
-            leftover.unlink(missing_ok=True)
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
+
+    def discard_folder(self, folder: Path) -> None:
+        """Remove a spool folder so that a crash cannot leave it half-deleted where it was.
+
+        ``shutil.rmtree`` interrupted by a crash leaves the folder without some of its files
+        (a part folder without ``part.json``, which the packager then retried forever). The
+        folder is first renamed into ``tmp/`` (one atomic rename), then deleted; :meth:`recover`
+        finishes what a crash interrupted. Raises OSError (FileNotFoundError when it is gone).
+        """
+        doomed = self.root / TMP / f"{uuid.uuid4().hex}.discarded"
+        os.rename(folder, doomed)
+        fsync_dir(folder.parent)
+        shutil.rmtree(doomed, ignore_errors=True)
 
     def _measure(self) -> int:
         total = 0
@@ -497,8 +514,7 @@ class Spool:
         except (OSError, ValueError):
             source = "?"
         freed = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-        shutil.rmtree(folder)
-        fsync_dir(folder.parent)
+        self.discard_folder(folder)
         self.account(-freed)
         log.warning(
             "quarantine entry %s (from %s/, %d bytes) removed by an operator", entry_id, source, freed
